@@ -1,0 +1,87 @@
+"""The answer and its passages: what `ask` returns and what `--json` prints (contract in DESIGN.md)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Passage:
+    """A retrieved chunk, where it sits in its document and where it was placed in the prompt.
+
+    `rank` is the retrieval rank (1 = most relevant); `prompt_index` the order in the prompt after reordering
+    (None when the passage was dropped to fit the window); `prompt_zone` is "start", "middle" or "end".
+    """
+
+    rank: int
+    score: float
+    doc: str
+    doc_id: str
+    char_start: int
+    char_end: int
+    text: str
+    page: int | None = None
+    section: str | None = None
+    speakers: list[str] = field(default_factory=list)
+    n_tokens: int = 0
+    prompt_index: int | None = None
+    prompt_token_start: int | None = None
+    prompt_token_end: int | None = None
+    prompt_zone: str | None = None
+
+
+@dataclass
+class Evidence:
+    """A sentence from a passage that best supports the answer, located in its document."""
+
+    doc: str
+    char_start: int
+    char_end: int
+    text: str
+    score: float = 0.0
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    rope_scaling: dict[str, Any] | None
+    context_window: int
+    attn_implementation: str = "sdpa"
+
+
+@dataclass
+class Answer:
+    """One question's outcome. `error` is set (and `answer` empty) when the question failed."""
+
+    question: str
+    answer: str = ""
+    id: str | None = None
+    mode: str = "rag"
+    model: ModelInfo | None = None
+    passages: list[Passage] = field(default_factory=list)
+    dropped: list[Passage] = field(default_factory=list)  # retrieved but did not fit the window
+    evidence: list[Evidence] = field(default_factory=list)
+    abstained: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The answer JSON of DESIGN.md (plus `abstained` and `dropped`)."""
+        out = asdict(self)
+        order = ["id", "question", "answer", "mode", "model", "passages", "evidence"]
+        return {k: out[k] for k in order} | {k: v for k, v in out.items() if k not in order}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Answer":
+        data = dict(data)
+        model = data.pop("model", None)
+        return cls(
+            **{k: v for k, v in data.items() if k not in ("passages", "dropped", "evidence")},
+            model=ModelInfo(**model) if model else None,
+            passages=[Passage(**p) for p in data.get("passages", [])],
+            dropped=[Passage(**p) for p in data.get("dropped", [])],
+            evidence=[Evidence(**e) for e in data.get("evidence", [])],
+        )

@@ -1,0 +1,182 @@
+"""One settings object for the whole tool.
+
+Values come, each overriding the one before, from: the defaults below, a TOML file (`longdoc.toml` in the
+working directory, or the path in `LONGDOC_CONFIG`), environment variables `LONGDOC_<FIELD>` (for example
+`LONGDOC_TOP_K=8`), and keyword overrides (what the CLI flags and `LongDocQA(**overrides)` pass). The object
+is built once at the edge and passed down; no module reads the environment on its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import platformdirs
+
+EMBEDDED_EMBEDDER = "embedded:all-MiniLM-L6-v2"
+EMBEDDED_GENERATOR = "embedded:SmolLM2-135M-Instruct"
+
+ROPE_SCALINGS = ("yarn", "linear", "dynamic", "none")
+CHUNKERS = ("semantic", "fixed")
+RETRIEVERS = ("hybrid", "dense")
+REORDER_CHOICES = ("important_first_last", "reverse_rank", "document_order", "none")
+MODES = ("auto", "rag", "full_document")
+
+
+class SettingsError(ValueError):
+    """A setting has a value the tool cannot use; the message says which and what is allowed."""
+
+
+def _default_index_dir() -> Path:
+    return Path.home() / ".longdoc" / "index"
+
+
+def _default_cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir("longdoc"))
+
+
+@dataclass
+class Settings:
+    """Every tunable of the tool, with its default.
+
+    Example:
+        >>> Settings.load(top_k=8).top_k
+        8
+    """
+
+    # storage
+    index_dir: Path = field(default_factory=_default_index_dir)
+    cache_dir: Path = field(default_factory=_default_cache_dir)  # converted model weights
+
+    # embedder: the packaged all-MiniLM-L6-v2, or a sentence-transformers directory / hub id
+    embedder: str = EMBEDDED_EMBEDDER
+    embed_batch_size: int = 64
+
+    # generator: the packaged SmolLM2 GGUF, or a .gguf path, a local HF directory or a hub id
+    generator: str = EMBEDDED_GENERATOR
+    rope_scaling: str = "yarn"
+    rope_factor: float = 4.0
+    original_max_position: int = 0  # 0 = the model's own max_position_embeddings (8,192 for SmolLM2)
+    attn_implementation: str = "auto"  # flash_attention_2 on CUDA with flash-attn, else sdpa
+    dtype: str = "float32"
+    device: str = "auto"
+
+    # chunking
+    chunker: str = "semantic"
+    chunk_max_tokens: int = 256  # capped at the embedder's max input: never silently truncated
+    chunk_min_tokens: int = 48  # semantic pieces smaller than this merge with a neighbour
+    fixed_chunk_tokens: int = 512  # `fixed` window (capped at the embedder's max input)
+    fixed_chunk_overlap: int = 64
+    semantic_breakpoint_percentile: float = 90.0  # cut where adjacent-sentence dissimilarity is this high
+
+    # retrieval and prompt
+    retriever: str = "hybrid"
+    top_k: int = 5
+    reorder: str = "important_first_last"
+    mode: str = "auto"
+    min_relevance: float = 0.25  # abstain when the best passage's cosine similarity is below this
+    answer_reserve_tokens: int = 256  # kept free in the window for the answer
+
+    # generation
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+
+    # limits
+    max_file_mb: float = 200.0
+
+    def __post_init__(self) -> None:
+        self.index_dir = Path(self.index_dir).expanduser()
+        self.cache_dir = Path(self.cache_dir).expanduser()
+        self.validate()
+
+    def validate(self) -> None:
+        """Check choices and bounds first, so a bad value fails here with a message, not deep in a model."""
+        for name, allowed in (
+            ("rope_scaling", ROPE_SCALINGS),
+            ("chunker", CHUNKERS),
+            ("retriever", RETRIEVERS),
+            ("reorder", REORDER_CHOICES),
+            ("mode", MODES),
+        ):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise SettingsError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+        positive = ("embed_batch_size", "chunk_max_tokens", "fixed_chunk_tokens", "top_k", "max_new_tokens")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.rope_factor < 1.0:
+            raise SettingsError(f"rope_factor must be at least 1.0, got {self.rope_factor}")
+        if not 0 <= self.fixed_chunk_overlap < self.fixed_chunk_tokens:
+            raise SettingsError(
+                f"fixed_chunk_overlap ({self.fixed_chunk_overlap}) must be smaller than "
+                f"fixed_chunk_tokens ({self.fixed_chunk_tokens})"
+            )
+        if not 0 <= self.chunk_min_tokens < self.chunk_max_tokens:
+            raise SettingsError("chunk_min_tokens must be at least 0 and below chunk_max_tokens")
+
+    def replace(self, **overrides: Any) -> "Settings":
+        """A copy with some values changed, checked like the original."""
+        _check_names(overrides)
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (str(v) if isinstance(v := getattr(self, f.name), Path) else v) for f in fields(self)}
+
+    @classmethod
+    def load(
+        cls,
+        config_file: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> "Settings":
+        """Defaults, then the TOML file, then `LONGDOC_*` variables, then `overrides` (None values ignored)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        path = Path(config_file or env.get("LONGDOC_CONFIG") or "longdoc.toml").expanduser()
+        if path.is_file():
+            try:
+                values.update(tomllib.loads(path.read_text(encoding="utf-8")))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise SettingsError(f"{path}: not valid TOML ({exc})") from None
+            _check_names(values, source=str(path))
+        elif config_file is not None:
+            raise SettingsError(f"{path}: config file not found")
+        for f in fields(cls):
+            raw = env.get(f"LONGDOC_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = raw
+        _check_names(overrides)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**{k: _coerce(k, v) for k, v in values.items()})
+
+
+_FIELD_TYPES = {f.name: f.type for f in fields(Settings)}
+
+
+def _check_names(values: Mapping[str, Any], source: str = "settings") -> None:
+    unknown = sorted(set(values) - set(_FIELD_TYPES))
+    if unknown:
+        raise SettingsError(
+            f"{source}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(_FIELD_TYPES))}"
+        )
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Turn strings from the environment or TOML into the field's type, with a message naming the field."""
+    kind = _FIELD_TYPES[name]
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "Path":
+            return Path(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{name}: expected {kind}, got {value!r}") from None

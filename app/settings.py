@@ -78,6 +78,9 @@ class Settings:
     top_k: int = 5
     reorder: str = "important_first_last"
     mode: str = "auto"
+    # `auto` reads one document whole when it is at most this many generator tokens: at that size the whole
+    # text costs about what the retrieved passages would, and on a CPU a longer prefill costs minutes.
+    auto_full_document_max_tokens: int = 2048
     min_relevance: float = 0.25  # abstain when the best passage's cosine similarity is below this
     answer_reserve_tokens: int = 256  # kept free in the window for the answer
 

@@ -1,0 +1,133 @@
+"""The public Python API: `from app import LongDocQA`. The CLI and the UI are thin shells over it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from app.answer import Answer, ModelInfo
+from app.batch import Question, answer_all, group_by_doc
+from app.engine import QueryEngine
+from app.errors import DocumentNotFound, LongDocError
+from app.generator import Generator
+from app.ingestion import IngestReport, ingest_files
+from app.settings import Settings
+from index.embedder import Embedder
+from index.store import DocumentInfo, IndexStore, StoreError
+from ingest.chunkers import make_chunker
+
+log = logging.getLogger(__name__)
+
+
+class LongDocQA:
+    """Ask questions of long documents, offline.
+
+    Args:
+        index_dir: where the index lives (default from settings: ~/.longdoc/index).
+        settings: a full `Settings`; otherwise one is loaded from longdoc.toml and LONGDOC_* variables.
+        **overrides: any `Settings` field, e.g. `top_k=8`; an unknown name raises, listing the valid ones.
+
+    Example:
+        >>> qa = LongDocQA(index_dir="/tmp/longdoc-index")
+        >>> qa.ingest(["sample_docs"]).ingested[0].name          # doctest: +SKIP
+        'cuad_distribution_agreement.txt'
+        >>> a = qa.ask("Which state's law governs the agreement?")  # doctest: +SKIP
+        >>> a.passages[0].prompt_zone, a.to_dict()["mode"]        # doctest: +SKIP
+        ('start', 'rag')
+    """
+
+    def __init__(self, index_dir: str | Path | None = None, settings: Settings | None = None, **overrides: Any):
+        if settings is None:
+            settings = Settings.load(index_dir=index_dir, **overrides)
+        elif index_dir is not None or overrides:
+            settings = settings.replace(**overrides, **({"index_dir": Path(index_dir)} if index_dir else {}))
+        self.settings = settings
+        self.embedder = Embedder.load(settings.embedder, batch_size=settings.embed_batch_size)
+        try:
+            self.store = IndexStore.open(settings.index_dir, settings.embedder, self.embedder.dim)
+        except StoreError as exc:
+            raise LongDocError(str(exc)) from None
+        self.engine = QueryEngine(settings, self.store, self.embedder, lambda: Generator.load(settings))
+
+    def ingest(
+        self,
+        paths: Iterable[str | Path] | str | Path,
+        show_progress: bool = False,
+        on_file: Callable[[Path, int, int], None] | None = None,
+        names: dict[Path, str] | None = None,
+    ) -> IngestReport:
+        """Ingest files and folders; unchanged files are skipped, changed ones replaced, bad ones reported.
+
+        Returns:
+            IngestReport with `.ingested`, `.unchanged` (DocumentInfo lists) and `.skipped` ((file, reason) pairs).
+        """
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        s = self.settings
+        chunker = make_chunker(
+            s.chunker, self.embedder.tokenizer, min(s.chunk_max_tokens, self.embedder.max_tokens),
+            min_tokens=s.chunk_min_tokens, window=s.fixed_chunk_tokens, overlap=s.fixed_chunk_overlap,
+            breakpoint_percentile=s.semantic_breakpoint_percentile, embed_fn=self.embedder.embed_documents,
+        )
+        return ingest_files(
+            paths, self.store, self.embedder, chunker, max_bytes=int(s.max_file_mb * 1024 * 1024),
+            show_progress=show_progress, on_file=on_file, names=names,
+        )
+
+    def documents(self) -> list[DocumentInfo]:
+        """Every ingested document, with its pages, chunks and tokens."""
+        return self.store.documents()
+
+    def document_text(self, doc: str) -> str:
+        """The extracted text that every `char_start`/`char_end` indexes (a .txt file's exact content)."""
+        return self.store.document_text(self._info(doc).doc_id)
+
+    def remove(self, doc: str) -> DocumentInfo:
+        """Remove a document (by name or id) and its chunks from the index."""
+        return self.store.remove(self._info(doc).doc_id)
+
+    def model_info(self) -> ModelInfo:
+        """The generator's name, RoPE scaling, effective window and attention; loads the model if needed."""
+        return self.engine.generator.info
+
+    def ask(
+        self,
+        question: str,
+        doc: str | None = None,
+        top_k: int | None = None,
+        reorder: str | None = None,
+        mode: str | None = None,
+        id: str | None = None,
+    ) -> Answer:
+        """Answer one question.
+
+        Args:
+            doc: restrict retrieval to one ingested document (name or id).
+            top_k, reorder, mode: override the settings for this call.
+
+        Returns:
+            Answer; `.to_dict()` is the answer JSON of DESIGN.md.
+        """
+        return self.engine.ask(question, id=id, doc=doc, top_k=top_k, reorder=reorder, mode=mode)
+
+    def stream(self, question: str, **options: Any) -> Iterator[str | Answer]:
+        """Like `ask`, but yields the answer's text pieces as they come, then the final `Answer`."""
+        return self.engine.stream(question, **options)
+
+    def ask_many(self, questions: Iterable[str | Question], **options: Any) -> Iterator[Answer]:
+        """Answer many questions, yielding each Answer as it is ready; a failing one carries `error`.
+
+        Questions about the same document run together so a whole-document prefill is reused.
+        Example:
+            >>> for a in qa.ask_many(["Who are the parties?", "When does it expire?"]):  # doctest: +SKIP
+            ...     print(a.id, a.answer)
+        """
+        rows = [q if isinstance(q, Question) else Question(id=f"q{i}", question=q) for i, q in enumerate(questions, 1)]
+        return answer_all(self, group_by_doc(rows), **options)
+
+    def _info(self, doc: str) -> DocumentInfo:
+        info = self.store.get(doc)
+        if info is None:
+            raise DocumentNotFound(f"no ingested document named {doc!r}")
+        return info

@@ -1,0 +1,193 @@
+"""Batch answering: a file of questions in, one answer line out per question, appended as it is ready.
+
+Each answer is written and flushed (and fsynced) the moment it exists, so a killed run loses nothing it
+finished; `resume` drops a half-written last line and skips ids already answered. A question that fails
+gets its `error` in its line and the rest go on. Questions about the same document run one after another,
+so in `full_document` mode the engine prefills the document once and reuses its KV cache.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Iterable, Iterator
+
+from app.answer import Answer
+from app.errors import LongDocError
+
+log = logging.getLogger(__name__)
+
+CSV_FIELDS = [
+    "id", "question", "doc", "answer", "mode", "abstained", "error",
+    "top_doc", "top_page", "top_section", "top_char_start", "top_char_end", "top_score", "top_text",
+    "zones", "evidence", "prompt_tokens", "completion_tokens", "retrieve_s", "prefill_s", "generate_s", "total_s",
+]
+
+
+@dataclass
+class Question:
+    """One row of a question file. `error` is set when the row itself is unusable."""
+
+    id: str
+    question: str
+    doc: str | None = None
+    error: str | None = None
+
+
+class QuestionFileError(LongDocError):
+    """The question file as a whole cannot be read."""
+
+
+def read_questions(path: Path) -> list[Question]:
+    """Questions from .txt (one a line), .jsonl ({"id", "question", "doc"?}) or .csv (id,question[,doc])."""
+    if not path.is_file():
+        raise QuestionFileError(f"{path}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise QuestionFileError(f"{path}: not UTF-8 text") from None
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        return [Question(id=f"q{n}", question=line.strip()) for n, line in enumerate(text.splitlines(), 1)
+                if line.strip()]
+    if suffix == ".jsonl":
+        return [_jsonl_row(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if suffix == ".csv":
+        rows = list(csv.DictReader(io.StringIO(text)))
+        if rows and "question" not in rows[0]:
+            raise QuestionFileError(f"{path}: the CSV header needs a 'question' column (id,question[,doc])")
+        return [_csv_row(n, row) for n, row in enumerate(rows, 2)]
+    raise QuestionFileError(f"{path}: question files are .txt, .jsonl or .csv, not {suffix or 'no extension'}")
+
+
+def _jsonl_row(n: int, line: str) -> Question:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return Question(id=f"line{n}", question="", error=f"line {n}: not JSON ({exc.msg})")
+    if not isinstance(row, dict):
+        return Question(id=f"line{n}", question="", error=f"line {n}: expected an object")
+    qid = str(row.get("id") or f"q{n}")
+    question = row.get("question")
+    if not isinstance(question, str) or not question.strip():
+        return Question(id=qid, question="", error=f"line {n}: no question")
+    return Question(id=qid, question=question.strip(), doc=row.get("doc") or None)
+
+
+def _csv_row(n: int, row: dict[str, str | None]) -> Question:
+    qid = (row.get("id") or "").strip() or f"q{n}"
+    question = (row.get("question") or "").strip()
+    if not question:
+        return Question(id=qid, question="", error=f"row {n}: no question")
+    return Question(id=qid, question=question, doc=(row.get("doc") or "").strip() or None)
+
+
+def expand_each_doc(questions: list[Question], docs: Iterable[str]) -> list[Question]:
+    """Every question of every document, document by document (ids become `id@doc`)."""
+    return [Question(id=f"{q.id}@{d}", question=q.question, doc=d, error=q.error) for d in docs for q in questions]
+
+
+def group_by_doc(questions: list[Question]) -> list[Question]:
+    """Questions about the same document next to each other, first-seen order kept, so a KV cache is reused."""
+    order: dict[str | None, int] = {}
+    for q in questions:
+        order.setdefault(q.doc, len(order))
+    return sorted(questions, key=lambda q: order[q.doc])
+
+
+def flatten(answer: Answer, doc: str | None) -> dict[str, object]:
+    """One CSV row: the answer, the top passage and its place, the zones, the evidence and timings."""
+    top = answer.passages[0] if answer.passages else None
+    by_rank = sorted(answer.passages, key=lambda p: p.rank)
+    row: dict[str, object] = {
+        "id": answer.id, "question": answer.question, "doc": doc, "answer": answer.answer, "mode": answer.mode,
+        "abstained": answer.abstained, "error": answer.error,
+        "zones": " ".join(f"{p.rank}:{p.prompt_zone}" for p in by_rank if p.prompt_zone),
+        "evidence": " | ".join(e.text for e in answer.evidence),
+        "prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
+    }
+    if top is not None:
+        top = by_rank[0]
+        row.update(top_doc=top.doc, top_page=top.page, top_section=top.section, top_char_start=top.char_start,
+                   top_char_end=top.char_end, top_score=top.score, top_text=top.text)
+    row.update({k: answer.timings.get(k) for k in ("retrieve_s", "prefill_s", "generate_s", "total_s")})
+    # One physical line per record, so a resume can trust line boundaries.
+    return {k: " ".join(str(v).split()) if isinstance(v, str) else v for k, v in row.items()}
+
+
+class AnswerWriter:
+    """Appends answers to a .jsonl or .csv file, one durable line each, and knows which ids it already holds."""
+
+    def __init__(self, path: Path, fmt: str, resume: bool) -> None:
+        if fmt not in ("jsonl", "csv"):
+            raise LongDocError(f"format {fmt!r} is not one of jsonl, csv")
+        self.path, self.fmt = path, fmt
+        self.done: set[str] = set()
+        if resume and path.exists():
+            self._drop_partial_line()
+            self.done = self._ids()
+        elif path.exists():
+            path.unlink()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        new = not path.exists() or path.stat().st_size == 0
+        self._fh: IO[str] = path.open("a", encoding="utf-8", newline="")
+        if fmt == "csv" and new:
+            self._write_line(_csv_line(dict(zip(CSV_FIELDS, CSV_FIELDS))))
+
+    def write(self, answer: Answer, doc: str | None) -> None:
+        if self.fmt == "jsonl":
+            line = json.dumps(answer.to_dict(), ensure_ascii=False) + "\n"
+        else:
+            line = _csv_line(flatten(answer, doc))
+        self._write_line(line)
+        if answer.id is not None:
+            self.done.add(answer.id)
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def _write_line(self, line: str) -> None:
+        self._fh.write(line)
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def _drop_partial_line(self) -> None:
+        """A run killed mid-write can leave a last line without its newline: cut it off."""
+        data = self.path.read_bytes()
+        keep = data.rfind(b"\n") + 1
+        if keep != len(data):
+            with self.path.open("r+b") as fh:
+                fh.truncate(keep)
+
+    def _ids(self) -> set[str]:
+        text = self.path.read_text(encoding="utf-8")
+        if self.fmt == "jsonl":
+            return {str(json.loads(line).get("id")) for line in text.splitlines() if line.strip()}
+        return {row["id"] for row in csv.DictReader(io.StringIO(text)) if row.get("id")}
+
+
+def _csv_line(row: dict[str, object]) -> str:
+    buf = io.StringIO()
+    csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n").writerow(row)
+    return buf.getvalue()
+
+
+def answer_all(qa, questions: list[Question], mode: str | None = None, top_k: int | None = None,
+               reorder: str | None = None) -> Iterator[Answer]:
+    """Answer each question in turn; a failing one yields an Answer with `error` set and the rest go on."""
+    for q in questions:
+        if q.error:
+            yield Answer(question=q.question, id=q.id, error=q.error)
+            continue
+        try:
+            yield qa.ask(q.question, doc=q.doc, top_k=top_k, reorder=reorder, mode=mode, id=q.id)
+        except LongDocError as exc:
+            yield Answer(question=q.question, id=q.id, error=str(exc))
+        except Exception as exc:  # one broken question must not end a run of hundreds
+            log.exception("question %s failed", q.id)
+            yield Answer(question=q.question, id=q.id, error=f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,224 @@
+"""`longdoc`: the terminal way in. Each command parses, calls `LongDocQA` and prints; nothing more.
+
+The tool's own errors (`LongDocError`, `SettingsError`) print as one red line and exit 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from app.batch import Question
+from app.errors import LongDocError
+from app.settings import MODES, REORDER_CHOICES, Settings, SettingsError
+
+app = typer.Typer(help="Ask questions of documents too long for a model to read at once.", no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+IndexOpt = Annotated[Optional[Path], typer.Option("--index", help="Index directory (default from settings).")]
+DocOpt = Annotated[Optional[str], typer.Option("--doc", help="Restrict to one ingested document.")]
+TopKOpt = Annotated[Optional[int], typer.Option("--top-k", min=1, help="Passages to retrieve.")]
+ReorderOpt = Annotated[
+    Optional[str], typer.Option("--reorder", help=f"Prompt order: {', '.join(REORDER_CHOICES)}.")
+]
+ModeOpt = Annotated[Optional[str], typer.Option("--mode", help=f"{', '.join(MODES)}.")]
+
+
+def _qa(index: Path | None, **overrides):
+    from app.api import LongDocQA  # heavy imports only for commands that need the models
+
+    return LongDocQA(index_dir=index, **overrides)
+
+
+def command(fn: Callable) -> Callable:
+    """Register a subcommand whose tool errors print as one red line and exit 1, never as a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (LongDocError, SettingsError) as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(1) from None
+
+    return app.command()(wrapper)
+
+
+@command
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders.")],
+    index: IndexOpt = None,
+) -> None:
+    """Ingest files and folders (pdf, docx, html, md, txt, vtt, srt); one line per skipped file with the reason."""
+    report = _qa(index).ingest(paths, show_progress=True)
+    for file, reason in report.skipped:
+        err.print(f"[yellow]skipped[/yellow] {file}: {reason}", highlight=False)
+    console.print(
+        f"{len(report.ingested)} ingested ({report.chunks} chunks, {report.tokens:,} tokens), "
+        f"{len(report.unchanged)} unchanged, {len(report.skipped)} skipped in {report.seconds:.1f} s"
+    )
+
+
+@command
+def docs(index: IndexOpt = None) -> None:
+    """List the ingested documents."""
+    documents = _qa(index).documents()
+    if not documents:
+        console.print("The library is empty: `longdoc ingest PATH` adds documents.")
+        return
+    table = Table("name", "id", "type", "pages", "chunks", "tokens", "ingested at")
+    for d in documents:
+        table.add_row(d.name, d.doc_id, d.doc_type, str(d.pages), str(d.chunks), f"{d.tokens:,}", d.ingested_at)
+    console.print(table)
+
+
+@command
+def remove(doc: Annotated[str, typer.Argument(help="Document name or id.")], index: IndexOpt = None) -> None:
+    """Remove a document and its chunks from the index."""
+    info = _qa(index).remove(doc)
+    console.print(f"removed {info.name} ({info.chunks} chunks)")
+
+
+@command
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    doc: DocOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the answer JSON.")] = False,
+    top_k: TopKOpt = None,
+    reorder: ReorderOpt = None,
+    mode: ModeOpt = None,
+    index: IndexOpt = None,
+) -> None:
+    """Answer one question, with the passages behind it and where each sat."""
+    qa = _qa(index)
+    if as_json:
+        answer = qa.ask(question, doc=doc, top_k=top_k, reorder=reorder, mode=mode)
+        print(json.dumps(answer.to_dict(), ensure_ascii=False))
+        return
+    answer = None
+    for event in qa.stream(question, doc=doc, top_k=top_k, reorder=reorder, mode=mode):
+        if isinstance(event, str):
+            console.print(event, end="", highlight=False, markup=False)
+        else:
+            answer = event
+    console.print()
+    _print_passages(answer)
+
+
+def _print_passages(answer) -> None:
+    table = Table("rank", "score", "document", "where", "chars", "prompt #", "zone", title=f"mode: {answer.mode}")
+    for p in answer.passages:
+        where = ", ".join(x for x in (p.section and p.section[:40], p.page and f"p. {p.page}",
+                                      p.speakers and "/".join(p.speakers)) if x)
+        zone = p.prompt_zone or ("not used" if p.prompt_index is None else "")
+        table.add_row(str(p.rank), f"{p.score:.3f}", p.doc, where, f"{p.char_start}-{p.char_end}",
+                      "" if p.prompt_index is None else str(p.prompt_index), zone)
+    console.print(table)
+    for e in answer.evidence:
+        console.print(f"[bold]evidence[/bold] {e.doc} {e.char_start}-{e.char_end}: {e.text}", highlight=False)
+    t = answer.timings
+    console.print(
+        f"[dim]{answer.prompt_tokens} prompt tokens, {answer.completion_tokens} generated; "
+        + ", ".join(f"{k} {v:.2f}" for k, v in t.items()) + "[/dim]"
+    )
+
+
+@command
+def batch(
+    questions: Annotated[Path, typer.Argument(help="Question file: .txt, .jsonl or .csv.")],
+    out: Annotated[Path, typer.Option("--out", help="Answer file to write (appended as answers come).")],
+    doc: DocOpt = None,
+    each_doc: Annotated[bool, typer.Option("--each-doc", help="Ask every question of every document.")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
+    resume: Annotated[bool, typer.Option("--resume", help="Skip ids already in --out.")] = False,
+    top_k: TopKOpt = None,
+    reorder: ReorderOpt = None,
+    mode: ModeOpt = None,
+    index: IndexOpt = None,
+) -> None:
+    """Answer a whole file of questions; exits 1 if any question failed."""
+    from app.batch import AnswerWriter, answer_all, expand_each_doc, group_by_doc, read_questions
+
+    if doc and each_doc:
+        raise LongDocError("--doc and --each-doc cannot be used together")
+    rows = read_questions(questions)
+    qa = _qa(index)
+    if each_doc:
+        rows = expand_each_doc(rows, [d.name for d in qa.documents()])
+    elif doc:
+        rows = [Question(id=q.id, question=q.question, doc=doc, error=q.error) for q in rows]
+    writer = AnswerWriter(out, fmt, resume)
+    todo = group_by_doc([q for q in rows if q.id not in writer.done])
+    docs = {q.id: q.doc for q in todo}
+    counts = {"answered": 0, "abstained": 0, "failed": 0}
+    started = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err) as progress:
+        task = progress.add_task("Answering", total=len(todo), rate="")
+        for n, answer in enumerate(answer_all(qa, todo, mode=mode, top_k=top_k, reorder=reorder), 1):
+            writer.write(answer, docs.get(answer.id))
+            key = "failed" if answer.error else "abstained" if answer.abstained else "answered"
+            counts[key] += 1
+            if answer.error:
+                err.print(f"[red]failed[/red] {answer.id}: {answer.error}", highlight=False)
+            rate = n / (time.perf_counter() - started)
+            progress.update(task, advance=1, rate=f"{rate * 60:.1f} q/min")
+    writer.close()
+    seconds = time.perf_counter() - started
+    skipped = len(rows) - len(todo)
+    console.print(
+        f"{counts['answered']} answered, {counts['abstained']} abstained, {counts['failed']} failed"
+        + (f", {skipped} already done" if skipped else "")
+        + f" in {seconds:.1f} s ({seconds / max(1, len(todo)):.2f} s per question) -> {out}"
+    )
+    if counts["failed"]:
+        raise typer.Exit(1)
+
+
+@command
+def ui(port: Annotated[int, typer.Option(help="Local port.")] = 8501, index: IndexOpt = None) -> None:
+    """Serve the browser UI on localhost."""
+    env = dict(os.environ)
+    if index is not None:
+        env["LONGDOC_INDEX_DIR"] = str(index)
+    script = Path(__file__).resolve().parent.parent / "ui" / "app.py"
+    cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
+           "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    console.print(f"longdoc-qa UI on http://localhost:{port}")
+    raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+@command
+def ppl(
+    file: Annotated[Path, typer.Argument(help="A text file (or any supported document).")],
+    lengths: Annotated[str, typer.Option(help="Context lengths, e.g. 2k,4k,8k,16k.")] = "2k,4k,8k,16k",
+    scaling: Annotated[str, typer.Option(help="RoPE scalings to compare.")] = "none,linear,dynamic,yarn",
+    out: Annotated[Path, typer.Option(help="Plot file (PNG).")] = Path("ppl.png"),
+) -> None:
+    """Perplexity by position segment for each RoPE scaling, as a table and a plot."""
+    from app.perplexity import run_ppl
+
+    sizes = [int(float(x[:-1]) * 1024) if x.lower().endswith("k") else int(x) for x in lengths.split(",")]
+    report = run_ppl(file, sizes, [s.strip() for s in scaling.split(",")], Settings.load(), out)
+    console.print(report.table())
+    console.print(f"plot: {out}")
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=os.environ.get("LONGDOC_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
+    )
+    app()

@@ -1,0 +1,183 @@
+"""The query engine: retrieve, reorder, fit the window, generate, and say where every passage sat.
+
+One question runs straight through `stream`: retrieval over the index (dense or hybrid), abstention when
+nothing is relevant enough, the choice between reading the retrieved passages (`rag`) and reading the
+document whole (`full_document`), prompt assembly within the effective window, streamed generation, and
+evidence sentences located in their documents.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Iterator
+
+from app.answer import Answer, Passage
+from app.errors import DocumentNotFound, EmptyIndex, LongDocError
+from app.evidence import select_evidence
+from app.generator import Generator
+from app.prompt import PromptBuilder, PromptPlan
+from app.reorder import REORDERERS
+from app.settings import MODES, REORDER_CHOICES, Settings
+from index.embedder import Embedder
+from index.retrieval import RetrievedChunk, retrieve
+from index.store import DocumentInfo, IndexStore
+
+log = logging.getLogger(__name__)
+
+ABSTAIN_ANSWER = "The documents do not answer this question: no passage is relevant enough."
+
+
+def to_passage(rank: int, hit: RetrievedChunk) -> Passage:
+    chunk = hit.chunk
+    return Passage(
+        rank=rank,
+        score=round(float(hit.similarity), 4),
+        doc=chunk.doc_name,
+        doc_id=chunk.doc_id,
+        char_start=chunk.char_start,
+        char_end=chunk.char_end,
+        text=chunk.text,
+        page=chunk.pages[0] if chunk.pages else None,
+        section=chunk.section,
+        speakers=list(chunk.speakers),
+        n_tokens=chunk.n_tokens,
+    )
+
+
+class QueryEngine:
+    """Answers questions over one index with one generator.
+
+    Args:
+        settings: defaults for top_k, reorder, mode, relevance threshold and generation.
+        store, embedder: the index and the model that embedded it.
+        load_generator: builds the generator on first use, so listing or ingesting never loads it.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: IndexStore,
+        embedder: Embedder,
+        load_generator: Callable[[], Generator],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.embedder = embedder
+        self._load_generator = load_generator
+        self._generator: Generator | None = None
+        self._prefix: tuple[tuple[int, ...], object] | None = None  # (prefix ids, KV cache) of the last document
+
+    @property
+    def generator(self) -> Generator:
+        if self._generator is None:
+            self._generator = self._load_generator()
+        return self._generator
+
+    def resolve_doc(self, doc: str | None) -> DocumentInfo | None:
+        if doc is None:
+            return None
+        info = self.store.get(doc)
+        if info is None:
+            names = ", ".join(d.name for d in self.store.documents()) or "none"
+            raise DocumentNotFound(f"no ingested document named {doc!r} (ingested: {names})")
+        return info
+
+    def retrieve(self, question: str, doc: str | None = None, top_k: int | None = None) -> list[Passage]:
+        """The top-k passages, best first, each with its retrieval rank and cosine similarity."""
+        info = self.resolve_doc(doc)
+        hits = retrieve(
+            self.store, self.embedder, question, k=top_k or self.settings.top_k,
+            method=self.settings.retriever, doc_id=info.doc_id if info else None,
+        )
+        return [to_passage(i + 1, hit) for i, hit in enumerate(hits)]
+
+    def stream(
+        self,
+        question: str,
+        *,
+        id: str | None = None,
+        doc: str | None = None,
+        top_k: int | None = None,
+        reorder: str | None = None,
+        mode: str | None = None,
+    ) -> Iterator[str | Answer]:
+        """Yield the answer's text pieces as they are generated, then the finished `Answer`."""
+        reorder = reorder or self.settings.reorder
+        mode = mode or self.settings.mode
+        if reorder not in REORDER_CHOICES:
+            raise LongDocError(f"reorder={reorder!r} is not one of {', '.join(REORDER_CHOICES)}")
+        if mode not in MODES:
+            raise LongDocError(f"mode={mode!r} is not one of {', '.join(MODES)}")
+        if not question.strip():
+            raise LongDocError("the question is empty")
+        if len(self.store) == 0:
+            raise EmptyIndex("the library is empty: ingest a document first (longdoc ingest PATH)")
+
+        started = time.perf_counter()
+        ranked = self.retrieve(question, doc=doc, top_k=top_k)
+        timings = {"retrieve_s": round(time.perf_counter() - started, 4)}
+        gen = self.generator
+        answer = Answer(question=question, id=id, model=gen.info, timings=timings)
+
+        if not ranked or ranked[0].score < self.settings.min_relevance:
+            answer.abstained = True
+            answer.answer = ABSTAIN_ANSWER
+            answer.passages = ranked
+            answer.mode = "rag" if mode == "auto" else mode
+            answer.timings["total_s"] = round(time.perf_counter() - started, 4)
+            yield answer.answer
+            yield answer
+            return
+
+        builder = PromptBuilder(gen.tokenizer, gen.context_window, self.settings.max_new_tokens)
+        answer.mode = self._choose_mode(mode, doc, ranked, gen)
+        if answer.mode == "full_document":
+            info = self.resolve_doc(doc) or self.store.get(ranked[0].doc_id)
+            plan = builder.build_whole(question, info.name, self.store.document_text(info.doc_id), ranked)
+        else:
+            plan = builder.build(question, ranked, REORDERERS[reorder])
+        answer.passages, answer.dropped = plan.passages, plan.dropped
+        answer.prompt_tokens = len(plan.input_ids)
+
+        pieces: list[str] = []
+        for piece in self._generate(plan, answer.mode == "full_document", question):
+            pieces.append(piece)
+            yield piece
+        stats = gen.last_stats
+        answer.answer = "".join(pieces).strip()
+        answer.completion_tokens = stats.completion_tokens
+        answer.timings.update(prefill_s=round(stats.prefill_s, 4), generate_s=round(stats.generate_s, 4))
+        answer.evidence = select_evidence(self.embedder, question, answer.answer, answer.passages)
+        answer.timings["total_s"] = round(time.perf_counter() - started, 4)
+        yield answer
+
+    def ask(self, question: str, **options) -> Answer:
+        """Run `stream` to the end and return the `Answer`."""
+        *_, answer = self.stream(question, **options)
+        return answer
+
+    def _choose_mode(self, mode: str, doc: str | None, ranked: list[Passage], gen: Generator) -> str:
+        """`auto` reads one document whole when the question is about one document and it is short enough."""
+        if mode != "auto":
+            return mode
+        docs = {p.doc_id for p in ranked}
+        if doc is None and len(docs) > 1:
+            return "rag"
+        info = self.resolve_doc(doc) or self.store.get(ranked[0].doc_id)
+        text = self.store.document_text(info.doc_id)
+        fits = gen.count_tokens(text) <= self.settings.auto_full_document_max_tokens
+        return "full_document" if fits else "rag"
+
+    def _generate(self, plan: PromptPlan, whole: bool, question: str) -> Iterator[str]:
+        """Stream the answer; for a whole document, reuse the KV cache of the document prefix across questions."""
+        gen = self.generator
+        if not whole:
+            yield from gen.stream(plan.input_ids, max_new_tokens=self.settings.max_new_tokens)
+            return
+        split = plan.text.rindex("Question: " + question)
+        prefix_len = len(gen.tokenizer(plan.text[:split], add_special_tokens=False)["input_ids"])
+        prefix = tuple(plan.input_ids[:prefix_len])
+        if self._prefix is None or self._prefix[0] != prefix:
+            self._prefix = (prefix, gen.prefill(list(prefix)))
+        yield from gen.stream(plan.input_ids, max_new_tokens=self.settings.max_new_tokens, past=self._prefix[1])

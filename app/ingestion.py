@@ -1,0 +1,115 @@
+"""Files into the index: find, hash, skip the unchanged, parse, chunk, embed, store; one report at the end.
+
+Each file is stored on its own (atomically, by the store), so a bad or interrupted file never costs the
+files before it, and the next file still goes in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable
+
+from tqdm.auto import tqdm
+
+from index.embedder import Embedder
+from index.store import DocumentInfo, IndexStore
+from ingest import IngestError
+from ingest.chunkers import Chunker
+from ingest.loaders import load_document
+from ingest.pipeline import find_files
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestReport:
+    """What one `ingest` call did: new or replaced documents, unchanged ones, and skipped files with reasons."""
+
+    ingested: list[DocumentInfo] = field(default_factory=list)
+    unchanged: list[DocumentInfo] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    seconds: float = 0.0
+
+    @property
+    def chunks(self) -> int:
+        return sum(d.chunks for d in self.ingested)
+
+    @property
+    def tokens(self) -> int:
+        return sum(d.tokens for d in self.ingested)
+
+
+def content_id(path: Path) -> str:
+    """A document's identity is its content: the same bytes under any name are the same document."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def ingest_files(
+    paths: Iterable[str | Path],
+    store: IndexStore,
+    embedder: Embedder,
+    chunker: Chunker,
+    max_bytes: int,
+    show_progress: bool = False,
+    on_file: Callable[[Path, int, int], None] | None = None,
+    names: dict[Path, str] | None = None,
+) -> IngestReport:
+    """Ingest files and folders into `store`.
+
+    Args:
+        paths: files or folders (folders are walked for supported files).
+        max_bytes: files larger than this are skipped with a reason.
+        on_file: called as (path, i, n) before each file, for a UI progress bar.
+        names: display names for some paths (uploads are stored by hash but keep the user's file name).
+    """
+    started = time.perf_counter()
+    files, errors = find_files(paths)
+    report = IngestReport(skipped=[(e.path, e.reason) for e in errors])
+    for i, path in enumerate(tqdm(files, desc="Ingesting", unit="file", disable=not show_progress)):
+        if on_file:
+            on_file(path, i, len(files))
+        name = (names or {}).get(path, path.name)
+        try:
+            doc_id = content_id(path)
+        except OSError as exc:
+            report.skipped.append((str(path), f"cannot read: {exc.strerror or exc}"))
+            continue
+        existing = store.get(doc_id)
+        if existing is not None and existing.name == name:
+            report.unchanged.append(existing)
+            continue
+        try:
+            doc = load_document(path, max_bytes=max_bytes, name=name)
+            chunks = chunker.chunk(doc, doc_id)
+        except IngestError as exc:
+            report.skipped.append((exc.path, exc.reason))
+            continue
+        if not chunks:
+            report.skipped.append((str(path), "no text to index"))
+            continue
+        vectors = embedder.embed_documents([c.text for c in chunks], show_progress=show_progress)
+        info = DocumentInfo(
+            doc_id=doc_id,
+            name=name,
+            doc_type=doc.doc_type,
+            source=str(path),
+            pages=len(doc.pages),
+            chunks=len(chunks),
+            tokens=embedder.count_tokens(doc.text),  # whole text once: overlapping windows would double count
+            chars=len(doc.text),
+            ingested_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        store.add(info, doc.text, chunks, vectors)
+        log.info("ingested %s: %d chunks", name, len(chunks))
+        report.ingested.append(info)
+    report.seconds = time.perf_counter() - started
+    return report

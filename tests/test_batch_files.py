@@ -1,0 +1,87 @@
+"""Question files in every format, bad rows, and the answer file's durability on resume."""
+
+import json
+
+import pytest
+
+from app.answer import Answer, Passage
+from app.batch import AnswerWriter, QuestionFileError, expand_each_doc, group_by_doc, read_questions
+
+
+def test_txt_questions_one_a_line(tmp_path):
+    f = tmp_path / "q.txt"
+    f.write_text("Who are the parties?\n\n  When does it end?  \n", encoding="utf-8")
+    qs = read_questions(f)
+    assert [(q.id, q.question) for q in qs] == [("q1", "Who are the parties?"), ("q3", "When does it end?")]
+
+
+def test_jsonl_questions_with_doc_and_bad_rows(tmp_path):
+    f = tmp_path / "q.jsonl"
+    f.write_text('{"id": "a", "question": "Q1?", "doc": "x.txt"}\nnot json\n{"id": "c"}\n[1]\n', encoding="utf-8")
+    qs = read_questions(f)
+    assert (qs[0].id, qs[0].question, qs[0].doc, qs[0].error) == ("a", "Q1?", "x.txt", None)
+    assert "line 2: not JSON" in qs[1].error
+    assert qs[2].id == "c" and "no question" in qs[2].error
+    assert "expected an object" in qs[3].error
+
+
+def test_csv_questions_with_optional_doc(tmp_path):
+    f = tmp_path / "q.csv"
+    f.write_text('id,question,doc\n1,"Which law, if any?",\n2,,x.txt\n', encoding="utf-8")
+    qs = read_questions(f)
+    assert (qs[0].question, qs[0].doc, qs[0].error) == ("Which law, if any?", None, None)
+    assert "row 3: no question" in qs[1].error
+
+
+def test_unusable_question_files_name_the_problem(tmp_path):
+    with pytest.raises(QuestionFileError, match="no such file"):
+        read_questions(tmp_path / "missing.txt")
+    (tmp_path / "q.xlsx").write_bytes(b"PK")
+    with pytest.raises(QuestionFileError, match=r"\.txt, \.jsonl or \.csv"):
+        read_questions(tmp_path / "q.xlsx")
+    (tmp_path / "q.csv").write_text("foo,bar\n1,2\n", encoding="utf-8")
+    with pytest.raises(QuestionFileError, match="'question' column"):
+        read_questions(tmp_path / "q.csv")
+
+
+def test_each_doc_and_grouping_keep_same_document_questions_together(tmp_path):
+    f = tmp_path / "q.txt"
+    f.write_text("A?\nB?\n", encoding="utf-8")
+    rows = expand_each_doc(read_questions(f), ["x", "y"])
+    assert [q.id for q in rows] == ["q1@x", "q2@x", "q1@y", "q2@y"]
+    mixed = [rows[0], rows[2], rows[1], rows[3]]
+    assert [q.id for q in group_by_doc(mixed)] == ["q1@x", "q2@x", "q1@y", "q2@y"]
+
+
+def answer(i: int) -> Answer:
+    p = Passage(rank=1, score=0.5, doc="d.txt", doc_id="x", char_start=0, char_end=4, text="line\nbreak",
+                prompt_index=0, prompt_zone="start")
+    return Answer(question=f"Q{i}?", id=f"q{i}", answer=f"answer\n{i}", passages=[p])
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_resume_drops_a_partial_last_line_and_skips_done_ids(tmp_path, fmt):
+    out = tmp_path / f"a.{fmt}"
+    w = AnswerWriter(out, fmt, resume=False)
+    for i in range(3):
+        w.write(answer(i), "d.txt")
+    w.close()
+    with out.open("a", encoding="utf-8") as fh:  # a kill in the middle of a write
+        fh.write('{"id": "q3", "ques' if fmt == "jsonl" else "q3,Q3?,d.tx")
+    w = AnswerWriter(out, fmt, resume=True)
+    assert w.done == {"q0", "q1", "q2"}
+    w.write(answer(3), "d.txt")
+    w.close()
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == (4 if fmt == "jsonl" else 5)  # csv has a header
+    if fmt == "jsonl":
+        assert [json.loads(line)["id"] for line in lines] == ["q0", "q1", "q2", "q3"]
+
+
+def test_without_resume_the_answer_file_starts_over(tmp_path):
+    out = tmp_path / "a.jsonl"
+    out.write_text('{"id": "old"}\n', encoding="utf-8")
+    w = AnswerWriter(out, "jsonl", resume=False)
+    w.write(answer(0), None)
+    w.close()
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == ["q0"]

@@ -1,0 +1,47 @@
+"""One settings object: defaults, then longdoc.toml, then LONGDOC_* variables, then explicit overrides."""
+
+from pathlib import Path
+
+import pytest
+
+from app.settings import Settings, SettingsError
+
+
+def test_later_sources_override_earlier(tmp_path):
+    cfg = tmp_path / "longdoc.toml"
+    cfg.write_text('top_k = 7\nreorder = "reverse_rank"\nindex_dir = "~/idx"\n', encoding="utf-8")
+    s = Settings.load(config_file=cfg, env={"LONGDOC_TOP_K": "9"})
+    assert s.top_k == 9 and s.reorder == "reverse_rank"
+    assert s.index_dir == Path.home() / "idx"
+    assert Settings.load(config_file=cfg, env={"LONGDOC_TOP_K": "9"}, top_k=3).top_k == 3
+
+
+def test_none_overrides_are_ignored():
+    assert Settings.load(env={}, top_k=None).top_k == Settings().top_k
+
+
+def test_unknown_setting_lists_the_valid_ones(tmp_path):
+    with pytest.raises(SettingsError, match="unknown setting.*top_kk.*valid:.*top_k"):
+        Settings.load(env={}, top_kk=3)
+    cfg = tmp_path / "longdoc.toml"
+    cfg.write_text("colour = 1\n", encoding="utf-8")
+    with pytest.raises(SettingsError, match=r"longdoc.toml: unknown setting\(s\) colour"):
+        Settings.load(config_file=cfg, env={})
+
+
+def test_bad_values_name_the_setting_and_the_choices(tmp_path):
+    with pytest.raises(SettingsError, match="rope_scaling='ntk' is not one of yarn, linear, dynamic, none"):
+        Settings.load(env={"LONGDOC_ROPE_SCALING": "ntk"})
+    with pytest.raises(SettingsError, match="top_k: expected int, got 'many'"):
+        Settings.load(env={"LONGDOC_TOP_K": "many"})
+    with pytest.raises(SettingsError, match="fixed_chunk_overlap"):
+        Settings(fixed_chunk_tokens=64, fixed_chunk_overlap=64)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("top_k = = 3", encoding="utf-8")
+    with pytest.raises(SettingsError, match="not valid TOML"):
+        Settings.load(config_file=bad, env={})
+
+
+def test_missing_explicit_config_file_is_an_error(tmp_path):
+    with pytest.raises(SettingsError, match="config file not found"):
+        Settings.load(config_file=tmp_path / "nope.toml", env={})

@@ -1,0 +1,106 @@
+"""`longdoc eval ...`: evaluations a user runs on their own machine, each writing a table, JSON and a plot.
+
+`eval_app` is a plain typer group, one command per function; the main CLI mounts it with
+`app.add_typer(eval_app, name="eval")`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from app.settings import CHUNKERS, RETRIEVERS, Settings
+
+eval_app = typer.Typer(help="Measure retrieval and long-context reading on your own setup.", no_args_is_help=True)
+console = Console()
+log = logging.getLogger(__name__)
+
+
+@eval_app.command()
+def recall(
+    data: Annotated[str, typer.Option(help="cuad, qmsum, a folder laid out like cuad_dev, or a QMSum-style .jsonl.")] = "cuad",
+    quick: Annotated[bool, typer.Option("--quick", help="Two short documents: under a minute on 2 cores.")] = False,
+    chunker: Annotated[Optional[str], typer.Option(help=f"{', '.join(CHUNKERS)} (default from settings).")] = None,
+    retriever: Annotated[Optional[str], typer.Option(help=f"{', '.join(RETRIEVERS)} (default from settings).")] = None,
+    k: Annotated[int, typer.Option("--k", min=1, help="Passages counted for recall@k.")] = 5,
+    budget: Annotated[int, typer.Option(min=1, help="Generator tokens of ranked passages for the equal-budget recall.")] = 2000,
+    budget_tokenizer: Annotated[str, typer.Option(help="Count the budget in generator or embedder tokens.")] = "generator",
+    out: Annotated[Path, typer.Option(help="Folder for the JSON and PNG.")] = Path("eval-results"),
+) -> None:
+    """Evidence recall@k, MRR and recall at an equal token budget on a question set with gold spans."""
+    from app.evals.datasets import load_eval_set
+    from app.evals.recall import recall_table, run_recall, write_report
+
+    try:
+        eval_set = load_eval_set(data, quick=quick)
+        settings = Settings.load(chunker=chunker, retriever=retriever)
+    except ValueError as exc:  # SettingsError is a ValueError
+        raise typer.BadParameter(str(exc)) from None
+    console.print(f"{eval_set.name}: {len(eval_set.documents)} documents, {len(eval_set.questions)} questions")
+    report = run_recall(eval_set, settings, k=k, budget_tokens=budget, budget_tokenizer=budget_tokenizer,
+                        show_progress=True)
+    console.print(recall_table(report))
+    console.print(f"ingested {report.doc_tokens:,} tokens into {report.chunks} chunks in {report.ingest_s:.1f} s")
+    json_path, png_path = write_report(report, out)
+    console.print(f"wrote {json_path} and {png_path}")
+
+
+@eval_app.command()
+def niah(
+    quick: Annotated[bool, typer.Option("--quick", help="1k and 2k tokens at depths 0, 50, 100: minutes on 2 cores.")] = False,
+    lengths: Annotated[Optional[str], typer.Option(help="Haystack lengths in tokens, e.g. 2k,8k,16k.")] = None,
+    depths: Annotated[Optional[str], typer.Option(help="Needle depths in percent, e.g. 0,25,50,75,100.")] = None,
+    haystack: Annotated[Optional[list[Path]], typer.Option(help="A file or folder to cut haystacks from (repeat for more; default: the dev contracts).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for niah.json and the heatmaps.")] = Path("eval-results"),
+) -> None:
+    """Needle in a haystack: a planted fact at each depth of documents of each length, rag (each reorder
+    strategy) beside full_document (yarn and no RoPE scaling); a table, JSON and one heatmap per mode."""
+    from app.errors import LongDocError
+    from app.evals.niah import FULL_DEPTHS, FULL_LENGTHS, QUICK_DEPTHS, QUICK_LENGTHS, parse_sizes, run_niah
+
+    try:
+        sizes = parse_sizes(lengths) if lengths else (QUICK_LENGTHS if quick else FULL_LENGTHS)
+        where = [int(d) for d in depths.split(",")] if depths else (QUICK_DEPTHS if quick else FULL_DEPTHS)
+        if not all(0 <= d <= 100 for d in where):
+            raise typer.BadParameter(f"depths are percentages from 0 to 100, got {depths}")
+        report = run_niah(Settings.load(), sizes, where, haystack or [])
+    except ValueError as exc:  # a depth that is not a number; SettingsError
+        raise typer.BadParameter(str(exc)) from None
+    except LongDocError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    console.print(report.table())
+    paths = report.save(out)
+    console.print(f"{len(report.cells)} questions in {report.seconds:.0f} s; wrote {', '.join(map(str, paths))}")
+
+
+@eval_app.command()
+def position(
+    quick: Annotated[bool, typer.Option("--quick", help="5 questions, k=10, gold at 0, k/2, k-1: minutes on 2 cores.")] = False,
+    k: Annotated[Optional[str], typer.Option("--k", help="Passages per prompt, e.g. 10,20.")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", min=1, help="Questions (the first n of the file).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="The NQ oracle .jsonl (default: the dev copy).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for position.json and position.png.")] = Path("eval-results"),
+) -> None:
+    """Lost in the middle: accuracy with the gold passage at each rank among k hard distractors, under each
+    reorder strategy and under a retriever's own ranking; a table, JSON and the U-curve plot."""
+    from app.errors import LongDocError
+    from app.evals.position import FULL_KS, FULL_N, NQ_ORACLE, QUICK_KS, QUICK_N, run_position
+
+    try:
+        ks = [int(x) for x in k.split(",")] if k else (QUICK_KS if quick else FULL_KS)
+        report = run_position(Settings.load(), n or (QUICK_N if quick else FULL_N), ks, quick=quick,
+                              data=data or NQ_ORACLE)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    except LongDocError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    for table in report.tables():
+        console.print(table)
+    paths = report.save(out)
+    console.print(f"{len(report.trials)} prompts in {report.seconds:.0f} s; wrote {', '.join(map(str, paths))}")

@@ -1,0 +1,125 @@
+"""The recall evaluation: gold evidence lands on the right characters, and `longdoc eval recall` writes its files."""
+
+from __future__ import annotations
+
+import ast
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from app.evals.cli import eval_app
+from app.evals.datasets import (
+    CUAD_CLAUSES,
+    CUAD_DIR,
+    DATA_ROOT,
+    OMITTED,
+    QMSUM_FILE,
+    CollapsedText,
+    load_cuad,
+    load_qmsum,
+    transcript_text,
+)
+from ingest.loaders.transcript import looks_like_speaker_lines, parse_speaker_lines
+
+needs_cuad = pytest.mark.skipif(not (DATA_ROOT / CUAD_DIR / CUAD_CLAUSES).is_file(), reason="CUAD dev data not present")
+needs_qmsum = pytest.mark.skipif(not (DATA_ROOT / QMSUM_FILE).is_file(), reason="QMSum dev data not present")
+
+
+def collapse(s: str) -> str:
+    return " ".join(s.split())
+
+
+def test_collapsed_search_maps_back_to_exact_offsets():
+    text = "12. Governing Law.\n  This Agreement shall be governed by\n\tthe laws of  Delaware."
+    start, end = CollapsedText(text).find("governed by the laws of Delaware.")
+    assert text[start:end] == "governed by\n\tthe laws of  Delaware."
+    assert CollapsedText(text).find("the laws of Texas") is None
+
+
+@needs_cuad
+def test_cuad_gold_spans_slice_back_to_the_annotated_clauses():
+    cuad = load_cuad()
+    assert cuad.unlocated == 0 and len(cuad.documents) == 41
+    with (DATA_ROOT / CUAD_DIR / CUAD_CLAUSES).open(encoding="utf-8", newline="") as fh:
+        rows = {Path(r["Filename"]).stem.lower(): r for r in csv.DictReader(fh)}
+    for q in cuad.questions:
+        row = rows[Path(q.doc).stem.lower()]
+        pieces = {collapse(p) for span in ast.literal_eval(row[q.category]) for p in span.split(OMITTED) if p.strip()}
+        text = cuad.document(q.doc).text
+        found = {collapse(text[s:e]) for s, e in q.gold}
+        assert found == pieces, q.id
+        for s, e in q.gold:  # offsets are tight: no leading or trailing whitespace
+            assert text[s:e] == text[s:e].strip()
+    assert all(not q.gold for q in cuad.absent)
+    assert {q.category for q in cuad.questions if q.short_answer} >= {"Parties", "Governing Law", "Agreement Date"}
+
+
+@needs_qmsum
+def test_qmsum_gold_covers_exactly_the_query_turns():
+    qmsum = load_qmsum()
+    meetings = [json.loads(line) for line in (DATA_ROOT / QMSUM_FILE).open(encoding="utf-8")]
+    assert len(qmsum.questions) > 200
+    for q in qmsum.questions:
+        i, j = (int(x) for x in q.id.split("-")[1:])
+        turns = meetings[i]["meeting_transcripts"]
+        text = qmsum.document(q.doc).text
+        spans = meetings[i]["specific_query_list"][j]["relevant_text_span"]
+        for (s, e), (first, last) in zip(q.gold, sorted(spans, key=lambda p: int(p[0]))):
+            lines = text[s:e].split("\n")
+            assert len(lines) == int(last) - int(first) + 1
+            assert lines[0] == f"{collapse(turns[int(first)]['speaker'])}: {collapse(turns[int(first)]['content'])}"
+            assert lines[-1].endswith(collapse(turns[int(last)]["content"]))
+
+
+def test_meeting_text_is_read_back_as_the_same_speaker_turns():
+    turns = [{"speaker": "Project Manager", "content": "Let us start .  Budget first ."},
+             {"speaker": "Grad B", "content": "The {disfmarker} remote costs twelve euros ."},
+             {"speaker": "Project Manager", "content": "OK ."}]
+    text, ranges = transcript_text(turns)
+    assert looks_like_speaker_lines(text)
+    parsed = parse_speaker_lines(Path("m.txt"), text, "m.txt")
+    assert [(t.start, t.label) for t in parsed.turns] == [(s, t["speaker"]) for (s, _), t in zip(ranges, turns)]
+    assert text[ranges[1][0]:ranges[1][1]] == "Grad B: The {disfmarker} remote costs twelve euros ."
+
+
+def _tiny_meetings(path: Path) -> None:
+    topics = [
+        ("Marketing", "the remote control should be fancy and shaped like a banana"),
+        ("Industrial Designer", "the battery lasts two years with a kinetic charger"),
+        ("User Interface", "voice recognition costs too much for a twelve euro budget"),
+        ("Project Manager", "we meet again on Thursday to finalise the prototype"),
+    ]
+    with path.open("w", encoding="utf-8") as fh:
+        for m in range(2):
+            transcript = [
+                {"speaker": speaker, "content": f"In meeting {m}, I think {fact} . " + "Okay , agreed . " * 30}
+                for _ in range(3) for speaker, fact in topics
+            ]
+            queries = [{"query": "What did the group say about the battery?", "answer": "", "relevant_text_span": [["1", "1"]]},
+                       {"query": "When is the next meeting?", "answer": "", "relevant_text_span": [["3", "4"]]}]
+            fh.write(json.dumps({"meeting_transcripts": transcript, "specific_query_list": queries}) + "\n")
+
+
+def test_eval_recall_quick_writes_json_and_png(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = tmp_path / "meetings.jsonl"
+    _tiny_meetings(data)
+    root = typer.Typer()
+    root.add_typer(eval_app, name="eval")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(root, ["eval", "recall", "--quick", "--data", str(data), "--chunker", "fixed",
+                                       "--retriever", "dense", "--k", "3", "--budget-tokenizer", "embedder",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "recall_qmsum_fixed_dense.json").read_text(encoding="utf-8"))
+    assert (report["chunker"], report["retriever"], report["k"], report["documents"]) == ("fixed", "dense", 3, 2)
+    assert report["budget_tokenizer"].startswith("embedder:")
+    assert report["questions"] == len(report["results"]) == 4
+    for key in ("recall_at_k", "mrr", "recall_at_budget"):
+        assert 0.0 <= report["groups"]["all"][key] <= 1.0
+    assert {"id", "first_hit_rank", "hit_at_k", "hit_in_budget"} <= set(report["results"][0])
+    assert (out / "recall_qmsum_fixed_dense.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,4 +1,4 @@
-"""Embeddings, the FAISS store with its chunk records on disk, and retrieval. Knows nothing of files or models' prompts."""
+"""Embeddings, the FAISS store with its chunk records on disk, and retrieval. Knows nothing of files."""
 
 from index.embedder import Embedder, EmbedderError
 from index.retrieval import RetrievedChunk, reciprocal_rank_fusion, retrieve

@@ -102,7 +102,7 @@ class Embedder:
         return self._encode(self.model.encode_document, texts, show_progress)
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
-        """Questions to L2-normalised float32 vectors, shape (len(texts), dim); uses the model's query prompt if it has one."""
+        """Questions to L2-normalised float32 vectors, shape (len(texts), dim), with the model's query prompt if any."""
         return self._encode(self.model.encode_query, texts, False)
 
     def count_tokens(self, text: str) -> int:

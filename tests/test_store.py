@@ -30,9 +30,11 @@ def make_doc(name: str, paragraphs: list[str]) -> tuple[DocumentInfo, str, list[
     doc_id = hashlib.sha256(text.encode()).hexdigest()[:16]
     chunks, start = [], 0
     for i, para in enumerate(paragraphs):
-        chunks.append(Chunk(doc_id, name, i, para, start, start + len(para), len(para.split()), pages=[1], section="1. Terms"))
+        end = start + len(para)
+        chunks.append(Chunk(doc_id, name, i, para, start, end, len(para.split()), pages=[1], section="1. Terms"))
         start += len(para) + 2
-    info = DocumentInfo(doc_id, name, "txt", f"/data/{name}", 1, len(chunks), sum(c.n_tokens for c in chunks), len(text), "2025-01-01T00:00:00+00:00")
+    tokens = sum(c.n_tokens for c in chunks)
+    info = DocumentInfo(doc_id, name, "txt", f"/data/{name}", 1, len(chunks), tokens, len(text), "2025-01-01T00:00:00Z")
     vectors = np.stack([vector(p) for p in paragraphs]) if paragraphs else np.zeros((0, DIM), np.float32)
     return info, text, chunks, vectors
 
@@ -127,7 +129,8 @@ def test_remove_takes_out_chunks_vectors_and_text(store: IndexStore) -> None:
         store.document_text("msa.txt")
     with pytest.raises(StoreError, match="no document"):
         store.remove("msa.txt")
-    assert [p.name.split("-")[1] for p in (store.index_dir / "segments").iterdir()] == [d.doc_id for d in store.documents()]
+    segments = [p.name for p in (store.index_dir / "segments").iterdir()]
+    assert [s.split("-")[1] for s in segments] == [d.doc_id for d in store.documents()]
 
 
 def test_changed_file_replaces_its_old_chunks(store: IndexStore) -> None:
@@ -178,7 +181,8 @@ def test_reader_sees_another_stores_writes(tmp_path: Path) -> None:
 
 def test_other_embedder_is_refused_with_what_differs(tmp_path: Path) -> None:
     IndexStore.open(tmp_path / "index", EMBEDDER, DIM)
-    with pytest.raises(StoreError, match=r"built with embedder 'fake:8' \(8 dimensions\).*'other' \(384 dimensions\).*new --index"):
+    expected = r"built with embedder 'fake:8' \(8 dimensions\).*'other' \(384 dimensions\).*new --index"
+    with pytest.raises(StoreError, match=expected):
         IndexStore.open(tmp_path / "index", "other", 384)
 
 

@@ -202,8 +202,13 @@ class IndexStore:
         with self._mutex:
             self._refresh()
             entry = self._require(name_or_id)
-            path = self._segments_dir / entry.segment / "text.txt"
-        return path.read_bytes().decode("utf-8", errors="surrogatepass")
+            try:
+                data = (self._segments_dir / entry.segment / "text.txt").read_bytes()
+            except FileNotFoundError:  # another process replaced or removed it since the last refresh
+                self._refresh(force=True)
+                entry = self._require(name_or_id)
+                data = (self._segments_dir / entry.segment / "text.txt").read_bytes()
+        return data.decode("utf-8", errors="surrogatepass")
 
     def chunks(self, doc_id: str | None = None) -> list[Chunk]:
         """All chunks in store order, or one document's in document order."""

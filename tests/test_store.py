@@ -244,3 +244,17 @@ def test_two_processes_writing_at_once_both_survive(tmp_path: Path) -> None:
     assert names == sorted(f"{tag}-{i}.txt" for tag in ("cli", "ui") for i in range(25))
     assert len(store) == 150
     assert len({c.chunk_id for c in store.chunks()}) == 150
+
+
+def test_reader_sees_only_complete_documents_while_another_process_writes(tmp_path: Path) -> None:
+    index_dir = tmp_path / "index"
+    reader = IndexStore.open(index_dir, EMBEDDER, DIM)
+    writer = multiprocessing.get_context("spawn").Process(target=_writer, args=(str(index_dir), "cli", 30))
+    writer.start()
+    checks = 0
+    while writer.is_alive() or checks == 0:
+        for info in reader.documents():
+            assert len(reader.chunks(info.doc_id)) == info.chunks == 3
+            checks += 1
+    writer.join()
+    assert writer.exitcode == 0 and len(reader) == 90

@@ -40,13 +40,17 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import faiss
 import numpy as np
 from filelock import FileLock
 
 from ingest.types import Chunk
+
+if TYPE_CHECKING:
+    import bm25s
+    import Stemmer
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +103,8 @@ class _Entry:
 class _KeywordIndex:
     """BM25 over every chunk, in store order; `ranges` maps a doc_id to its slice of that order."""
 
-    bm25: "bm25s.BM25"
-    stemmer: "Stemmer.Stemmer"
+    bm25: bm25s.BM25
+    stemmer: Stemmer.Stemmer
     chunks: list[Chunk]
     ranges: dict[str, tuple[int, int]]
 
@@ -434,7 +438,7 @@ class IndexStore:
         current = {e.segment: e for e in self._docs.values()}
         # Load everything new first, so a missing file leaves memory untouched.
         loaded = {
-            segment: self._load_segment(segment, d["id_base"])
+            segment: self._load_segment(segment)
             for segment, d in wanted.items()
             if segment not in current
         }
@@ -465,7 +469,7 @@ class IndexStore:
         self._next_id = manifest["next_id"]
         self._keyword = None
 
-    def _load_segment(self, segment: str, id_base: int) -> tuple[list[Chunk], np.ndarray]:
+    def _load_segment(self, segment: str) -> tuple[list[Chunk], np.ndarray]:
         folder = self._segments_dir / segment
         lines = (folder / "chunks.jsonl").read_text(encoding="ascii").splitlines()
         chunks = [Chunk(**json.loads(line)) for line in lines]

@@ -15,23 +15,27 @@ import numpy as np
 from app.answer import Evidence, Passage
 from index.embedder import Embedder
 
-# A sentence ends at . ! ? or ; followed by space, or at a line break. Hand-written because the
-# library splitters (llama-index, nltk) return strings, not offsets, and re-finding them is ambiguous
-# when a sentence repeats.
-_SENTENCE = re.compile(r"[^\n.!?;]+(?:[.!?;]+(?=\s|$)|(?=\n)|$)|[^\n]+")
+# A sentence ends at . ! ? or ; (and any closing quote or bracket) followed by whitespace and a capital,
+# digit or opening mark, or at a line break; a period inside "7.2" or "U.S.A" is not followed by whitespace and so does not end one.
+# Hand-written because the library splitters (llama-index, nltk) return strings, not offsets, and re-finding
+# them is ambiguous when a sentence repeats.
+_BOUNDARY = re.compile(r"""[.!?;]["')\]]*\s+(?=[A-Z0-9"'(\[])|\n\s*""")
 MIN_SENTENCE_CHARS = 20
 
 
 def sentences_with_offsets(passage: Passage) -> list[tuple[int, int, str]]:
     """(char_start, char_end, text) in document coordinates for each sentence of the passage."""
     out = []
-    for match in _SENTENCE.finditer(passage.text):
-        raw = match.group()
-        text = raw.strip()
-        if len(text) < MIN_SENTENCE_CHARS:
-            continue
-        start = match.start() + raw.index(text)
-        out.append((passage.char_start + start, passage.char_start + start + len(text), text))
+    start = 0
+    text = passage.text
+    for boundary in [*_BOUNDARY.finditer(text), None]:
+        end = boundary.end() if boundary else len(text)
+        raw = text[start:end]
+        sentence = raw.strip()
+        if len(sentence) >= MIN_SENTENCE_CHARS:
+            offset = passage.char_start + start + raw.index(sentence)
+            out.append((offset, offset + len(sentence), sentence))
+        start = end
     return out
 
 

@@ -1,0 +1,92 @@
+"""The `longdoc` command end to end, on the shipped sample documents, as a new user meets it."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from app import LongDocQA
+from app.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "sample_docs"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory):
+    """An index holding the sample documents plus a folder of bad files."""
+    index = tmp_path_factory.mktemp("index")
+    bad = tmp_path_factory.mktemp("bad")
+    (bad / "empty.txt").write_bytes(b"")
+    (bad / "binary.txt").write_bytes(bytes(range(256)) * 40)
+    (bad / "latin1.txt").write_bytes("Le contrat est régi par le droit français. Préavis de trente jours.".encode("cp1252"))
+    (bad / "broken.pdf").write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog >> garbage")
+    (bad / "slides.pptx").write_bytes(b"PK\x03\x04")
+    result = runner.invoke(app, ["ingest", str(SAMPLES), str(bad), "--index", str(index)])
+    assert result.exit_code == 0, result.output
+    return index, result.output
+
+
+def test_ingest_reports_each_bad_file_and_keeps_the_rest(index):
+    _, output = index
+    for name in ("empty.txt", "binary.txt", "broken.pdf", "slides.pptx"):
+        lines = [line for line in output.splitlines() if name in line]
+        assert len(lines) == 1 and "skipped" in lines[0], output
+    assert "Traceback" not in output
+    sample_count = len([p for p in SAMPLES.iterdir() if p.suffix in {".txt", ".pdf", ".docx"}])
+    assert f"{sample_count + 1} ingested" in output  # the cp1252 file is decoded, not refused
+
+
+def test_ingesting_again_changes_nothing(index):
+    idx, _ = index
+    result = runner.invoke(app, ["ingest", str(SAMPLES), "--index", str(idx)])
+    assert result.exit_code == 0
+    assert "0 ingested" in result.output and "unchanged" in result.output
+
+
+def test_docs_lists_every_ingested_document(index):
+    idx, _ = index
+    result = runner.invoke(app, ["docs", "--index", str(idx)])
+    assert result.exit_code == 0
+    assert "latin1.txt" in result.output
+
+
+def test_ask_json_follows_the_answer_contract(index):
+    idx, _ = index
+    result = runner.invoke(app, ["ask", "Which state's law governs the agreement?", "--json", "--mode", "rag",
+                                 "--index", str(idx)])
+    assert result.exit_code == 0, result.output
+    a = json.loads(result.output.strip().splitlines()[-1])
+    assert a["mode"] == "rag" and a["error"] is None
+    assert a["model"]["rope_scaling"]["rope_type"] == "yarn" and a["model"]["context_window"] == 32768
+    assert [p["rank"] for p in a["passages"]][:1] and a["passages"][0]["prompt_zone"] in ("start", "middle", "end")
+    qa = LongDocQA(index_dir=idx)
+    for p in a["passages"] + a["evidence"]:
+        assert qa.document_text(p["doc"])[p["char_start"]:p["char_end"]] == p["text"]
+    for key in ("retrieve_s", "prefill_s", "generate_s", "total_s"):
+        assert key in a["timings"]
+
+
+def test_unknown_document_is_one_clear_line(index):
+    idx, _ = index
+    result = runner.invoke(app, ["ask", "Who?", "--doc", "nope.pdf", "--index", str(idx)])
+    assert result.exit_code == 1
+    assert "no ingested document named 'nope.pdf'" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_remove_takes_a_document_out(index):
+    idx, _ = index
+    assert runner.invoke(app, ["remove", "latin1.txt", "--index", str(idx)]).exit_code == 0
+    assert "latin1.txt" not in runner.invoke(app, ["docs", "--index", str(idx)]).output
+    result = runner.invoke(app, ["remove", "latin1.txt", "--index", str(idx)])
+    assert result.exit_code == 1 and "latin1.txt" in result.output
+
+
+def test_bad_option_value_is_refused_with_the_choices(index):
+    idx, _ = index
+    result = runner.invoke(app, ["ask", "Who?", "--reorder", "random", "--index", str(idx)])
+    assert result.exit_code == 1
+    assert "important_first_last" in result.output

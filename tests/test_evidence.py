@@ -21,7 +21,7 @@ def passage(start: int, end: int, rank: int = 1) -> Passage:
 def test_sentence_offsets_slice_back_to_the_sentence():
     start = DOC.index("7.1")
     sentences = sentences_with_offsets(passage(start, len(DOC)))
-    assert len(sentences) >= 4
+    assert len(sentences) == 3  # clause headings like "7.1 Notices." are too short to be evidence
     for s, e, text in sentences:
         assert DOC[s:e] == text
     assert any(text.startswith("This Agreement shall be governed") and text.endswith("rules.")

@@ -9,12 +9,12 @@ from typing import Any, Callable, Iterable, Iterator
 from app.answer import Answer, ModelInfo
 from app.batch import Question, answer_all, group_by_doc
 from app.engine import QueryEngine
-from app.errors import DocumentNotFound, LongDocError
+from app.errors import DocumentNotFound
 from app.generator import Generator
 from app.ingestion import IngestReport, ingest_files
 from app.settings import Settings
 from index.embedder import Embedder
-from index.store import DocumentInfo, IndexStore, StoreError
+from index.store import DocumentInfo, IndexStore
 from ingest.chunkers import make_chunker
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,7 @@ class LongDocQA:
             settings = settings.replace(**overrides, **({"index_dir": Path(index_dir)} if index_dir else {}))
         self.settings = settings
         self.embedder = Embedder.load(settings.embedder, batch_size=settings.embed_batch_size)
-        try:
-            self.store = IndexStore.open(settings.index_dir, settings.embedder, self.embedder.dim)
-        except StoreError as exc:
-            raise LongDocError(str(exc)) from None
+        self.store = IndexStore.open(settings.index_dir, settings.embedder, self.embedder.dim)
         self.engine = QueryEngine(settings, self.store, self.embedder, lambda: Generator.load(settings))
 
     def ingest(

@@ -21,8 +21,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from app.batch import Question
-from app.errors import LongDocError
-from app.settings import MODES, REORDER_CHOICES, Settings, SettingsError
+from app.errors import LongDocError, user_errors
+from app.settings import MODES, REORDER_CHOICES, Settings
 
 app = typer.Typer(help="Ask questions of documents too long for a model to read at once.", no_args_is_help=True)
 console = Console()
@@ -50,7 +50,7 @@ def command(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (LongDocError, SettingsError) as exc:
+        except user_errors() as exc:
             err.print(f"[red]error:[/red] {exc}", highlight=False)
             raise typer.Exit(1) from None
 

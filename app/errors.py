@@ -17,3 +17,17 @@ class EmptyIndex(LongDocError):
 
 class PromptTooLong(LongDocError):
     """The question alone does not fit the model's window."""
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Every error type whose message is meant for the user: the CLI and UI show these without a traceback.
+
+    A function, not a constant, so importing this module does not load the index's dependencies.
+    """
+    from app.rope import RopeError
+    from app.settings import SettingsError
+    from index.embedder import EmbedderError
+    from index.store import StoreError
+    from ingest.types import IngestError
+
+    return (LongDocError, SettingsError, RopeError, StoreError, EmbedderError, IngestError)

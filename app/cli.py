@@ -22,6 +22,7 @@ from rich.table import Table
 
 from app.batch import Question
 from app.errors import LongDocError, user_errors
+from app.evals.cli import eval_app
 from app.settings import MODES, REORDER_CHOICES, Settings
 
 app = typer.Typer(help="Ask questions of documents too long for a model to read at once.", no_args_is_help=True)
@@ -215,6 +216,9 @@ def ppl(
     report = run_ppl(file, sizes, [s.strip() for s in scaling.split(",")], Settings.load(), out)
     console.print(report.table())
     console.print(f"plot: {out}")
+
+
+app.add_typer(eval_app, name="eval")
 
 
 def main() -> None:

@@ -1,0 +1,135 @@
+"""Fast checks of the Streamlit app, headless through `AppTest` (no browser, no generator), and of the
+small pure helpers the page is built from: safe upload names, citation links, evidence marks, exports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from app.answer import Answer, Evidence, ModelInfo, Passage
+from ui.answer_view import highlight, link_citations
+from ui.charts import prompt_map, zone_bounds
+from ui.export import answers_csv, answers_json
+from ui.uploads import UploadRejected, safe_filename, save_upload
+
+APP = Path(__file__).resolve().parents[1] / "ui" / "app.py"
+CLAUSE = "This Agreement shall be governed by the laws of the State of Texas."
+DOC_TEXT = "1. Parties. Acme and Comware.\n\n13. Governing Law. " + CLAUSE + " Venue is Bexar County.\n"
+
+
+def passage(rank: int, start: int, end: int, token_start: int, zone: str, score: float) -> Passage:
+    return Passage(
+        rank=rank, score=score, doc="msa.txt", doc_id="abc", char_start=start, char_end=end,
+        text=DOC_TEXT[start:end], section=f"section {rank}", prompt_index=rank - 1,
+        prompt_token_start=token_start, prompt_token_end=token_start + 20, prompt_zone=zone,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def answer() -> Answer:
+    clause_at = DOC_TEXT.index(CLAUSE)
+    return Answer(
+        question="Which law governs?",
+        answer="Texas law governs [1], see also [2] and [9].",
+        model=ModelInfo("SmolLM2-135M-Instruct", {"rope_type": "yarn", "factor": 4.0}, 32768),
+        passages=[passage(1, 31, len(DOC_TEXT), 40, "start", 0.81), passage(2, 0, 31, 90, "end", 0.42)],
+        evidence=[Evidence(doc="msa.txt", char_start=clause_at, char_end=clause_at + len(CLAUSE), text=CLAUSE)],
+        prompt_tokens=140,
+        timings={"total_s": 3.2},
+    )
+
+
+@pytest.fixture
+def app_test(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    """The app on an empty index in tmp_path. The shared LongDocQA is cached per process, so it is
+    dropped first: each test gets its own index."""
+    monkeypatch.setenv("LONGDOC_INDEX_DIR", str(tmp_path / "index"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    st.cache_resource.clear()
+    return AppTest.from_file(str(APP), default_timeout=120)
+
+
+def test_empty_library_says_to_add_documents_and_disables_questions(app_test: AppTest) -> None:
+    at = app_test.run()
+    assert not at.exception
+    assert any("library is empty" in info.value for info in at.info)
+    assert at.chat_input[0].disabled
+
+
+def test_an_answer_in_history_renders_passages_maps_and_downloads(app_test: AppTest, answer: Answer) -> None:
+    app_test.session_state["history"] = [answer]
+    at = app_test.run()
+    assert not at.exception
+    markdown = " ".join(m.value for m in at.markdown)
+    assert "[[1](#a0-p1)]" in markdown and "[9]" in markdown  # a cited passage is linked; an unknown rank is not
+    assert CLAUSE in markdown  # the evidence sentence
+    assert "**Prompt map**" in markdown
+    assert list(at.dataframe[0].value["document"]) == ["msa.txt", "msa.txt"]  # the passages table
+    assert [e.label.split(" ")[0] for e in at.expander] == ["[1]", "[2]"]
+    assert "32,768" in " ".join(c.value for c in at.caption)  # effective window from the answer's model
+
+
+def test_abstained_answer_says_no_passage_was_relevant(app_test: AppTest, answer: Answer) -> None:
+    answer.abstained, answer.passages, answer.evidence = True, [], []
+    app_test.session_state["history"] = [answer]
+    at = app_test.run()
+    assert not at.exception
+    assert any("relevant enough" in info.value for info in at.info)
+
+
+def test_failed_question_shows_its_error_not_a_traceback(app_test: AppTest) -> None:
+    app_test.session_state["history"] = [Answer(question="q", error="no ingested document named 'x.pdf'")]
+    at = app_test.run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["no ingested document named 'x.pdf'"]
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("../../etc/passwd.txt", "passwd.txt"),
+        ("C:\\Users\\me\\msa.pdf", "msa.pdf"),
+        ("<b>x</b>.md", "b_.md"),  # "/" is a separator even inside a tag
+        ("Foo, Inc. (2).docx", "Foo, Inc. (2).docx"),
+        ("...", "upload"),
+    ],
+)
+def test_upload_names_keep_only_a_safe_base_name(name: str, expected: str) -> None:
+    assert safe_filename(name) == expected
+
+
+def test_uploads_are_stored_by_content_hash_and_limited_in_size(tmp_path: Path) -> None:
+    first = save_upload("../msa.txt", b"same bytes", tmp_path, max_bytes=100)
+    again = save_upload("msa.txt", b"same bytes", tmp_path, max_bytes=100)
+    other = save_upload("msa.txt", b"other bytes", tmp_path, max_bytes=100)
+    assert first == again != other and first.name == other.name == "msa.txt"
+    assert first.parent.parent == tmp_path and first.read_bytes() == b"same bytes"
+    with pytest.raises(UploadRejected, match="limit"):
+        save_upload("big.txt", b"x" * 101, tmp_path, max_bytes=100)
+    with pytest.raises(UploadRejected, match="unsupported"):
+        save_upload("tool.exe", b"MZ", tmp_path, max_bytes=100)
+
+
+def test_citations_link_to_passage_rows_of_their_own_answer() -> None:
+    assert link_citations("See [1, 2] and [7].", {1, 2}, "a3") == "See [[1](#a3-p1), [2](#a3-p2)] and [7]."
+
+
+def test_evidence_is_marked_inside_its_passage_by_offsets(answer: Answer) -> None:
+    marked = highlight(answer.passages[0], answer.evidence)
+    assert f"<mark>{CLAUSE}</mark>" in marked
+    assert "<mark>" not in highlight(answer.passages[1], answer.evidence)
+
+
+def test_prompt_zones_split_the_passage_region_in_thirds(answer: Answer) -> None:
+    assert zone_bounds(answer.passages) == [("start", 40, 63), ("middle", 63, 87), ("end", 87, 110)]
+    assert prompt_map(Answer(question="q")) is None
+
+
+def test_downloads_hold_every_answer(answer: Answer) -> None:
+    assert json.loads(answers_json([answer, answer]))[0]["passages"][0]["prompt_zone"] == "start"
+    csv_lines = answers_csv([answer]).splitlines()
+    assert csv_lines[0].startswith("question,answer") and "[1] msa.txt (start)" in csv_lines[1]

@@ -1,0 +1,175 @@
+"""One answer on the page: the text with linked citations, the evidence, the passages and the two maps.
+
+Every element of an answer gets a key built from the answer's position in the history, so the same
+answer drawn again on the next rerun keeps its state and two answers never collide.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+import streamlit as st
+
+from app.answer import Answer, Evidence, Passage
+from ui.charts import display_height, document_map, prompt_map, short_name
+
+# "[2]" or "[1, 3]": the model cites passages by their retrieval rank (app/prompt.py `passage_header`).
+_CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+
+
+def passage_anchor(key: str, rank: int) -> str:
+    return f"{key}-p{rank}"
+
+
+def link_citations(text: str, ranks: set[int], key: str) -> str:
+    """Markdown with each cited rank that names a shown passage turned into a link to that passage's row."""
+
+    def link(match: re.Match) -> str:
+        numbers = [int(n) for n in re.findall(r"\d+", match.group(1))]
+        if not all(n in ranks for n in numbers):
+            return match.group(0)
+        return "[" + ", ".join(f"[{n}](#{passage_anchor(key, n)})" for n in numbers) + "]"
+
+    return _CITATION.sub(link, text)
+
+
+def highlight(passage: Passage, evidence: Sequence[Evidence]) -> str:
+    """The passage text as HTML, with the evidence sentences that fall inside it marked.
+
+    Evidence offsets index the whole document, as passage offsets do, so the overlap is found by offsets,
+    never by searching for the sentence text (which may occur twice).
+    """
+    spans = sorted(
+        (max(e.char_start, passage.char_start) - passage.char_start, min(e.char_end, passage.char_end) - passage.char_start)
+        for e in evidence
+        if e.doc == passage.doc and e.char_start < passage.char_end and e.char_end > passage.char_start
+    )
+    out, cursor = [], 0
+    for start, end in spans:
+        start = max(start, cursor)
+        if start >= end:
+            continue
+        out += [html.escape(passage.text[cursor:start]), "<mark>", html.escape(passage.text[start:end]), "</mark>"]
+        cursor = end
+    out.append(html.escape(passage.text[cursor:]))
+    return f'<div style="white-space: pre-wrap; font-size: 0.9rem; line-height: 1.5">{"".join(out)}</div>'
+
+
+def where(passage: Passage) -> str:
+    """Page, section and speakers, whichever the document has: "p. 3 · 12. Governing Law"."""
+    parts = []
+    if passage.page is not None:
+        parts.append(f"p. {passage.page}")
+    if passage.section:
+        parts.append(passage.section)
+    if passage.speakers:
+        parts.append(", ".join(passage.speakers))
+    return " · ".join(parts)
+
+
+def passages_frame(passages: Sequence[Passage]) -> pd.DataFrame:
+    """The passages table, best first; the short columns come first so they are never scrolled out of view."""
+    return pd.DataFrame(
+        [
+            {
+                "rank": p.rank,
+                "score": p.score,
+                "prompt zone": p.prompt_zone or "not in prompt",
+                "prompt tokens": (
+                    f"{p.prompt_token_start}–{p.prompt_token_end}" if p.prompt_token_start is not None else ""
+                ),
+                "document": p.doc,
+                "page / section / speaker": where(p),
+            }
+            for p in sorted(passages, key=lambda p: p.rank)
+        ]
+    )
+
+
+def render_evidence(answer: Answer) -> None:
+    if not answer.evidence:
+        return
+    st.markdown("**Evidence**")
+    for e in answer.evidence:
+        st.markdown(f"> {e.text.strip()}  \n> <small>{html.escape(e.doc)}, characters {e.char_start:,}–{e.char_end:,}</small>", unsafe_allow_html=True)
+
+
+def render_passages(answer: Answer, key: str) -> None:
+    """The passages table, then one expander a passage (best first) with its text and evidence marked."""
+    if answer.abstained:
+        st.markdown("**Closest passages**, all below the relevance threshold")
+    else:
+        st.markdown("**Passages**")
+    st.dataframe(
+        passages_frame(answer.passages),
+        hide_index=True,
+        column_config={
+            "score": st.column_config.NumberColumn(format="%.3f"),
+            "document": st.column_config.TextColumn(width="medium"),
+            "page / section / speaker": st.column_config.TextColumn(width="large"),
+        },
+        key=f"{key}-table",
+    )
+    for p in sorted(answer.passages, key=lambda p: p.rank):
+        st.markdown(f'<span id="{passage_anchor(key, p.rank)}"></span>', unsafe_allow_html=True)
+        label = " · ".join(part for part in (f"[{p.rank}] {short_name(p.doc)}", where(p), f"score {p.score:.3f}") if part)
+        with st.expander(label, key=f"{key}-exp-{p.rank}"):
+            st.caption(
+                f"{p.doc}, characters {p.char_start:,}–{p.char_end:,}; "
+                + (f"prompt position {p.prompt_index + 1} ({p.prompt_zone})" if p.prompt_index is not None else "not in the prompt")
+            )
+            st.html(highlight(p, answer.evidence))
+
+
+def render_maps(answer: Answer, doc_lengths: Mapping[str, int], key: str) -> None:
+    """The prompt map beside the document map, each the width of its column."""
+    prompt_chart, doc_chart = prompt_map(answer), document_map(answer, doc_lengths)
+    left, right = st.columns([3, 2], gap="large")
+    if prompt_chart is not None:
+        with left:
+            st.markdown("**Prompt map**: where each passage sat in the prompt (models read the start and end best)")
+            st.altair_chart(prompt_chart, width="stretch", height=display_height(prompt_chart), key=f"{key}-prompt-map")
+    if doc_chart is not None:
+        with right:
+            st.markdown("**Document map**: where each passage came from in its document")
+            st.altair_chart(doc_chart, width="stretch", height=display_height(doc_chart), key=f"{key}-doc-map")
+
+
+def render_meta(answer: Answer) -> None:
+    timings = answer.timings or {}
+    parts = [f"mode {answer.mode}"]
+    if answer.prompt_tokens:
+        parts.append(f"{answer.prompt_tokens:,} prompt tokens")
+    if answer.model:
+        parts.append(f"{answer.model.name} (window {answer.model.context_window:,})")
+    if "total_s" in timings:
+        parts.append(f"{timings['total_s']:.1f} s")
+    st.caption(" · ".join(parts))
+
+
+def render_answer_text(answer: Answer, key: str) -> None:
+    """The answer itself, or why there is none: the error, or that no passage was relevant enough."""
+    if answer.error:
+        st.error(answer.error)
+    elif answer.abstained:
+        st.info(
+            "No passage in the library was relevant enough to answer this question. "
+            "Try rephrasing it, choosing another document, or adding the document that holds the answer."
+        )
+    else:
+        st.markdown(link_citations(answer.answer, {p.rank for p in answer.passages}, key))
+
+
+def render_answer(answer: Answer, doc_lengths: Mapping[str, int], key: str) -> None:
+    """The whole answer: text, metadata and evidence, then the two maps, then the passages."""
+    render_answer_text(answer, key)
+    if answer.error:
+        return
+    render_meta(answer)
+    render_evidence(answer)
+    if answer.passages:
+        render_maps(answer, doc_lengths, key)
+        render_passages(answer, key)

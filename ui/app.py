@@ -1,0 +1,128 @@
+"""The longdoc-qa browser app: `streamlit run ui/app.py` (what `longdoc ui` runs).
+
+The script reruns top to bottom on every interaction: it draws the sidebar, then every answer of this
+session again, then handles a new question, streaming its answer as the model writes it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `streamlit run ui/app.py` puts ui/ first on sys.path, where this very file would shadow the `app` package;
+# the repository root goes there instead, so the app also runs from a checkout that is not pip-installed.
+_UI_DIR, _ROOT = Path(__file__).resolve().parent, str(Path(__file__).resolve().parents[1])
+sys.path[:] = [_ROOT] + [p for p in sys.path if Path(p or ".").resolve() != _UI_DIR and p != _ROOT]
+
+import logging  # noqa: E402
+import threading  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+
+import streamlit as st  # noqa: E402
+
+from app.answer import Answer  # noqa: E402
+from app.api import LongDocQA  # noqa: E402
+from app.errors import LongDocError  # noqa: E402
+from ui.answer_view import render_answer  # noqa: E402
+from ui.export import answers_csv, answers_json  # noqa: E402
+from ui.sidebar import QueryOptions, render_model, render_sidebar  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+@st.cache_resource(show_spinner="Opening the index…")
+def engine() -> tuple[LongDocQA, threading.Lock]:
+    """One LongDocQA for every browser session (the models load once), with the lock that serialises
+    generation and index writes: the generator and the index are not safe to use from two threads at once."""
+    return LongDocQA(), threading.Lock()
+
+
+def text_pieces(events: Iterator[str | Answer], final: list[Answer]) -> Iterator[str]:
+    """The text pieces of `LongDocQA.stream` for `st.write_stream`; the closing Answer goes into `final`."""
+    for event in events:
+        if isinstance(event, Answer):
+            final.append(event)
+        else:
+            yield event
+
+
+def stream_answer(qa: LongDocQA, lock: threading.Lock, question: str, options: QueryOptions) -> Answer:
+    """Stream one answer onto the page and return it; a failure comes back as an Answer carrying `error`."""
+    final: list[Answer] = []
+    placeholder = st.empty()
+    if not lock.acquire(blocking=False):
+        with st.spinner("Waiting for another question to finish…"):
+            lock.acquire()
+    try:
+        with placeholder.container(), st.spinner("Finding passages and reading them…"):
+            st.write_stream(text_pieces(qa.stream(question, **vars(options)), final))
+    except LongDocError as exc:
+        return Answer(question=question, error=str(exc))
+    except Exception as exc:  # the page shows a message, the server log keeps the traceback
+        log.exception("question failed: %s", question)
+        return Answer(question=question, error=f"Unexpected error ({type(exc).__name__}: {exc}). See the server log.")
+    finally:
+        lock.release()
+    placeholder.empty()
+    return final[0]
+
+
+def render_empty_library() -> None:
+    st.info(
+        "The library is empty. Add documents in the sidebar (PDF, Word, HTML, Markdown, text or "
+        "VTT/SRT transcripts), then ask a question about them.",
+        icon=":material/upload_file:",
+    )
+
+
+def render_history(history: list[Answer], doc_lengths: dict[str, int]) -> None:
+    for i, answer in enumerate(history):
+        with st.chat_message("user"):
+            st.markdown(answer.question)
+        with st.chat_message("assistant"):
+            render_answer(answer, doc_lengths, key=f"a{i}")
+
+
+def render_downloads(history: list[Answer]) -> None:
+    st.subheader(f"This session ({len(history)} question{'s' * (len(history) != 1)})")
+    if not history:
+        st.caption("Answers can be downloaded once you have asked a question.")
+        return
+    left, right = st.columns(2)
+    left.download_button("JSON", answers_json(history), "answers.json", "application/json", on_click="ignore")
+    right.download_button("CSV", answers_csv(history), "answers.csv", "text/csv", on_click="ignore")
+
+
+def main() -> None:
+    st.set_page_config(page_title="longdoc-qa", page_icon=":material/description:", layout="wide")
+    try:
+        qa, lock = engine()
+    except LongDocError as exc:
+        st.error(f"Cannot open the index: {exc}")
+        st.stop()
+    history: list[Answer] = st.session_state.setdefault("history", [])
+    options, docs = render_sidebar(qa, lock)
+    model_and_downloads = st.sidebar.container()  # filled last, so they include this run's answer
+
+    st.header("Ask your documents")
+    doc_lengths = {d.name: d.chars for d in docs}
+    if not docs:
+        render_empty_library()
+    render_history(history, doc_lengths)
+    question = st.chat_input(
+        "Ask a question about your documents" if docs else "Add a document first", disabled=not docs
+    )
+    if question:
+        with st.chat_message("user"):
+            st.markdown(question)
+        with st.chat_message("assistant"):
+            answer = stream_answer(qa, lock, question, options)
+            render_answer(answer, doc_lengths, key=f"a{len(history)}")
+        history.append(answer)
+    with model_and_downloads:
+        render_model(qa, next((a.model for a in reversed(history) if a.model), None))
+        st.divider()
+        render_downloads(history)
+
+
+main()

@@ -1,0 +1,187 @@
+"""The sidebar: add documents, the library, remove a document, and the question settings.
+
+Ingestion and removal write the shared index, so they take the same lock as generation (`ui.app.engine`).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from app.api import LongDocQA
+from app.answer import ModelInfo
+from app.errors import LongDocError
+from app.ingestion import IngestReport
+from app.settings import MODES, REORDER_CHOICES
+from index.store import DocumentInfo
+from ui.uploads import UPLOAD_TYPES, UploadRejected, save_upload
+
+
+@dataclass
+class QueryOptions:
+    """What the settings panel chose for the next question; passed straight to `LongDocQA.stream`."""
+
+    doc: str | None
+    top_k: int
+    reorder: str
+    mode: str
+
+
+def save_uploads(qa: LongDocQA, files) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Save uploads under `<index_dir>/uploads`; returns the saved paths and (file, reason) for rejected ones."""
+    upload_dir = qa.settings.index_dir / "uploads"
+    max_bytes = int(qa.settings.max_file_mb * 2**20)
+    saved, rejected = [], []
+    for f in files:
+        try:
+            saved.append(save_upload(f.name, f.getvalue(), upload_dir, max_bytes))
+        except UploadRejected as exc:
+            rejected.append((f.name, str(exc)))
+    return saved, rejected
+
+
+def ingest_uploads(qa: LongDocQA, lock: threading.Lock, files) -> None:
+    """Save and ingest uploads inside an `st.status` with a progress bar; every failed file gets its reason."""
+    with st.status(f"Adding {len(files)} file(s)…", expanded=True) as status:
+        paths, failed = save_uploads(qa, files)
+        report = IngestReport()
+        if paths:
+            bar = st.progress(0.0, text="Waiting for the index…")
+
+            def on_file(path: Path, i: int, n: int) -> None:
+                bar.progress(i / n, text=f"{i + 1}/{n}: {path.name}")
+
+            try:
+                with lock:
+                    report = qa.ingest(paths, on_file=on_file)
+            except LongDocError as exc:
+                failed.append(("upload", str(exc)))
+            bar.progress(1.0, text="Done")
+        failed += [(Path(file).name, reason) for file, reason in report.skipped]
+        st.session_state.ingest_log = ingest_messages(report, failed)
+        render_ingest_log()
+        state = "error" if failed and not (report.ingested or report.unchanged) else "complete"
+        status.update(label=ingest_label(report, failed), state=state, expanded=bool(failed))
+
+
+def ingest_label(report: IngestReport, failed: list[tuple[str, str]]) -> str:
+    parts = [f"{len(report.ingested)} added"]
+    if report.unchanged:
+        parts.append(f"{len(report.unchanged)} already in the library")
+    if failed:
+        parts.append(f"{len(failed)} failed")
+    return ", ".join(parts) + f" ({report.seconds:.1f} s)"
+
+
+def ingest_messages(report: IngestReport, failed: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(kind, text) lines kept in the session, so a failed file's reason stays on screen after the next rerun."""
+    lines = [("success", f"Added {d.name}: {d.chunks} chunks, {d.tokens:,} tokens") for d in report.ingested]
+    lines += [("info", f"{d.name} is already in the library") for d in report.unchanged]
+    lines += [("error", f"{name}: {reason}") for name, reason in failed]
+    return lines
+
+
+def render_ingest_log() -> None:
+    for kind, text in st.session_state.get("ingest_log", []):
+        getattr(st, kind)(text)
+
+
+def render_upload(qa: LongDocQA, lock: threading.Lock) -> None:
+    st.subheader("Add documents")
+    with st.form("upload", clear_on_submit=True, border=False):
+        files = st.file_uploader(
+            "PDF, Word, HTML, Markdown, text, or VTT/SRT transcripts",
+            type=list(UPLOAD_TYPES),
+            accept_multiple_files=True,
+            max_upload_size=math.ceil(qa.settings.max_file_mb),
+        )
+        submitted = st.form_submit_button("Add to library", type="primary")
+    if submitted and files:
+        ingest_uploads(qa, lock, files)
+    else:
+        render_ingest_log()
+
+
+def describe(doc: DocumentInfo) -> str:
+    """One line under a document's name: "pdf · 12 pages · 40 chunks · 9,800 tokens · 2026-11-25 12:35"."""
+    parts = [doc.doc_type]
+    if doc.pages:
+        parts.append(f"{doc.pages} page{'s' * (doc.pages != 1)}")
+    parts += [f"{doc.chunks} chunks", f"{doc.tokens:,} tokens", doc.ingested_at.replace("T", " ")[:16]]
+    return " · ".join(parts)
+
+
+def remove_selected(qa: LongDocQA, lock: threading.Lock) -> None:
+    """`on_click` of the Remove button: runs before the script, so the library drawn after it is current."""
+    name = st.session_state.remove_choice
+    try:
+        with lock:
+            qa.remove(name)
+        st.session_state.ingest_log = [("info", f"Removed {name}")]
+    except LongDocError as exc:
+        st.session_state.ingest_log = [("error", str(exc))]
+
+
+def render_library(qa: LongDocQA, lock: threading.Lock, docs: list[DocumentInfo]) -> None:
+    st.subheader(f"Library ({len(docs)})")
+    if not docs:
+        st.caption("No documents yet.")
+        return
+    with st.container(height=min(300, 70 * len(docs)), border=False):
+        for doc in docs:
+            st.markdown(f"**{doc.name}**  \n:gray[{describe(doc)}]")
+    with st.popover("Remove a document", width="stretch"):
+        st.selectbox("Document", [d.name for d in docs], key="remove_choice")
+        st.button("Remove", on_click=remove_selected, args=(qa, lock), type="primary")
+
+
+def render_model(qa: LongDocQA, model: ModelInfo | None) -> None:
+    """RoPE scaling with the effective window. The window is the loaded model's; before the first question
+    loads the model (some seconds), the configured scaling is shown without loading it."""
+    s = qa.settings
+    if model is None:
+        scaling = "none" if s.rope_scaling == "none" else f"{s.rope_scaling} × {s.rope_factor:g}"
+        st.caption(f"RoPE scaling: {scaling}. The effective window is shown once the model is loaded.")
+        return
+    rope = model.rope_scaling or {}
+    scaling = f"{rope.get('rope_type', 'none')} × {rope.get('factor', 1):g}" if rope else "none"
+    native = rope.get("original_max_position_embeddings")
+    st.caption(
+        f"Model: {model.name}  \nRoPE scaling: {scaling}"
+        + (f" (native {native:,})" if native else "")
+        + f"  \nEffective window: **{model.context_window:,} tokens**"
+    )
+
+
+def render_settings(qa: LongDocQA, docs: list[DocumentInfo]) -> QueryOptions:
+    s = qa.settings
+    st.subheader("Question settings")
+    doc = st.selectbox(
+        "Documents searched", [None] + [d.name for d in docs], format_func=lambda n: n or "All documents"
+    )
+    top_k = st.slider("Passages retrieved (top-k)", 1, 20, min(s.top_k, 20))
+    reorder = st.selectbox(
+        "Passage order in the prompt", REORDER_CHOICES, index=REORDER_CHOICES.index(s.reorder),
+        help="important_first_last puts the best passages at the start and end, where models read best.",
+    )
+    mode = st.selectbox(
+        "Mode", MODES, index=MODES.index(s.mode),
+        help="rag: retrieved passages only; full_document: the whole document when it fits the window; auto: pick.",
+    )
+    return QueryOptions(doc=doc, top_k=top_k, reorder=reorder, mode=mode)
+
+
+def render_sidebar(qa: LongDocQA, lock: threading.Lock) -> tuple[QueryOptions, list[DocumentInfo]]:
+    """Draw the sidebar; returns the chosen question settings and the library as it stands after any change."""
+    with st.sidebar:
+        st.title("longdoc-qa")
+        render_upload(qa, lock)
+        docs = qa.documents()
+        render_library(qa, lock, docs)
+        st.divider()
+        options = render_settings(qa, docs)
+    return options, docs

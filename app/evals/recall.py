@@ -170,20 +170,21 @@ def groups(results: list[QuestionResult]) -> dict[str, dict[str, float]]:
     return out
 
 
-def embedded_share(tokenizer: Any, max_tokens: int, text: str, chunks: Iterable[tuple[int, int]]) -> tuple[int, int]:
+def embedded_share(tokenizer: Any, text: str, chunks: Iterable[tuple[int, int, int]]) -> tuple[int, int]:
     """(document tokens the embedder actually reads, all document tokens).
 
-    An embedder reads at most `max_tokens` word pieces of a chunk and silently drops the rest. A document
-    token counts as read when its characters lie inside the read part of at least one chunk, so overlapping
-    chunks are not counted twice.
+    `chunks` are (char_start, char_end, limit): an embedder reads at most `limit` word pieces of a chunk's
+    text and silently drops the rest (the model's input limit, less whatever the pipeline puts before the
+    text, e.g. llama-index's metadata header). A document token counts as read when its characters lie
+    inside the read part of at least one chunk, so overlapping chunks are not counted twice.
     """
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     offsets = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)  # (n_tokens, 2)
     read = np.zeros(len(text) + 1, dtype=np.int32)  # +1 at a read range's start, -1 at its end
-    for start, end in chunks:
+    for start, end, limit in chunks:
         piece = tokenizer(text[start:end], add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-        if len(piece["input_ids"]) > max_tokens:
-            end = start + int(piece["offset_mapping"][max_tokens - 1][1])
+        if len(piece["input_ids"]) > limit:
+            end = start + (int(piece["offset_mapping"][limit - 1][1]) if limit > 0 else 0)
         read[start] += 1
         read[end] -= 1
     covered = np.cumsum(read)[:-1] > 0  # (len(text),) character is inside a read range

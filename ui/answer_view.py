@@ -94,7 +94,8 @@ def render_evidence(answer: Answer) -> None:
         return
     st.markdown("**Evidence**")
     for e in answer.evidence:
-        st.markdown(f"> {e.text.strip()}  \n> <small>{html.escape(e.doc)}, characters {e.char_start:,}–{e.char_end:,}</small>", unsafe_allow_html=True)
+        source = f"{html.escape(e.doc)}, characters {e.char_start:,}–{e.char_end:,}"
+        st.markdown(f"> {html.escape(e.text.strip())}  \n> <small>{source}</small>", unsafe_allow_html=True)
 
 
 def render_passages(answer: Answer, key: str) -> None:

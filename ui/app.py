@@ -23,6 +23,7 @@ import streamlit as st  # noqa: E402
 from app.answer import Answer  # noqa: E402
 from app.api import LongDocQA  # noqa: E402
 from app.errors import LongDocError  # noqa: E402
+from app.settings import SettingsError  # noqa: E402
 from ui.answer_view import render_answer  # noqa: E402
 from ui.export import answers_csv, answers_json  # noqa: E402
 from ui.sidebar import QueryOptions, render_model, render_sidebar  # noqa: E402
@@ -97,7 +98,7 @@ def main() -> None:
     st.set_page_config(page_title="longdoc-qa", page_icon=":material/description:", layout="wide")
     try:
         qa, lock = engine()
-    except LongDocError as exc:
+    except (LongDocError, SettingsError) as exc:
         st.error(f"Cannot open the index: {exc}")
         st.stop()
     history: list[Answer] = st.session_state.setdefault("history", [])

@@ -33,7 +33,7 @@ test: install browser
 	$(BIN)/python -m pytest -q
 
 run: install
-	$(BIN)/longdoc ingest sample_docs
+	$(BIN)/longdoc ingest $(filter-out sample_docs/SOURCES.md,$(wildcard sample_docs/*))
 	$(BIN)/longdoc ui --port $(PORT)
 
 clean:

@@ -105,6 +105,10 @@ class Embedder:
         """Questions to L2-normalised float32 vectors, shape (len(texts), dim), with the model's query prompt if any."""
         return self._encode(self.model.encode_query, texts, False)
 
+    def word_vectors(self) -> np.ndarray:
+        """The model's static input embedding matrix, (vocab, dim): cheap sentence vectors for chunk boundaries."""
+        return self.model[0].auto_model.get_input_embeddings().weight.detach().cpu().numpy()
+
     def count_tokens(self, text: str) -> int:
         """Word pieces in `text`, without [CLS]/[SEP]: the unit of `max_tokens`."""
         # verbose=False: long documents are counted on purpose; the "longer than the maximum" warning is noise.

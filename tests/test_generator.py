@@ -83,3 +83,15 @@ def test_prefix_cache_reuse_answers_like_the_full_prompt(gen):
         assert reused.reused_tokens > 0.8 * held
         assert reused.text == gen.generate(ids).text
     assert prefix.cache.get_seq_length() <= held  # cropped back, ready for the next question
+
+
+def test_chunked_perplexity_scoring_matches_the_models_own_loss(gen, monkeypatch):
+    from app import perplexity
+
+    monkeypatch.setattr(perplexity, "LOGIT_CHUNK", 64)  # several vocabulary chunks on a short text
+    ids = gen.tokenizer(DOCUMENT * 3, add_special_tokens=False)["input_ids"][:300]
+    nll = perplexity.token_nll(gen, ids)
+    with torch.inference_mode():
+        loss = gen.model(input_ids=torch.tensor([ids]), labels=torch.tensor([ids])).loss
+    assert nll.shape == (len(ids) - 1,)
+    assert nll.mean().item() == pytest.approx(loss.item(), rel=1e-4)

@@ -237,15 +237,36 @@ class Generator:
 
     def _decode(self, logits: torch.Tensor, cache: Any, max_new: int) -> Iterator[int]:
         """Pick a token, yield it, feed it back; stop at an end token (not yielded) or after `max_new`."""
+        generated: list[int] = []
         for step in range(max_new):
-            token = self._pick(logits)
+            token = self._pick(self._penalise(logits, generated))
             if token in self.stop_ids:
                 return
+            generated.append(token)
             yield token
             if step + 1 < max_new:
                 x = torch.tensor([[token]], device=self.device)
                 out = self.model(input_ids=x, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
                 logits = out.logits[:, -1]
+
+    def _penalise(self, logits: torch.Tensor, generated: list[int]) -> torch.Tensor:
+        """Forbid a token that would repeat an n-gram the answer already holds, so greedy decoding cannot loop.
+
+        Small models decoding greedily fall into loops ("the 14th edition of the 14th edition of ...").
+        Banning repeated n-grams stops the loop without touching the first mention of anything; a
+        repetition penalty also damped the right answer when it was repeated from the question. Only the
+        answer's own tokens count, so quoting the passages is never punished.
+        """
+        n = self.settings.no_repeat_ngram
+        if n <= 0 or len(generated) < n:
+            return logits
+        tail = generated[len(generated) - n + 1:]
+        banned = {generated[i + n - 1] for i in range(len(generated) - n + 1) if generated[i:i + n - 1] == tail}
+        if not banned:
+            return logits
+        logits = logits.clone()
+        logits[:, sorted(banned)] = float("-inf")
+        return logits
 
     def _pick(self, logits: torch.Tensor) -> int:
         """Greedy when temperature is 0 (the default), else nucleus sampling with `top_p`."""

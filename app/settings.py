@@ -88,6 +88,8 @@ class Settings:
     max_new_tokens: int = 128
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
+    # never repeat an n-gram of the answer (0 = off): small models decoding greedily otherwise loop on a phrase
+    no_repeat_ngram: int = 4
 
     # limits
     max_file_mb: float = 200.0
@@ -113,6 +115,8 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.no_repeat_ngram < 0 or self.no_repeat_ngram == 1:
+            raise SettingsError(f"no_repeat_ngram must be 0 (off) or at least 2, got {self.no_repeat_ngram}")
         if self.rope_factor < 1.0:
             raise SettingsError(f"rope_factor must be at least 1.0, got {self.rope_factor}")
         if not 0 <= self.fixed_chunk_overlap < self.fixed_chunk_tokens:

@@ -195,7 +195,7 @@ def ui(port: Annotated[int, typer.Option(help="Local port.")] = 8501, index: Ind
     env = dict(os.environ)
     if index is not None:
         env["LONGDOC_INDEX_DIR"] = str(index)
-    script = Path(__file__).resolve().parent.parent / "ui" / "app.py"
+    script = Path(__file__).resolve().parent.parent / "ui" / "streamlit_app.py"
     cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
            "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     console.print(f"longdoc-qa UI on http://localhost:{port}")

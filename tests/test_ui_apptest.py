@@ -16,7 +16,7 @@ from ui.charts import prompt_map, zone_bounds
 from ui.export import answers_csv, answers_json
 from ui.uploads import UploadRejected, safe_filename, save_upload
 
-APP = Path(__file__).resolve().parents[1] / "ui" / "app.py"
+APP = Path(__file__).resolve().parents[1] / "ui" / "streamlit_app.py"
 CLAUSE = "This Agreement shall be governed by the laws of the State of Texas."
 DOC_TEXT = "1. Parties. Acme and Comware.\n\n13. Governing Law. " + CLAUSE + " Venue is Bexar County.\n"
 

@@ -65,7 +65,7 @@ def wait_until_healthy(url: str, server: subprocess.Popen, log: Path, timeout_s:
 
 @pytest.fixture
 def server(tmp_path: Path):
-    """`streamlit run ui/app.py` on a free local port with an empty index in tmp_path; yields its URL."""
+    """`streamlit run ui/streamlit_app.py` on a free local port with an empty index in tmp_path; yields its URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "streamlit.log"
@@ -75,7 +75,7 @@ def server(tmp_path: Path):
         "TRANSFORMERS_OFFLINE": "1",
     }
     command = [
-        sys.executable, "-m", "streamlit", "run", str(ROOT / "ui" / "app.py"),
+        sys.executable, "-m", "streamlit", "run", str(ROOT / "ui" / "streamlit_app.py"),
         "--server.port", str(port), "--server.address", "127.0.0.1",
         "--server.headless", "true", "--browser.gatherUsageStats", "false",
     ]  # fmt: skip

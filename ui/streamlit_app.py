@@ -1,4 +1,6 @@
-"""The longdoc-qa browser app: `streamlit run ui/app.py` (what `longdoc ui` runs).
+"""The longdoc-qa browser app: `streamlit run ui/streamlit_app.py` (what `longdoc ui` runs).
+
+Not named `app.py`: Streamlit puts this folder first on sys.path, where such a file would hide the `app` package.
 
 The script reruns top to bottom on every interaction: it draws the sidebar, then every answer of this
 session again, then handles a new question, streaming its answer as the model writes it.
@@ -6,27 +8,19 @@ session again, then handles a new question, streaming its answer as the model wr
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import logging
+import threading
+from collections.abc import Iterator
 
-# `streamlit run ui/app.py` puts ui/ first on sys.path, where this very file would shadow the `app` package;
-# the repository root goes there instead, so the app also runs from a checkout that is not pip-installed.
-_UI_DIR, _ROOT = Path(__file__).resolve().parent, str(Path(__file__).resolve().parents[1])
-sys.path[:] = [_ROOT] + [p for p in sys.path if Path(p or ".").resolve() != _UI_DIR and p != _ROOT]
+import streamlit as st
 
-import logging  # noqa: E402
-import threading  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-
-import streamlit as st  # noqa: E402
-
-from app.answer import Answer  # noqa: E402
-from app.api import LongDocQA  # noqa: E402
-from app.errors import LongDocError  # noqa: E402
-from app.settings import SettingsError  # noqa: E402
-from ui.answer_view import render_answer  # noqa: E402
-from ui.export import answers_csv, answers_json  # noqa: E402
-from ui.sidebar import QueryOptions, render_model, render_sidebar  # noqa: E402
+from app.answer import Answer
+from app.api import LongDocQA
+from app.errors import LongDocError
+from app.settings import SettingsError
+from ui.answer_view import render_answer
+from ui.export import answers_csv, answers_json
+from ui.sidebar import QueryOptions, render_model, render_sidebar
 
 log = logging.getLogger(__name__)
 

@@ -169,6 +169,7 @@ class NiahCell:
     variant: str  # the reorder strategy (rag) or the RoPE scaling (full_document)
     length: int  # haystack tokens, needle included
     depth: int  # percent of the way in
+    needle_offset: int  # character offset of the needle in the document (planted at a sentence boundary)
     code: str
     question: str
     answer: str = ""
@@ -345,17 +346,17 @@ def run_niah(
         tokenizer = qa.engine.generator.tokenizer
         text, offsets = load_haystack(sources, tokenizer, max(lengths))
 
-        docs: list[tuple[int, int, Needle, str]] = []
+        docs: list[tuple[int, int, Needle, str, int]] = []
         files: list[Path] = []
         for n in lengths:
             for d in depths:
                 needle = Needle.fresh(rng)
                 needle_tokens = len(tokenizer(" " + needle.sentence + " ", add_special_tokens=False)["input_ids"])
-                planted, _ = plant(text, offsets, n, d, needle.sentence, needle_tokens)
+                planted, offset = plant(text, offsets, n, d, needle.sentence, needle_tokens)
                 path = tmp_dir / f"haystack_{size_label(n)}_depth{d:03d}.txt"
                 path.write_text(planted, encoding="utf-8")
                 files.append(path)
-                docs.append((n, d, needle, path.name))
+                docs.append((n, d, needle, path.name, offset))
         qa.ingest(files, show_progress=show_progress)
 
         runs = [("rag", s) for s in strategies] + [("full_document", s) for s in scalings]
@@ -366,9 +367,9 @@ def run_niah(
                                                             "retriever", "top_k", "max_new_tokens")},
         )
         bar = tqdm(total=len(docs) * len(runs), desc="Needle in a haystack", unit="ask", disable=not show_progress)
-        for n, d, needle, name in docs:
+        for n, d, needle, name, offset in docs:
             for mode, variant in runs:
-                cell = NiahCell(mode=mode, variant=variant, length=n, depth=d, code=needle.code,
+                cell = NiahCell(mode=mode, variant=variant, length=n, depth=d, needle_offset=offset, code=needle.code,
                                 question=needle.question)
                 engine = qa.engine if mode == "rag" else engines[variant]
                 try:

@@ -130,7 +130,7 @@ class PositionTrial:
 
 @dataclass
 class PositionReport:
-    ns: int
+    questions: int
     ks: list[int]
     ranks: dict[int, list[int]]
     strategies: list[str]
@@ -160,7 +160,7 @@ class PositionReport:
     def tables(self) -> list[Table]:
         tables = []
         for k in self.ks:
-            table = Table(title=f"Lost in the middle, k={k}, {self.ns} questions: accuracy @ the gold's mean "
+            table = Table(title=f"Lost in the middle, k={k}, {self.questions} questions: accuracy @ the gold's mean "
                                 "prompt position, by the gold's retrieval rank (0 = best)")
             table.add_column("strategy", no_wrap=True)
             for r in self.ranks[k]:
@@ -177,7 +177,7 @@ class PositionReport:
         return {
             "eval": "position",
             "data": self.data,
-            "questions": self.ns,
+            "questions": self.questions,
             "ks": self.ks,
             "gold_ranks": {str(k): v for k, v in self.ranks.items()},
             "model": self.model,
@@ -207,7 +207,7 @@ class PositionReport:
             ax.set_ylim(-0.03, 1.03)
             ax.set_xlabel(f"gold passage's retrieval rank among k={k}")
             ax.set_ylabel("accuracy (answer contains a gold answer)")
-            ax.set_title(f"k={k}, {self.ns} NQ questions", fontsize=10)
+            ax.set_title(f"k={k}, {self.questions} NQ questions", fontsize=10)
             ax.grid(alpha=0.3)
         axes[0][0].legend(fontsize=8, title="reorder strategy", title_fontsize=8)
         fig.suptitle(f"Lost in the middle: {self.model.get('name', '')}", fontsize=11)
@@ -261,7 +261,7 @@ def run_position(
 
     gen = Generator.load(settings)
     builder = PromptBuilder(gen.tokenizer, gen.context_window, MAX_NEW_TOKENS)
-    report = PositionReport(ns=n, ks=list(ks), ranks={k: gold_ranks(k, quick) for k in ks},
+    report = PositionReport(questions=n, ks=list(ks), ranks={k: gold_ranks(k, quick) for k in ks},
                             strategies=list(strategies), model=asdict(gen.info), data=str(data))
     answers: dict[tuple[int, ...], str] = {}  # identical prompts (e.g. the retriever's ranking) run once
 

@@ -1,0 +1,141 @@
+"""20 questions over one ~12K-token dev contract in full_document mode: `longdoc ask` one by one vs `longdoc batch`.
+
+Both run as a user runs them, as separate `longdoc` processes against the same index, in one run so the machine's
+load is shared alike. One by one, every process loads the models and prefills the whole contract again; the batch
+loads once and prefills the contract once, reusing its KV cache for every question (issue 6: goal batch <= 0.3x).
+On 2 CPU cores a 12K-token prefill takes a minute or more, so the full size takes about half an hour; --quick
+asks 5 questions of a ~4K-token contract.
+
+    python benchmarks/bench_batch.py [--quick]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+CONTRACTS = ROOT.parent / "shared" / "data" / "cuad_dev" / "contracts"
+QUESTIONS = [
+    "Who are the parties to this agreement?",
+    "What is the date of the agreement?",
+    "When does the agreement become effective?",
+    "When does the initial term expire?",
+    "What is the renewal term?",
+    "How much notice is needed to terminate a renewal?",
+    "Which state's law governs the agreement?",
+    "Can a party terminate the agreement for convenience?",
+    "Is consent required to assign the agreement?",
+    "Is there a non-compete clause?",
+    "Is there an exclusivity commitment?",
+    "Is there a cap on liability?",
+    "Are there liquidated damages or a termination fee?",
+    "Does either party have audit rights?",
+    "What insurance must a party maintain?",
+    "Is there a minimum purchase commitment?",
+    "Who owns the intellectual property created under the agreement?",
+    "Does the agreement grant a license?",
+    "What happens on a change of control?",
+    "What warranties does the agreement give and for how long?",
+]
+FULL = {"questions": 20, "tokens": 12_000}
+QUICK = {"questions": 5, "tokens": 4_000}
+GOAL = 0.3
+OUT = ROOT / "benchmarks" / "results"
+
+args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+args.add_argument("--quick", action="store_true", help="5 questions over a ~4K-token contract")
+size = QUICK if args.parse_args().quick else FULL
+console = Console()
+
+# This environment's `longdoc` console script, as a user runs it; without an install, the same entry point.
+SCRIPT = Path(sys.executable).with_name("longdoc")
+LONGDOC = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-c", "from app.cli import main; main()"]
+env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+
+def longdoc(*argv: str) -> tuple[float, str]:
+    """Run one `longdoc` command as a user would; its wall time and stdout. A failure stops the benchmark."""
+    started = time.perf_counter()
+    done = subprocess.run([*LONGDOC, *argv], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"longdoc {' '.join(argv[:2])} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return time.perf_counter() - started, done.stdout
+
+
+def pick_contract(tokens: int) -> tuple[Path, int]:
+    """The dev contract whose length in generator tokens is closest to `tokens` (the product's own tokenizer)."""
+    from app.generator import Generator
+    from app.settings import Settings
+
+    tokenizer = Generator.load(Settings.load()).tokenizer
+    sizes = [(len(tokenizer(p.read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"]), p)
+             for p in sorted(CONTRACTS.glob("*.txt"))]
+    n, path = min(sizes, key=lambda s: abs(s[0] - tokens))
+    return path, n
+
+
+contract, contract_tokens = pick_contract(size["tokens"])
+questions = QUESTIONS[: size["questions"]]
+with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
+    index = str(Path(tmp) / "index")
+    longdoc("ingest", str(contract), "--index", index)
+    common = ["--doc", contract.name, "--mode", "full_document", "--index", index]
+
+    one_by_one = []
+    for q in tqdm(questions, desc="longdoc ask, one by one", unit="question"):
+        seconds, stdout = longdoc("ask", q, "--json", *common)
+        one_by_one.append((seconds, json.loads(stdout)))
+
+    qfile = Path(tmp) / "questions.txt"
+    qfile.write_text("\n".join(questions) + "\n", encoding="utf-8")
+    answers_file = Path(tmp) / "answers.jsonl"
+    console.print(f"longdoc batch, {len(questions)} questions ...")
+    batch_s, _ = longdoc("batch", str(qfile), "--out", str(answers_file), *common)
+    batch = [json.loads(line) for line in answers_file.read_text(encoding="utf-8").splitlines()]
+
+one_s = sum(s for s, _ in one_by_one)
+ratio = batch_s / one_s
+errors = [a["id"] for a in batch if a.get("error")] + [a["id"] for _, a in one_by_one if a.get("error")]
+table = Table(title=f"{len(questions)} questions, full_document, {contract.name[:60]} ({contract_tokens:,} tokens)")
+for column in ("way", "total s", "s per question", "prompt tokens", "mean prefill s", "mean generate s"):
+    table.add_column(column, justify="right")
+for way, total, rows in (("longdoc ask x%d" % len(questions), one_s, [a for _, a in one_by_one]),
+                         ("longdoc batch", batch_s, batch)):
+    table.add_row(way, f"{total:.1f}", f"{total / len(questions):.1f}",
+                  f"{sum(a['prompt_tokens'] for a in rows) / len(rows):,.0f}",
+                  f"{sum(a['timings'].get('prefill_s', 0) for a in rows) / len(rows):.2f}",
+                  f"{sum(a['timings'].get('generate_s', 0) for a in rows) / len(rows):.2f}")
+console.print(table)
+console.print(f"batch / one by one = {ratio:.2f}x ({'meets' if ratio <= GOAL else 'misses'} the {GOAL}x goal)"
+              + (f"; failed: {', '.join(errors)}" if errors else ""))
+
+OUT.mkdir(parents=True, exist_ok=True)
+path = OUT / ("bench_batch_quick.json" if size is QUICK else "bench_batch.json")
+path.write_text(json.dumps({
+    "bench": "batch",
+    "contract": contract.name,
+    "contract_tokens": contract_tokens,
+    "questions": questions,
+    "one_by_one": {"total_s": round(one_s, 2), "per_question_s": [round(s, 2) for s, _ in one_by_one],
+                   "timings": [a["timings"] for _, a in one_by_one]},
+    "batch": {"total_s": round(batch_s, 2), "timings": [a["timings"] for a in batch]},
+    "ratio": round(ratio, 3),
+    "goal": GOAL,
+    "model": batch[0]["model"] if batch else None,
+    "answers": [{"question": a["question"], "one_by_one": b["answer"], "batch": a["answer"]}
+                for (_, b), a in zip(one_by_one, batch)],
+}, indent=2), encoding="utf-8")
+console.print(f"wrote {path.relative_to(ROOT)}")

@@ -90,7 +90,32 @@ class QueryEngine:
             self.store, self.embedder, question, k=top_k or self.settings.top_k,
             method=self.settings.retriever, doc_id=info.doc_id if info else None,
         )
-        return [to_passage(i + 1, hit) for i, hit in enumerate(hits)]
+        passages = [to_passage(i + 1, hit) for i, hit in enumerate(hits)]
+        if self.settings.pin_opening and passages:
+            passages = self._pin_opening(passages, question, top_k or self.settings.top_k)
+        return passages
+
+    def _pin_opening(self, passages: list[Passage], question: str, k: int) -> list[Passage]:
+        """Put the best document's opening chunk at rank 1 (moved up if retrieved, else added), keeping k.
+
+        A document's opening names it, its parties and its date, which questions ask about constantly and
+        which a sentence embedder matches poorly; read first, it also frames every other passage.
+        """
+        doc_id = passages[0].doc_id
+        opening = self.store.chunks(doc_id)[0]
+        rest = [p for p in passages if not (p.doc_id == doc_id and p.char_start == opening.char_start)]
+        if len(rest) == len(passages):
+            vector = self.embedder.embed_queries([question])[0]
+            similarity = float(self.store.similarities(vector, [opening])[0])
+            hit = RetrievedChunk(opening, score=similarity, similarity=similarity, fused=None,
+                                 dense_rank=None, keyword_rank=None)
+            first = to_passage(1, hit)
+        else:
+            first = next(p for p in passages if p not in rest)
+        ordered = [first, *rest][:k]
+        for rank, passage in enumerate(ordered, start=1):
+            passage.rank = rank
+        return ordered
 
     def stream(
         self,
@@ -120,7 +145,7 @@ class QueryEngine:
         gen = self.generator
         answer = Answer(question=question, id=id, model=gen.info, timings=timings)
 
-        if not ranked or ranked[0].score < self.settings.min_relevance:
+        if not ranked or max(p.score for p in ranked) < self.settings.min_relevance:
             answer.abstained = True
             answer.answer = ABSTAIN_ANSWER
             answer.passages = ranked

@@ -75,6 +75,9 @@ class Settings:
 
     # retrieval and prompt
     retriever: str = "hybrid"
+    # The opening chunk of the document answering best (title, parties, date: a contract's preamble) goes
+    # to rank 1: the embedder scores "Who are the parties?" low against "made as of ... by and between X".
+    pin_opening: bool = True
     top_k: int = 5
     reorder: str = "important_first_last"
     mode: str = "auto"
@@ -178,6 +181,12 @@ def _coerce(name: str, value: Any) -> Any:
     """Turn strings from the environment or TOML into the field's type, with a message naming the field."""
     kind = _FIELD_TYPES[name]
     try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                return str(value).lower() in ("1", "true", "yes", "on")
+            raise ValueError(value)
         if kind == "int":
             return int(value)
         if kind == "float":

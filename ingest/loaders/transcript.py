@@ -16,7 +16,7 @@ from ingest.types import IngestError, ParsedDocument, Span
 
 # "Name: words" where the name is short, starts with a letter and holds no sentence punctuation;
 # QMSum names look like "Project Manager", "Grad B", "The Chair (Hon. Anthony Rota (Nipissing, Lib.))".
-_SPEAKER_LINE = re.compile(r"^(?P<speaker>[^\W\d_][^:\n]{0,80}?)[ \t]*:(?:[ \t]+(?P<rest>[^\n]*))?[ \t]*$", re.MULTILINE)
+_SPEAKER_LINE = re.compile(r"^(?P<speaker>[^\W\d_][^:\n]{0,150}?)[ \t]*:(?:[ \t]+(?P<rest>[^\n]*))?[ \t]*$", re.MULTILINE)
 # A file counts as a transcript when most of its non-blank lines are speaker lines and speakers repeat.
 MIN_TURNS = 3
 MIN_SPEAKER_LINE_SHARE = 0.6

@@ -89,7 +89,9 @@ OUT.write_text(json.dumps({
     "documents": [os.path.relpath(d, ROOT) for d in docs],
     "top_k": top_k,
     "model": {"name": model.name, "rope_scaling": model.rope_scaling, "context_window": model.context_window},
-    "machine": {"cpu_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "platform": platform.platform()},
+    # The load average says whether the machine was shared while this ran (then the seconds are not the tool's).
+    "machine": {"cpu_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "platform": platform.platform(),
+                "load_avg_1_5_15": [round(x, 2) for x in os.getloadavg()]},
     "load_s": {"embedder": round(embedder_s, 2), "ingest": round(ingest_s, 2), "generator": round(load_s, 2)},
     "runs": [{"prompt_tokens": a.prompt_tokens, "completion_tokens": a.completion_tokens,
               **{s: a.timings[s] for s in steps}, "wall_s": round(w, 3)} for a, w in answers],

@@ -133,6 +133,7 @@ path.write_text(json.dumps({
                    "timings": [a["timings"] for _, a in one_by_one]},
     "batch": {"total_s": round(batch_s, 2), "timings": [a["timings"] for a in batch]},
     "ratio": round(ratio, 3),
+    "load_avg_1_5_15": [round(x, 2) for x in os.getloadavg()],  # a shared machine slows both ways, not alike
     "goal": GOAL,
     "model": batch[0]["model"] if batch else None,
     "answers": [{"question": a["question"], "one_by_one": b["answer"], "batch": a["answer"]}

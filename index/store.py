@@ -59,11 +59,6 @@ MARKER_FILE = "longdoc-index.json"
 MANIFEST_FILE = "MANIFEST.json"
 SEGMENTS_DIR = "segments"
 LOCK_FILE = ".lock"
-# One question is one query vector, and a flat scan of a workstation-sized index takes about a millisecond
-# on one core. More OpenMP threads only fight the embedder's torch threads: with 5,000 chunks on 2 cores,
-# a search right after embedding the question took 30 ms with faiss's 2 threads and 4.5 ms with 1.
-# faiss ships its own libgomp, so this leaves torch's thread count alone.
-SEARCH_THREADS = 1
 MIN_ID_PREFIX = 4  # shorter strings are more likely a mistyped name than a document id
 # The same tokenisation llama-index's BM25Retriever uses, so keyword scores match what it would give.
 BM25_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
@@ -136,7 +131,8 @@ class IndexStore:
         self._by_fid: dict[int, Chunk] = {}
         self._fid: dict[str, int] = {}  # chunk_id -> FAISS id
         self._faiss = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        faiss.omp_set_num_threads(SEARCH_THREADS)
+        # No faiss.omp_set_num_threads here: faiss and torch share one OpenMP runtime, and capping faiss at
+        # one thread silently capped the generator and the embedder too (prefill ran at half speed).
         self._keyword: _KeywordIndex | None = None
 
     @classmethod

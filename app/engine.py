@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 from app.answer import Answer, Passage
 from app.errors import DocumentNotFound, EmptyIndex, LongDocError
 from app.evidence import select_evidence
-from app.generator import Generator
+from app.generator import Generator, PrefixCache
 from app.prompt import PromptBuilder, PromptPlan
 from app.reorder import REORDERERS
 from app.settings import MODES, REORDER_CHOICES, Settings
@@ -66,7 +66,8 @@ class QueryEngine:
         self.embedder = embedder
         self._load_generator = load_generator
         self._generator: Generator | None = None
-        self._prefix: tuple[tuple[int, ...], object] | None = None  # (prefix ids, KV cache) of the last document
+        self._prefix: tuple[tuple[int, ...], PrefixCache] | None = None  # the last document's prefix and KV cache
+        self._prefix_prefill_s = 0.0  # time spent building that cache for the current question, if it was
 
     @property
     def generator(self) -> Generator:
@@ -172,7 +173,8 @@ class QueryEngine:
         stats = gen.last_stats
         answer.answer = "".join(pieces).strip()
         answer.completion_tokens = stats.completion_tokens
-        answer.timings.update(prefill_s=round(stats.prefill_s, 4), generate_s=round(stats.generate_s, 4))
+        prefill_s = stats.prefill_s + self._prefix_prefill_s  # a document prefix prefilled for this question
+        answer.timings.update(prefill_s=round(prefill_s, 4), generate_s=round(stats.generate_s, 4))
         answer.evidence = select_evidence(self.embedder, question, answer.answer, answer.passages)
         answer.timings["total_s"] = round(time.perf_counter() - started, 4)
         yield answer
@@ -197,6 +199,7 @@ class QueryEngine:
     def _generate(self, plan: PromptPlan, whole: bool, question: str) -> Iterator[str]:
         """Stream the answer; for a whole document, reuse the KV cache of the document prefix across questions."""
         gen = self.generator
+        self._prefix_prefill_s = 0.0
         if not whole:
             yield from gen.stream(plan.input_ids, max_new_tokens=self.settings.max_new_tokens)
             return
@@ -205,4 +208,5 @@ class QueryEngine:
         prefix = tuple(plan.input_ids[:prefix_len])
         if self._prefix is None or self._prefix[0] != prefix:
             self._prefix = (prefix, gen.prefill(list(prefix)))
+            self._prefix_prefill_s = self._prefix[1].prefill_s
         yield from gen.stream(plan.input_ids, max_new_tokens=self.settings.max_new_tokens, past=self._prefix[1])

@@ -50,12 +50,15 @@ def passage_header(passage: Passage) -> str:
 def render_user_message(question: str, blocks: Sequence[tuple[str, str]]) -> tuple[str, list[tuple[int, int]]]:
     """The user turn and, for each (header, body) block, the character range of its body in that turn.
 
-    Bodies are fenced with <passage> tags so the model (and a reader of the prompt) sees quoted material.
+    Bodies are fenced with <passage> tags so the model (and a reader of the prompt) sees quoted material. A
+    document cannot close the fence itself: a `<passage` or `</passage` inside a body gets a look-alike
+    angle quote, one character for one, so every offset into the body stays valid.
     """
     pieces: list[str] = ["Passages from the documents:\n\n"]
     spans: list[tuple[int, int]] = []
     cursor = len(pieces[0])
     for header, body in blocks:
+        body = body.replace("</passage", "\u2039/passage").replace("<passage", "\u2039passage")
         opening = f"<passage {header}>\n"
         pieces.append(opening)
         cursor += len(opening)

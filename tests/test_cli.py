@@ -93,3 +93,9 @@ def test_bad_option_value_is_refused_with_the_choices(index):
     result = runner.invoke(app, ["ask", "Who?", "--reorder", "random", "--index", str(idx)])
     assert result.exit_code == 1
     assert "important_first_last" in result.output
+
+
+def test_asking_an_empty_library_says_to_ingest_first(tmp_path):
+    result = runner.invoke(app, ["ask", "Who are the parties?", "--index", str(tmp_path / "empty")])
+    assert result.exit_code == 1
+    assert "the library is empty" in result.output and "Traceback" not in result.output

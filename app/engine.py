@@ -12,6 +12,8 @@ import logging
 import time
 from typing import Callable, Iterator
 
+import numpy as np
+
 from app.answer import Answer, Passage
 from app.errors import DocumentNotFound, EmptyIndex, LongDocError
 from app.evidence import select_evidence
@@ -68,6 +70,7 @@ class QueryEngine:
         self._generator: Generator | None = None
         self._prefix: tuple[tuple[int, ...], PrefixCache] | None = None  # the last document's prefix and KV cache
         self._prefix_prefill_s = 0.0  # time spent building that cache for the current question, if it was
+        self._doc_tokens: dict[str, int] = {}  # generator tokens of each document read whole, by doc_id
 
     @property
     def generator(self) -> Generator:
@@ -87,16 +90,17 @@ class QueryEngine:
     def retrieve(self, question: str, doc: str | None = None, top_k: int | None = None) -> list[Passage]:
         """The top-k passages, best first, each with its retrieval rank and cosine similarity."""
         info = self.resolve_doc(doc)
+        query_vec = self.embedder.embed_queries([question])[0]  # once, for retrieval and the pin
         hits = retrieve(
             self.store, self.embedder, question, k=top_k or self.settings.top_k,
-            method=self.settings.retriever, doc_id=info.doc_id if info else None,
+            method=self.settings.retriever, doc_id=info.doc_id if info else None, query_vec=query_vec,
         )
         passages = [to_passage(i + 1, hit) for i, hit in enumerate(hits)]
         if self.settings.pin_opening and passages:
-            passages = self._pin_opening(passages, question, top_k or self.settings.top_k)
+            passages = self._pin_opening(passages, query_vec, top_k or self.settings.top_k)
         return passages
 
-    def _pin_opening(self, passages: list[Passage], question: str, k: int) -> list[Passage]:
+    def _pin_opening(self, passages: list[Passage], query_vec: np.ndarray, k: int) -> list[Passage]:
         """Put the best document's opening chunk at rank 1 (moved up if retrieved, else added), keeping k.
 
         A document's opening names it, its parties and its date, which questions ask about constantly and
@@ -106,8 +110,7 @@ class QueryEngine:
         opening = self.store.chunks(doc_id)[0]
         rest = [p for p in passages if not (p.doc_id == doc_id and p.char_start == opening.char_start)]
         if len(rest) == len(passages):
-            vector = self.embedder.embed_queries([question])[0]
-            similarity = float(self.store.similarities(vector, [opening])[0])
+            similarity = float(self.store.similarities(query_vec, [opening])[0])
             hit = RetrievedChunk(opening, score=similarity, similarity=similarity, fused=None,
                                  dense_rank=None, keyword_rank=None)
             first = to_passage(1, hit)
@@ -192,8 +195,9 @@ class QueryEngine:
         if doc is None and len(docs) > 1:
             return "rag"
         info = self.resolve_doc(doc) or self.store.get(ranked[0].doc_id)
-        text = self.store.document_text(info.doc_id)
-        fits = gen.count_tokens(text) <= self.settings.auto_full_document_max_tokens
+        if info.doc_id not in self._doc_tokens:  # a document's text never changes under its content hash
+            self._doc_tokens[info.doc_id] = gen.count_tokens(self.store.document_text(info.doc_id))
+        fits = self._doc_tokens[info.doc_id] <= self.settings.auto_full_document_max_tokens
         return "full_document" if fits else "rag"
 
     def _generate(self, plan: PromptPlan, whole: bool, question: str) -> Iterator[str]:

@@ -179,7 +179,11 @@ def _csv_line(row: dict[str, object]) -> str:
 
 def answer_all(qa, questions: list[Question], mode: str | None = None, top_k: int | None = None,
                reorder: str | None = None) -> Iterator[Answer]:
-    """Answer each question in turn; a failing one yields an Answer with `error` set and the rest go on."""
+    """Answer each question in turn; a failing one yields an Answer with `error` set and the rest go on.
+
+    All questions are embedded first, in one batched call; each `ask` then finds its vector remembered.
+    """
+    qa.engine.embedder.embed_queries([q.question for q in questions if not q.error])
     for q in questions:
         if q.error:
             yield Answer(question=q.question, id=q.id, error=q.error)

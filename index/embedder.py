@@ -15,6 +15,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 EMBEDDED_PREFIX = "embedded:"
+QUERY_MEMO = 4096  # question vectors kept by `Embedder.embed_queries` (1.5 KB each at 384 dimensions)
 
 
 def _packaged_minilm() -> str:
@@ -53,6 +54,7 @@ class Embedder:
         self.dim: int = model.get_embedding_dimension()
         # The model reads max_seq_length word pieces *including* [CLS] and [SEP]; a chunk may use the rest.
         self.max_tokens: int = model.max_seq_length - self.tokenizer.num_special_tokens_to_add(pair=False)
+        self._query_vectors: dict[str, np.ndarray] = {}  # questions already embedded, see `embed_queries`
 
     @classmethod
     def load(cls, name: str, batch_size: int = 64, device: str = "cpu") -> "Embedder":
@@ -102,8 +104,20 @@ class Embedder:
         return self._encode(self.model.encode_document, texts, show_progress)
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
-        """Questions to L2-normalised float32 vectors, shape (len(texts), dim), with the model's query prompt if any."""
-        return self._encode(self.model.encode_query, texts, False)
+        """Questions to L2-normalised float32 vectors, shape (len(texts), dim), with the model's query prompt if any.
+
+        Vectors are remembered (up to `QUERY_MEMO` questions): a batch embeds all its questions in one call
+        up front, and retrieval, the opening pin and evidence selection then reuse them instead of each
+        running the model again on the same question.
+        """
+        new = list(dict.fromkeys(t for t in texts if t not in self._query_vectors))
+        if new:
+            if len(self._query_vectors) + len(new) > QUERY_MEMO:
+                self._query_vectors.clear()
+            self._query_vectors.update(zip(new, self._encode(self.model.encode_query, new, False)))
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self._query_vectors[t] for t in texts])
 
     def word_vectors(self) -> np.ndarray:
         """The model's static input embedding matrix, (vocab, dim): cheap sentence vectors for chunk boundaries."""

@@ -84,3 +84,14 @@ def test_hybrid_retrieval_finds_the_clause_and_reports_similarity(embedder: Embe
     assert hybrid[0].dense_rank == 1 and hybrid[0].keyword_rank is not None and hybrid[0].fused is not None
     with pytest.raises(ValueError, match="hybrid, dense"):
         retrieve(store, embedder, "q", k=3, method="sparse")
+
+
+def test_questions_are_embedded_once_and_remembered(embedder: Embedder, monkeypatch) -> None:
+    questions = ["Who are the parties?", "What is the governing law?", "Who are the parties?"]
+    fresh = embedder.embed_queries(questions)
+    calls = []
+    monkeypatch.setattr(embedder, "_encode", lambda *a: calls.append(a) or np.zeros((0, embedder.dim)))
+    again = embedder.embed_queries(list(reversed(questions)))
+    assert calls == []
+    np.testing.assert_array_equal(again, fresh[::-1])
+    assert embedder.embed_queries([]).shape == (0, embedder.dim)

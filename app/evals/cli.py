@@ -55,19 +55,28 @@ def niah(
     lengths: Annotated[Optional[str], typer.Option(help="Haystack lengths in tokens, e.g. 2k,8k,16k.")] = None,
     depths: Annotated[Optional[str], typer.Option(help="Needle depths in percent, e.g. 0,25,50,75,100.")] = None,
     haystack: Annotated[Optional[list[Path]], typer.Option(help="A file or folder to cut haystacks from (repeat for more; default: the dev contracts).")] = None,
+    modes: Annotated[str, typer.Option(help="rag, full_document or both (comma-separated): full_document at 16K "
+                                             "takes minutes per question on 2 cores.")] = "rag,full_document",
     out: Annotated[Path, typer.Option(help="Folder for niah.json and the heatmaps.")] = Path("eval-results"),
 ) -> None:
     """Needle in a haystack: a planted fact at each depth of documents of each length, rag (each reorder
     strategy) beside full_document (yarn and no RoPE scaling); a table, JSON and one heatmap per mode."""
     from app.errors import LongDocError
-    from app.evals.niah import FULL_DEPTHS, FULL_LENGTHS, QUICK_DEPTHS, QUICK_LENGTHS, parse_sizes, run_niah
+    from app.evals.niah import (FULL_DEPTHS, FULL_LENGTHS, QUICK_DEPTHS, QUICK_LENGTHS, SCALINGS, parse_sizes,
+                                run_niah)
+    from app.reorder import REORDERERS
 
     try:
         sizes = parse_sizes(lengths) if lengths else (QUICK_LENGTHS if quick else FULL_LENGTHS)
         where = [int(d) for d in depths.split(",")] if depths else (QUICK_DEPTHS if quick else FULL_DEPTHS)
         if not all(0 <= d <= 100 for d in where):
             raise typer.BadParameter(f"depths are percentages from 0 to 100, got {depths}")
-        report = run_niah(Settings.load(), sizes, where, haystack or [])
+        chosen = [m.strip() for m in modes.split(",") if m.strip()]
+        if not chosen or not set(chosen) <= {"rag", "full_document"}:
+            raise typer.BadParameter(f"modes are rag and/or full_document, got {modes!r}")
+        report = run_niah(Settings.load(), sizes, where, haystack or [],
+                          strategies=tuple(REORDERERS) if "rag" in chosen else (),
+                          scalings=tuple(SCALINGS) if "full_document" in chosen else ())
     except ValueError as exc:  # a depth that is not a number; SettingsError
         raise typer.BadParameter(str(exc)) from None
     except LongDocError as exc:

@@ -40,6 +40,16 @@ def test_niah_writes_a_cell_per_mode_length_and_depth_and_a_heatmap_per_mode(tmp
     _png_ok(tmp_path / "niah_rag_retrieval.png")
 
 
+def test_niah_modes_restrict_the_run_and_a_bad_mode_is_refused(tmp_path):
+    result = runner.invoke(eval_app, ["niah", "--lengths", "512", "--depths", "50", "--modes", "full_document",
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "niah.json").read_text())
+    assert {(c["mode"], c["variant"]) for c in report["cells"]} == {("full_document", "yarn"), ("full_document", "none")}
+    bad = runner.invoke(eval_app, ["niah", "--modes", "rag,whole"])
+    assert bad.exit_code != 0 and "modes are rag and/or full_document" in bad.output
+
+
 def test_position_writes_an_accuracy_per_gold_rank_and_strategy_and_the_u_curve(tmp_path):
     data = tmp_path / "nq.jsonl"  # distractors come from these 40 questions' passages: embedding all 800 is slow
     data.write_text("".join(NQ_ORACLE.read_text(encoding="utf-8").splitlines(keepends=True)[:40]), encoding="utf-8")

@@ -101,10 +101,13 @@ class QueryEngine:
         return passages
 
     def _pin_opening(self, passages: list[Passage], query_vec: np.ndarray, k: int) -> list[Passage]:
-        """Put the best document's opening chunk at rank 1 (moved up if retrieved, else added), keeping k.
+        """Keep the best document's opening chunk among the k, at rank 2 unless retrieval already ranked it first.
 
         A document's opening names it, its parties and its date, which questions ask about constantly and
-        which a sentence embedder matches poorly; read first, it also frames every other passage.
+        which a sentence embedder matches poorly (engine recall@5 on short-answer CUAD: 0.917 with the pin,
+        0.417 without). Rank 2, not 1: the best retrieved passage keeps the first place, and with
+        `important_first_last` the opening closes the context, next to the question. Pinned at rank 1 it
+        pushed a planted needle out of first place in 16 of 20 NIAH cells.
         """
         doc_id = passages[0].doc_id
         opening = self.store.chunks(doc_id)[0]
@@ -113,10 +116,10 @@ class QueryEngine:
             similarity = float(self.store.similarities(query_vec, [opening])[0])
             hit = RetrievedChunk(opening, score=similarity, similarity=similarity, fused=None,
                                  dense_rank=None, keyword_rank=None)
-            first = to_passage(1, hit)
+            pinned = to_passage(2, hit)
         else:
-            first = next(p for p in passages if p not in rest)
-        ordered = [first, *rest][:k]
+            pinned = next(p for p in passages if p not in rest)
+        ordered = ([pinned, *rest] if passages[0] is pinned else [rest[0], pinned, *rest[1:]])[:k]
         for rank, passage in enumerate(ordered, start=1):
             passage.rank = rank
         return ordered

@@ -183,7 +183,7 @@ def answer_all(qa, questions: list[Question], mode: str | None = None, top_k: in
 
     All questions are embedded first, in one batched call; each `ask` then finds its vector remembered.
     """
-    qa.engine.embedder.embed_queries([q.question for q in questions if not q.error])
+    qa.embedder.embed_queries([q.question for q in questions if not q.error])
     for q in questions:
         if q.error:
             yield Answer(question=q.question, id=q.id, error=q.error)

@@ -90,13 +90,13 @@ class QueryEngine:
     def retrieve(self, question: str, doc: str | None = None, top_k: int | None = None) -> list[Passage]:
         """The top-k passages, best first, each with its retrieval rank and cosine similarity."""
         info = self.resolve_doc(doc)
-        query_vec = self.embedder.embed_queries([question])[0]  # once, for retrieval and the pin
         hits = retrieve(
             self.store, self.embedder, question, k=top_k or self.settings.top_k,
-            method=self.settings.retriever, doc_id=info.doc_id if info else None, query_vec=query_vec,
+            method=self.settings.retriever, doc_id=info.doc_id if info else None,
         )
         passages = [to_passage(i + 1, hit) for i, hit in enumerate(hits)]
         if self.settings.pin_opening and passages:
+            query_vec = self.embedder.embed_queries([question])[0]  # remembered from retrieval: no second run
             passages = self._pin_opening(passages, query_vec, top_k or self.settings.top_k)
         return passages
 

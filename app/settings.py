@@ -75,8 +75,8 @@ class Settings:
 
     # retrieval and prompt
     retriever: str = "hybrid"
-    # The opening chunk of the document answering best (title, parties, date: a contract's preamble) goes
-    # to rank 1: the embedder scores "Who are the parties?" low against "made as of ... by and between X".
+    # The opening chunk of the document answering best (title, parties, date: a contract's preamble) is kept
+    # at rank 2: the embedder scores "Who are the parties?" low against "made as of ... by and between X".
     pin_opening: bool = True
     top_k: int = 5
     reorder: str = "important_first_last"

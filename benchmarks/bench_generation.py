@@ -18,7 +18,7 @@ from rich.table import Table
 from app.generator import EMBEDDED_GGUF, EMBEDDED_PACKAGE, Generator
 from app.settings import Settings
 
-CONTRACTS = Path("/work/shared/data/cuad_dev/contracts")
+CONTRACTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "cuad_dev" / "contracts"
 PROMPT_TOKENS = 2048  # prompt length, chat template included
 NEW_TOKENS = 64  # decoded tokens per measurement (end token ignored so every run decodes exactly this many)
 REPEATS = 2  # best of

@@ -106,7 +106,6 @@ def retrieve(
     k: int,
     method: str = "hybrid",
     doc_id: str | None = None,
-    query_vec: np.ndarray | None = None,
 ) -> list[RetrievedChunk]:
     """The k chunks that best answer `query`, best first, optionally from one document only.
 
@@ -117,7 +116,6 @@ def retrieve(
         k: how many chunks; fewer come back if the index (or the document) holds fewer.
         method: `"hybrid"` (dense + BM25, reciprocal rank fusion) or `"dense"`.
         doc_id: restrict to this document.
-        query_vec: the query's embedding when the caller already has it (it is computed otherwise).
 
     Example:
         >>> hits = retrieve(store, embedder, "Which law governs the agreement?", k=5)
@@ -126,8 +124,7 @@ def retrieve(
     """
     if method not in RETRIEVAL_METHODS:
         raise ValueError(f"method={method!r} is not one of {', '.join(RETRIEVAL_METHODS)}")
-    if query_vec is None:
-        query_vec = embedder.embed_queries([query])[0]  # (dim,)
+    query_vec = embedder.embed_queries([query])[0]  # (dim,)
     return RETRIEVAL_METHODS[method](store, query_vec, query, k, doc_id)
 
 

@@ -14,7 +14,7 @@ from ingest.loaders import SUPPORTED_EXTENSIONS, load_document
 from ingest.pipeline import find_files
 from ingest.types import IngestError
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared beside the checkout
 CONTRACT = DATA / "cuad_dev/contracts/SANDRIDGEENERGYINC_08_06_2009-EX-10.6-OPERATIONS AND MAINTENANCE AGREEMENT.txt"
 SAMPLE_DOCS = Path(__file__).resolve().parent.parent / "sample_docs"
 needs_data = pytest.mark.skipif(not CONTRACT.exists(), reason="development data not present")

@@ -27,9 +27,8 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 QUESTION = "Which state's law governs this agreement?"
-CUAD_CONTRACT = Path(
-    "/work/shared/data/cuad_dev/contracts/OPTIMIZEDTRANSPORTATIONMANAGEMENT,INC_07_26_2000-EX-6.6-DISTRIBUTOR AGREEMENT.txt"
-)
+CUAD_CONTRACT = (ROOT.parent / "shared" / "data" / "cuad_dev" / "contracts"
+                 / "OPTIMIZEDTRANSPORTATIONMANAGEMENT,INC_07_26_2000-EX-6.6-DISTRIBUTOR AGREEMENT.txt")
 # Loading the model and generating on two CPU cores takes about a minute; on a busy machine, minutes.
 ANSWER_TIMEOUT_MS = 600_000
 INGEST_TIMEOUT_MS = 300_000

@@ -7,8 +7,10 @@ loads read that directory in about a second. The cached config is the model's ow
 every load (so one cache serves every scaling) and then checked on the loaded rotary embedding (`app.rope`).
 
 Decoding is our own loop rather than ``model.generate``: one forward per token with ``logits_to_keep=1`` and an
-argmax, no logits-processor or stopping-criteria machinery, which on a 135M model is a sizeable share of the
-per-token time (see benchmarks/bench_generation.py for the measured difference).
+argmax, no logits-processor or stopping-criteria machinery. On a CPU a decode step is bound by the bytes it reads,
+so two things cut them: the linear layers decode with an int8 copy of their weights (`app.int8_decode`), and the
+KV cache grows in place instead of being copied at every token (`app.kv_cache`). benchmarks/bench_generation.py
+measures each against plain ``model.generate``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from tqdm.auto import tqdm
 
 from app.answer import ModelInfo
 from app.errors import LongDocError, PromptTooLong
+from app.int8_decode import int8_decode_available, use_int8_decode
+from app.kv_cache import growing_cache
 from app.rope import RopeSpec, apply_rope, build_rope, model_rope_defaults, verify_rotary
 from app.settings import EMBEDDED_GENERATOR, Settings
 
@@ -63,7 +67,7 @@ class PrefixCache:
     """
 
     ids: list[int]
-    cache: Any  # transformers DynamicCache
+    cache: Any  # a transformers DynamicCache (of app.kv_cache layers)
     prefill_s: float
 
 
@@ -118,6 +122,8 @@ class Generator:
         model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=dtype, attn_implementation=attn)
         model.to(device).eval()
         verify_rotary(model, rope)
+        if settings.int8_decode and int8_decode_available(device, dtype):
+            use_int8_decode(model)
         tokenizer = AutoTokenizer.from_pretrained(source)
         log.info("loaded %s (%s, window %d, %s) in %.1fs", name, rope.scaling, rope.context_window, attn,
                  time.perf_counter() - started)
@@ -221,9 +227,7 @@ class Generator:
             )
 
     def _new_cache(self) -> Any:
-        from transformers import DynamicCache
-
-        return DynamicCache(config=self.model.config)
+        return growing_cache(self.model.config)
 
     def _forward(self, ids: list[int], cache: Any, show_progress: bool) -> torch.Tensor:
         """Feed `ids` after what `cache` holds, in chunks; return the last position's logits (1, vocab)."""

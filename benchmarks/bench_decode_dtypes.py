@@ -1,14 +1,17 @@
-"""Why decoding is slow on this CPU, and what cheaper weights would and would not buy.
+"""What decoding costs on this CPU with each kind of weights, and what each does to the model's predictions.
 
-One decode step of the 135M model in fp32 reads all 540 MB of its weights; on 2 cores that bounds decoding at
-well under 20 tokens/s however the loop is written. This measures, on the same loaded model, the time of one
-decode step at a short and a 2K-token context, and the perplexity of a 1K-token stretch of a dev contract, for:
+One decode step of the 135M model in float32 reads all 540 MB of its weights, so its time is set by memory
+bandwidth. This measures, in one run on the same model, the time of one decode step at three context lengths,
+and, decoding a 1K-token stretch of a dev contract token by token (the way answers are generated), the
+perplexity and how often the next-token argmax agrees with float32's, for:
 
-- float32 (the default),
+- float32 weights (``int8_decode=false``),
+- int8 weight-only decoding (the default; `app/int8_decode.py`): float32 model, int8 copy for single tokens,
 - bfloat16 weights (half the bytes; but AVX2 has no bf16 arithmetic, so every product is converted),
-- int8 dynamic quantization of the linear layers (`torch.ao.quantization.quantize_dynamic`, fbgemm).
+- int8 dynamic quantization of the linear layers (`torch.ao.quantization.quantize_dynamic`, fbgemm), which also
+  quantizes the activations.
 
-Run: HF_HUB_OFFLINE=1 python benchmarks/bench_decode_dtypes.py
+All rows use the engine's growing KV cache. Run: HF_HUB_OFFLINE=1 python benchmarks/bench_decode_dtypes.py
 """
 
 import time
@@ -20,15 +23,17 @@ from rich.console import Console
 from rich.table import Table
 
 from app.generator import Generator
+from app.int8_decode import use_int8_decode
 from app.settings import Settings
 
 CONTRACTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "cuad_dev" / "contracts"
-CONTEXTS = (16, 2000)
+CONTEXTS = (16, 2000, 8000)
 STEPS = 10
+PPL_TOKENS = 1024
 
-gen = Generator.load(Settings.load())
-body = gen.tokenizer(sorted(CONTRACTS.glob("*.txt"))[0].read_text(encoding="utf-8"),
-                     add_special_tokens=False)["input_ids"]
+gen = Generator.load(Settings.load(int8_decode=False))
+text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(CONTRACTS.glob("*.txt"))[:3])
+body = gen.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 @torch.inference_mode()
@@ -47,23 +52,35 @@ def step_ms(context: int) -> float:
 
 
 @torch.inference_mode()
-def perplexity() -> float:
-    x = torch.tensor([body[:1024]])
-    return float(gen.model(input_ids=x, labels=x).loss.exp())
+def decode_predictions() -> tuple[float, torch.Tensor]:
+    """Feed the stretch one token at a time; return its perplexity and each position's argmax."""
+    cache = gen._new_cache()
+    nll, argmax = 0.0, []
+    for i in range(PPL_TOKENS - 1):
+        logits = gen.model(input_ids=torch.tensor([[body[i]]]), use_cache=True, logits_to_keep=1, cache=cache).logits
+        logits = logits[0, -1].float()
+        nll += float(torch.nn.functional.cross_entropy(logits[None], torch.tensor([body[i + 1]])))
+        argmax.append(int(logits.argmax()))
+    return float(torch.tensor(nll / (PPL_TOKENS - 1)).exp()), torch.tensor(argmax)
 
 
-rows = []
-for label in ("float32", "bfloat16", "int8 dynamic"):
-    if label == "bfloat16":
-        gen.model.to(torch.bfloat16)
+rows, reference = [], None
+for label in ("float32", "int8 weight-only (default)", "bfloat16", "int8 dynamic"):
+    if label.startswith("int8 weight-only"):
+        use_int8_decode(gen.model)
+    elif label == "bfloat16":
+        gen = Generator.load(Settings.load(int8_decode=False, dtype="bfloat16"))
     elif label == "int8 dynamic":
-        gen.model.to(torch.float32)
+        gen = Generator.load(Settings.load(int8_decode=False))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.ao quantization is deprecated; measured here to show why not
             from torch.ao.quantization import quantize_dynamic
 
             gen.model = quantize_dynamic(gen.model, {torch.nn.Linear}, dtype=torch.qint8)
-    rows.append((label, *(step_ms(c) for c in CONTEXTS), perplexity()))
+    ppl, argmax = decode_predictions()
+    reference = argmax if reference is None else reference
+    agree = float((argmax == reference).float().mean())
+    rows.append((label, *(step_ms(c) for c in CONTEXTS), ppl, agree))
     print(rows[-1], flush=True)
 
 table = Table(title=f"One decode step, SmolLM2-135M {gen.rope.scaling} x{gen.rope.factor:g}, "
@@ -72,8 +89,9 @@ table.add_column("weights")
 for c in CONTEXTS:
     table.add_column(f"ms/step at {c} tokens", justify="right")
     table.add_column("tokens/s", justify="right")
-table.add_column("ppl, 1K tokens", justify="right")
-for label, *ms, ppl in rows:
-    cells = [f"{m:.0f}|{1000 / m:.1f}" for m in ms]
-    table.add_row(label, *[part for c in cells for part in c.split("|")], f"{ppl:.1f}")
-Console(width=120).print(table)
+table.add_column(f"ppl, {PPL_TOKENS} tokens", justify="right")
+table.add_column("argmax = float32's", justify="right")
+for label, *ms, ppl, agree in rows:
+    cells = [part for m in ms for part in (f"{m:.0f}", f"{1000 / m:.1f}")]
+    table.add_row(label, *cells, f"{ppl:.2f}", f"{agree:.1%}")
+Console(width=160).print(table)

@@ -1,8 +1,13 @@
 """Prefill and decode speed on a 2K-token prompt: this engine vs plain `model.generate`, side by side in one run.
 
-Both use the same loaded model (SmolLM2-135M, YaRN x4, fp32, sdpa), the same prompt and greedy decoding; each
-measurement is repeated and the best kept, since other work on a shared CPU only ever slows a run down.
-llama.cpp (llama-cpp-python, on the same GGUF) joins the table when it is installed.
+Every row reads the same prompt and decodes greedily; each measurement is repeated and the best kept, since other
+work on a shared CPU only ever slows a run down. The rows:
+
+- this engine as shipped: int8 weights for decoding (app/int8_decode.py) and the growing KV cache (app/kv_cache.py);
+- this engine with ``int8_decode=false``, to show what the int8 weights give on their own;
+- transformers' ``model.generate`` with default settings, on a separately loaded plain float32 model
+  (SmolLM2-135M, YaRN x4, sdpa), the baseline the ratios are taken against;
+- llama.cpp (llama-cpp-python, on the same GGUF), when it is installed.
 
 Run: HF_HUB_OFFLINE=1 python benchmarks/bench_generation.py
 """
@@ -25,7 +30,8 @@ REPEATS = 2  # best of
 SETTINGS = Settings.load()
 
 gen = Generator.load(SETTINGS)
-model, tokenizer = gen.model, gen.tokenizer
+gen_fp32 = Generator.load(SETTINGS.replace(int8_decode=False))
+model, tokenizer = gen_fp32.model, gen_fp32.tokenizer  # untouched transformers model for the baseline
 contract = sorted(CONTRACTS.glob("*.txt"))[0]
 body = tokenizer(contract.read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"]
 overhead = len(gen.chat_ids("Answer from the contract.", "")) + 16
@@ -37,16 +43,16 @@ def best(fn):
     return min(fn() for _ in range(REPEATS))
 
 
-def engine_prefill() -> float:
-    return gen.generate(ids, max_new_tokens=1).prefill_s
+def engine_prefill(engine: Generator) -> float:
+    return engine.generate(ids, max_new_tokens=1).prefill_s
 
 
-def engine_decode() -> float:
-    stops, gen.stop_ids = gen.stop_ids, set()  # decode a fixed count, as the generate runs below do
+def engine_decode(engine: Generator) -> float:
+    stops, engine.stop_ids = engine.stop_ids, set()  # decode a fixed count, as the generate runs below do
     try:
-        stats = gen.generate(ids, max_new_tokens=NEW_TOKENS + 1)
+        stats = engine.generate(ids, max_new_tokens=NEW_TOKENS + 1)
     finally:
-        gen.stop_ids = stops
+        engine.stop_ids = stops
     return stats.generate_s / NEW_TOKENS  # the first token comes from the prefill's logits
 
 
@@ -63,7 +69,8 @@ def hf_time(new_tokens: int) -> float:
 hf_prefill = best(lambda: hf_time(1))
 hf_decode = (best(lambda: hf_time(NEW_TOKENS + 1)) - hf_prefill) / NEW_TOKENS
 rows = [
-    ("this engine", best(engine_prefill), best(engine_decode)),
+    ("this engine", best(lambda: engine_prefill(gen)), best(lambda: engine_decode(gen))),
+    ("this engine, int8_decode=false", best(lambda: engine_prefill(gen_fp32)), best(lambda: engine_decode(gen_fp32))),
     ("transformers model.generate", hf_prefill, hf_decode),
 ]
 

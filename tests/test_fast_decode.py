@@ -1,0 +1,104 @@
+"""The two things that make decoding cheaper on a CPU: the growing KV cache gives the same logits as transformers'
+DynamicCache without reallocating at every token, and int8 decode weights predict like the float32 model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import DynamicCache
+
+from app.generator import Generator
+from app.int8_decode import Int8DecodeLinear, use_int8_decode
+from app.kv_cache import MIN_CAPACITY, GrowingLayer, growing_cache
+from app.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+TEXT = (
+    "This Master Services Agreement is made between Acme Corp, a Delaware corporation (the Customer), and Globex "
+    "Ltd (the Supplier). The Supplier shall provide the services described in each Statement of Work. The Customer "
+    "shall pay all undisputed invoices within thirty days of receipt. Either party may terminate this Agreement "
+    "for convenience on ninety days' written notice. This Agreement is governed by the laws of the State of New "
+    "York, and the parties submit to the exclusive jurisdiction of its courts. "
+) * 8
+
+
+@pytest.fixture(scope="module")
+def fp32():
+    return Generator.load(Settings.load(int8_decode=False))
+
+
+@pytest.fixture(scope="module")
+def int8():
+    return Generator.load(Settings.load())
+
+
+@pytest.fixture(scope="module")
+def tokens(fp32):
+    ids = fp32.tokenizer(TEXT, add_special_tokens=False)["input_ids"]
+    assert len(ids) > MIN_CAPACITY + 40
+    return ids
+
+
+@torch.inference_mode()
+def _feed(gen: Generator, cache, ids: list[int]) -> torch.Tensor:
+    return gen.model(input_ids=torch.tensor([ids]), use_cache=True, cache=cache).logits[0]
+
+
+@torch.inference_mode()
+def _teacher_forced(gen: Generator, ids: list[int], prompt: int) -> torch.Tensor:
+    """Logits of each next token after `prompt` tokens, fed one at a time as in decoding."""
+    cache = gen._new_cache()
+    rows = [_feed(gen, cache, ids[:prompt])[-1]]
+    rows += [_feed(gen, cache, [token])[-1] for token in ids[prompt:-1]]
+    return torch.stack(rows)
+
+
+def test_growing_cache_gives_dynamic_cache_logits_across_growth_and_crop(fp32, tokens):
+    prompt = MIN_CAPACITY - 6  # the decode steps below cross the first buffer's end
+    ours, theirs = growing_cache(fp32.model.config), DynamicCache(config=fp32.model.config)
+    assert all(isinstance(layer, GrowingLayer) for layer in ours.layers)
+    torch.testing.assert_close(_feed(fp32, ours, tokens[:prompt]), _feed(fp32, theirs, tokens[:prompt]))
+    buffers = set()
+    for token in tokens[prompt:prompt + 30]:
+        torch.testing.assert_close(_feed(fp32, ours, [token]), _feed(fp32, theirs, [token]))
+        buffers.add(ours.layers[0]._key_buffer.data_ptr())
+    assert len(buffers) == 2  # one doubling in 30 tokens, not a copy per token
+    assert ours.get_seq_length() == theirs.get_seq_length() == prompt + 30
+
+    ours.crop(-20)
+    theirs.crop(-20)
+    assert ours.get_seq_length() == prompt + 10
+    other = tokens[:5]  # a different continuation after the crop overwrites the dropped positions
+    torch.testing.assert_close(_feed(fp32, ours, other), _feed(fp32, theirs, other))
+
+
+def test_int8_linear_matches_float32_for_one_token_and_is_float32_for_many():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(576, 1536, bias=True)
+    int8 = Int8DecodeLinear(linear)
+    one, many = torch.randn(1, 1, 576), torch.randn(1, 7, 576)
+    with torch.inference_mode():
+        expected = linear(one)
+        error = (int8(one) - expected).abs().max() / expected.abs().max()
+        assert error < 2e-2
+        assert int8(one).shape == expected.shape
+        assert torch.equal(int8(many), linear(many))
+
+
+def test_default_generator_decodes_with_int8_and_keeps_tied_weights(int8, fp32):
+    assert sum(isinstance(m, Int8DecodeLinear) for m in int8.model.modules()) == 30 * 7 + 1
+    assert not any(isinstance(m, Int8DecodeLinear) for m in fp32.model.modules())
+    assert int8.model.lm_head.weight is int8.model.model.embed_tokens.weight
+    assert use_int8_decode(int8.model) == 0  # already swapped: nothing left to swap
+
+
+def test_int8_decoding_predicts_like_float32(int8, fp32, tokens):
+    ids = tokens[:200]
+    a, b = _teacher_forced(int8, ids, 40), _teacher_forced(fp32, ids, 40)
+    targets = torch.tensor(ids[40:])
+    agreement = float((a.argmax(-1) == b.argmax(-1)).float().mean())
+    ppl_int8 = float(torch.nn.functional.cross_entropy(a.float(), targets).exp())
+    ppl_fp32 = float(torch.nn.functional.cross_entropy(b.float(), targets).exp())
+    assert agreement >= 0.9, agreement
+    assert abs(ppl_int8 / ppl_fp32 - 1) < 0.05, (ppl_int8, ppl_fp32)

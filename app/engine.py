@@ -181,7 +181,9 @@ class QueryEngine:
         answer.completion_tokens = stats.completion_tokens
         prefill_s = stats.prefill_s + self._prefix_prefill_s  # a document prefix prefilled for this question
         answer.timings.update(prefill_s=round(prefill_s, 4), generate_s=round(stats.generate_s, 4))
+        evidence_started = time.perf_counter()
         answer.evidence = select_evidence(self.embedder, question, answer.answer, answer.passages)
+        answer.timings["evidence_s"] = round(time.perf_counter() - evidence_started, 4)
         answer.timings["total_s"] = round(time.perf_counter() - started, 4)
         yield answer
 

@@ -54,7 +54,9 @@ class Settings:
 
     # embedder: the packaged all-MiniLM-L6-v2, or a sentence-transformers directory / hub id
     embedder: str = EMBEDDED_EMBEDDER
-    embed_batch_size: int = 64
+    # texts per forward; small, because a batch pads every text to its longest: 8 ingested 35% faster than 64
+    # and embedded an answer's evidence sentences 3x faster (uniform 250-piece chunks: no difference)
+    embed_batch_size: int = 8
 
     # generator: the packaged SmolLM2 GGUF, or a .gguf path, a local HF directory or a hub id
     generator: str = EMBEDDED_GENERATOR

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.table import Table
+from transformers.generation.streamers import BaseStreamer
 
 from app.generator import EMBEDDED_GGUF, EMBEDDED_PACKAGE, Generator
 from app.settings import Settings
@@ -26,7 +27,7 @@ from app.settings import Settings
 CONTRACTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "cuad_dev" / "contracts"
 PROMPT_TOKENS = 2048  # prompt length, chat template included
 NEW_TOKENS = 64  # decoded tokens per measurement (end token ignored so every run decodes exactly this many)
-REPEATS = 2  # best of
+REPEATS = 3  # best of
 SETTINGS = Settings.load()
 
 gen = Generator.load(SETTINGS)
@@ -39,40 +40,55 @@ ids = gen.chat_ids("Answer from the contract.", tokenizer.decode(body[:PROMPT_TO
 print(f"prompt: {len(ids)} tokens from {contract.name}; {NEW_TOKENS} new tokens; {torch.get_num_threads()} threads")
 
 
-def best(fn):
-    return min(fn() for _ in range(REPEATS))
+def best(fn) -> tuple[float, float]:
+    """The smallest prefill and the smallest per-token decode time over REPEATS runs of `fn`."""
+    runs = [fn() for _ in range(REPEATS)]
+    print("  runs (prefill s, decode s/token):", [(round(a, 2), round(b, 4)) for a, b in runs], flush=True)
+    return min(r[0] for r in runs), min(r[1] for r in runs)
 
 
-def engine_prefill(engine: Generator) -> float:
-    return engine.generate(ids, max_new_tokens=1).prefill_s
+def per_token(stamps: list[float]) -> float:
+    """Seconds per decoded token from the times the 1st to the last new token arrived (prefill excluded)."""
+    return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
 
 
-def engine_decode(engine: Generator) -> float:
-    stops, engine.stop_ids = engine.stop_ids, set()  # decode a fixed count, as the generate runs below do
+def engine_run(engine: Generator) -> tuple[float, float]:
+    stops, engine.stop_ids = engine.stop_ids, set()  # decode a fixed count, as the other engines do
     try:
         stats = engine.generate(ids, max_new_tokens=NEW_TOKENS + 1)
     finally:
         engine.stop_ids = stops
-    return stats.generate_s / NEW_TOKENS  # the first token comes from the prefill's logits
+    return stats.prefill_s, stats.generate_s / NEW_TOKENS  # the first token comes from the prefill's logits
 
 
-x = torch.tensor([ids])
+class Stamps(BaseStreamer):
+    """Times each token `model.generate` hands its streamer; the first call carries the prompt."""
+
+    def __init__(self) -> None:
+        self.started, self.times = time.perf_counter(), []
+
+    def put(self, value) -> None:
+        self.times.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
 
 
-def hf_time(new_tokens: int) -> float:
-    started = time.perf_counter()
+def hf_run() -> tuple[float, float]:
+    stamps = Stamps()
     with torch.inference_mode():
-        model.generate(x, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
-    return time.perf_counter() - started
+        model.generate(torch.tensor([ids]), max_new_tokens=NEW_TOKENS + 1, min_new_tokens=NEW_TOKENS + 1,
+                       do_sample=False, streamer=stamps)
+    new = stamps.times[1:]  # [0] is the prompt, handed over before any work
+    return new[0] - stamps.started, per_token(new)
 
 
-hf_prefill = best(lambda: hf_time(1))
-hf_decode = (best(lambda: hf_time(NEW_TOKENS + 1)) - hf_prefill) / NEW_TOKENS
 rows = [
-    ("this engine", best(lambda: engine_prefill(gen)), best(lambda: engine_decode(gen))),
-    ("this engine, int8_decode=false", best(lambda: engine_prefill(gen_fp32)), best(lambda: engine_decode(gen_fp32))),
-    ("transformers model.generate", hf_prefill, hf_decode),
+    ("this engine", *best(lambda: engine_run(gen))),
+    ("this engine, int8_decode=false", *best(lambda: engine_run(gen_fp32))),
+    ("transformers model.generate", *best(hf_run)),
 ]
+hf_prefill, hf_decode = rows[-1][1:]
 
 if importlib.util.find_spec("llama_cpp") is not None:
     from llama_cpp import Llama
@@ -80,16 +96,16 @@ if importlib.util.find_spec("llama_cpp") is not None:
     gguf = Path(importlib.util.find_spec(EMBEDDED_PACKAGE).submodule_search_locations[0]) / EMBEDDED_GGUF
     llm = Llama(str(gguf), n_ctx=4096, n_threads=torch.get_num_threads(), verbose=False)
 
-    def cpp_time(new_tokens: int) -> float:
+    def cpp_run() -> tuple[float, float]:
         llm.reset()
-        started = time.perf_counter()
-        for i, _ in enumerate(llm.generate(ids, temp=0.0)):
-            if i + 1 == new_tokens:
+        started, times = time.perf_counter(), []
+        for i, _ in enumerate(llm.generate(ids, temp=0.0, reset=True)):
+            times.append(time.perf_counter())
+            if i == NEW_TOKENS:
                 break
-        return time.perf_counter() - started
+        return times[0] - started, per_token(times)
 
-    cpp_prefill = best(lambda: cpp_time(1))
-    rows.append(("llama.cpp (Q4_1)", cpp_prefill, (best(lambda: cpp_time(NEW_TOKENS + 1)) - cpp_prefill) / NEW_TOKENS))
+    rows.append(("llama.cpp (Q4_1)", *best(cpp_run)))
 
 title = f"Generation speed, {len(ids)}-token prompt, {gen.rope.scaling} x{gen.rope.factor:g}, {SETTINGS.dtype}"
 table = Table(title=title)

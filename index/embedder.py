@@ -46,7 +46,7 @@ class Embedder:
         254
     """
 
-    def __init__(self, name: str, model, batch_size: int = 64) -> None:
+    def __init__(self, name: str, model, batch_size: int = 8) -> None:
         self.name = name
         self.model = model
         self.batch_size = batch_size
@@ -57,7 +57,7 @@ class Embedder:
         self._query_vectors: dict[str, np.ndarray] = {}  # questions already embedded, see `embed_queries`
 
     @classmethod
-    def load(cls, name: str, batch_size: int = 64, device: str = "cpu") -> "Embedder":
+    def load(cls, name: str, batch_size: int = 8, device: str = "cpu") -> "Embedder":
         """Load an embedder by setting value.
 
         Args:
@@ -118,6 +118,10 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([self._query_vectors[t] for t in texts])
+
+    def forget_queries(self) -> None:
+        """Drop the remembered question vectors (a benchmark timing retrieval asks the same question again)."""
+        self._query_vectors.clear()
 
     def word_vectors(self) -> np.ndarray:
         """The model's static input embedding matrix, (vocab, dim): cheap sentence vectors for chunk boundaries."""

@@ -68,8 +68,10 @@ def test_ask_json_follows_the_answer_contract(index):
     qa = LongDocQA(index_dir=idx)
     for p in a["passages"] + a["evidence"]:
         assert qa.document_text(p["doc"])[p["char_start"]:p["char_end"]] == p["text"]
-    for key in ("retrieve_s", "prefill_s", "generate_s", "total_s"):
+    for key in ("retrieve_s", "prefill_s", "generate_s", "evidence_s", "total_s"):
         assert key in a["timings"]
+    t = a["timings"]
+    assert t["retrieve_s"] + t["prefill_s"] + t["generate_s"] + t["evidence_s"] <= t["total_s"]
 
 
 def test_unknown_document_is_one_clear_line(index):

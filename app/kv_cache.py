@@ -1,13 +1,16 @@
 """A KV cache that grows by doubling instead of copying itself at every token.
 
 transformers' `DynamicCache` appends each token's keys and values with ``torch.cat``, which copies the whole
-cache: at an 11K-token context that is 500 MB of float32 moved per generated token, a quarter of the step's
-time here. A `StaticCache` avoids the copy but is sized up front and attends over its full length. This layer
-keeps a buffer with spare room, writes new tokens into it and hands attention a view of the filled part;
-when the buffer is full it doubles, so copies cost O(1) per token amortised. `crop` only moves the end, which
-is what the prefix cache of `app.generator` does after every question.
+cache: at an 11K-token context that is 500 MB of float32 moved per generated token. A `StaticCache` avoids the
+copy but is sized up front and attends over its full length. This layer keeps a buffer with spare room, writes
+new tokens into it and hands attention a view of the filled part; when the buffer is full it doubles, so
+copies cost O(1) per token amortised (benchmarks/bench_kv_cache.py measures both caches). `crop` only moves the
+end, which is what the prefix cache of `app.generator` does after every question. A buffer never shrinks, so it
+holds at most twice the tokens it has seen.
 
-transformers has no such layer; `DynamicLayer` is subclassed so the rest of its cache API keeps working.
+transformers has no such layer; `DynamicLayer` is subclassed so `DynamicCache` drives it. Its methods that
+replace ``keys``/``values`` wholesale (beam reordering, batch selection, offloading) are followed by
+`_adopt`, so the buffer is always the tensor the views come from.
 """
 
 from __future__ import annotations
@@ -24,19 +27,21 @@ MIN_CAPACITY = 256  # tokens a fresh buffer holds before its first doubling
 class GrowingLayer(DynamicLayer):
     """One layer's keys and values in a buffer with room to grow; `keys`/`values` are views of the filled part."""
 
-    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        super().lazy_initialization(key_states, value_states)
-        self._key_buffer = key_states.new_empty(0)
-        self._value_buffer = value_states.new_empty(0)
-        self._length = 0
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor | None = None) -> None:
+        # Not super(): transformers 4.x and 5.x give this method different signatures.
+        self.dtype, self.device = key_states.dtype, key_states.device
+        self._key_buffer = key_states[:, :, :0]
+        self._value_buffer = (key_states if value_states is None else value_states)[:, :, :0]
+        self._set_length(0)
+        self.is_initialized = True
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
                **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         start, end = self._length, self._length + key_states.shape[-2]
-        if end > self._capacity():
-            self._grow(key_states, value_states, max(end, 2 * self._capacity(), MIN_CAPACITY))
+        if end > self._key_buffer.shape[-2]:
+            self._grow(key_states, value_states, max(end, 2 * self._key_buffer.shape[-2], MIN_CAPACITY))
         self._key_buffer[:, :, start:end] = key_states
         self._value_buffer[:, :, start:end] = value_states
         self._set_length(end)
@@ -49,16 +54,42 @@ class GrowingLayer(DynamicLayer):
         if tokens_to_remove and self.is_initialized:
             self._set_length(max(0, self._length + tokens_to_remove))
 
-    def _capacity(self) -> int:
-        return self._key_buffer.shape[-2] if self._key_buffer.dim() == 4 else 0
+    def reset(self) -> None:
+        super().reset()  # drops keys/values; the next update starts a fresh buffer
+        self._key_buffer = self._value_buffer = None
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        super().reorder_cache(beam_idx)
+        self._adopt()
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        super().batch_repeat_interleave(repeats)
+        self._adopt()
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        super().batch_select_indices(indices)
+        self._adopt()
+
+    def offload(self) -> None:
+        super().offload()
+        self._adopt()
+
+    def prefetch(self) -> None:
+        super().prefetch()
+        self._adopt()
+
+    def _adopt(self) -> None:
+        """Make the buffer the tensors an inherited method put in `keys`/`values` (no spare room until it grows)."""
+        if self.is_initialized:
+            self._key_buffer, self._value_buffer = self.keys.contiguous(), self.values.contiguous()
+            self._set_length(self._key_buffer.shape[-2])
 
     def _grow(self, key_states: torch.Tensor, value_states: torch.Tensor, capacity: int) -> None:
         batch, heads, _, dim = key_states.shape
         keys = key_states.new_empty(batch, heads, capacity, dim)
         values = value_states.new_empty(batch, heads, capacity, value_states.shape[-1])
-        if self._length:
-            keys[:, :, :self._length] = self.keys
-            values[:, :, :self._length] = self.values
+        keys[:, :, :self._length] = self.keys
+        values[:, :, :self._length] = self.values
         self._key_buffer, self._value_buffer = keys, values
 
     def _set_length(self, length: int) -> None:

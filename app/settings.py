@@ -66,7 +66,7 @@ class Settings:
     attn_implementation: str = "auto"  # flash_attention_2 on CUDA with flash-attn, else sdpa
     dtype: str = "float32"
     device: str = "auto"
-    # on CPU, decode with an int8 copy of the linear weights (app/int8_decode.py): 2x the tokens/s, same perplexity
+    # on CPU, decode with an int8 copy of the linear weights (app/int8_decode.py): 1.7x the tokens/s, same perplexity
     int8_decode: bool = True
 
     # chunking

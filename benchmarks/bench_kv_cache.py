@@ -1,0 +1,52 @@
+"""One decode step with transformers' DynamicCache (``torch.cat`` per token) against the growing cache, in one run.
+
+Same model (the default: int8 decode weights), same prompt; for each context length both caches are filled by
+the same prefill and then timed over STEPS decode steps (best of two runs, since other work on a shared CPU only
+slows a run down).
+
+Run: HF_HUB_OFFLINE=1 python benchmarks/bench_kv_cache.py
+"""
+
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from transformers import DynamicCache
+
+from app.generator import Generator
+from app.kv_cache import growing_cache
+from app.settings import Settings
+
+CONTRACTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "cuad_dev" / "contracts"
+CONTEXTS = (2000, 8000, 16000)
+STEPS = 10
+
+gen = Generator.load(Settings.load())
+text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(CONTRACTS.glob("*.txt"))[:4])
+body = gen.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+@torch.inference_mode()
+def step_ms(cache, context: int) -> float:
+    gen._forward(body[:context], cache, show_progress=False)
+    x = torch.tensor([[body[context]]])
+    best = float("inf")
+    for _ in range(2):
+        started = time.perf_counter()
+        for _ in range(STEPS):
+            gen.model(input_ids=x, use_cache=True, logits_to_keep=1, **{gen._cache_kw: cache})
+        best = min(best, (time.perf_counter() - started) / STEPS * 1000)
+    return best
+
+
+table = Table(title=f"One decode step (ms), SmolLM2-135M, int8 decode weights, {torch.get_num_threads()} threads")
+for column in ("context tokens", "DynamicCache (torch.cat)", "growing cache", "speed-up"):
+    table.add_column(column, justify="right")
+for context in CONTEXTS:
+    theirs = step_ms(DynamicCache(config=gen.model.config), context)
+    ours = step_ms(growing_cache(gen.model.config), context)
+    table.add_row(f"{context:,}", f"{theirs:.0f}", f"{ours:.0f}", f"{theirs / ours:.2f}x")
+    print(context, theirs, ours, flush=True)
+Console(width=120).print(table)

@@ -54,8 +54,8 @@ class Settings:
 
     # embedder: the packaged all-MiniLM-L6-v2, or a sentence-transformers directory / hub id
     embedder: str = EMBEDDED_EMBEDDER
-    # texts per forward; small, because a batch pads every text to its longest: 8 ingested 35% faster than 64
-    # and embedded an answer's evidence sentences 3x faster (uniform 250-piece chunks: no difference)
+    # texts per forward; small, because a batch pads every text to its longest: in benchmarks/bench_answer.py the
+    # evidence step (59 sentences of very different lengths) took about 1.9 s in batches of 64 and 0.43 s in 8
     embed_batch_size: int = 8
 
     # generator: the packaged SmolLM2 GGUF, or a .gguf path, a local HF directory or a hub id

@@ -14,7 +14,6 @@ perplexity and how often the next-token argmax agrees with float32's, for:
 All rows use the engine's growing KV cache. Run: HF_HUB_OFFLINE=1 python benchmarks/bench_decode_dtypes.py
 """
 
-import time
 import warnings
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from rich.table import Table
 from app.generator import Generator
 from app.int8_decode import use_int8_decode
 from app.settings import Settings
+from decode_steps import decode_step_ms
 
 CONTRACTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "cuad_dev" / "contracts"
 CONTEXTS = (16, 2000, 8000)
@@ -41,14 +41,7 @@ def step_ms(context: int) -> float:
     """Milliseconds per decode step after `context` prompt tokens (best of two runs of STEPS steps)."""
     cache = gen._new_cache()
     gen._forward(body[:context], cache, show_progress=False)
-    x = torch.tensor([[body[context]]])
-    best = float("inf")
-    for _ in range(2):
-        started = time.perf_counter()
-        for _ in range(STEPS):
-            gen.model(input_ids=x, use_cache=True, logits_to_keep=1, cache=cache)
-        best = min(best, (time.perf_counter() - started) / STEPS * 1000)
-    return best
+    return decode_step_ms(gen, cache, body[context], STEPS)
 
 
 @torch.inference_mode()

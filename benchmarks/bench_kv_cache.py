@@ -7,7 +7,6 @@ slows a run down).
 Run: HF_HUB_OFFLINE=1 python benchmarks/bench_kv_cache.py
 """
 
-import time
 from pathlib import Path
 
 import torch
@@ -18,6 +17,7 @@ from transformers import DynamicCache
 from app.generator import Generator
 from app.kv_cache import growing_cache
 from app.settings import Settings
+from decode_steps import decode_step_ms
 
 CONTRACTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "cuad_dev" / "contracts"
 CONTEXTS = (2000, 8000, 16000)
@@ -31,14 +31,7 @@ body = gen.tokenizer(text, add_special_tokens=False)["input_ids"]
 @torch.inference_mode()
 def step_ms(cache, context: int) -> float:
     gen._forward(body[:context], cache, show_progress=False)
-    x = torch.tensor([[body[context]]])
-    best = float("inf")
-    for _ in range(2):
-        started = time.perf_counter()
-        for _ in range(STEPS):
-            gen.model(input_ids=x, use_cache=True, logits_to_keep=1, **{gen._cache_kw: cache})
-        best = min(best, (time.perf_counter() - started) / STEPS * 1000)
-    return best
+    return decode_step_ms(gen, cache, body[context], STEPS)
 
 
 table = Table(title=f"One decode step (ms), SmolLM2-135M, int8 decode weights, {torch.get_num_threads()} threads")

@@ -91,3 +91,16 @@ def test_a_document_cannot_close_its_quote_fence(tokenizer):
     plan = PromptBuilder(tokenizer, window=4096, answer_reserve=100).build("Which law?", [p], no_reorder)
     assert plan.text.count("</passage>") == 1 and plan.text.count("<passage ") == 1
     assert "\u2039/passage>" in plan.text
+
+
+def test_question_opens_and_closes_rag_prompts_but_only_closes_whole_documents(tokenizer, passages):
+    """rag prompts ask before and after the passages; a whole document keeps one question-free prefix."""
+    builder = PromptBuilder(tokenizer, window=8192, answer_reserve=256)
+    question = "Which law governs?"
+    plan = builder.build(question, fresh(passages[:3]), important_first_last)
+    first, last = plan.text.index(question), plan.text.rindex(question)
+    assert first < plan.text.index(plan.passages[0].text) and last > plan.text.index(plan.passages[-1].text)
+
+    text = CONTRACT.read_text(encoding="utf-8")[:3000]
+    whole = builder.build_whole(question, CONTRACT.name, text, [])
+    assert whole.text.count(question) == 1 and whole.text.index(question) > whole.text.index(text)

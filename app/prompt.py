@@ -118,8 +118,7 @@ class PromptBuilder:
 
     def fits_whole(self, question: str, doc_name: str, doc_text: str) -> bool:
         """Whether a document read whole, plus the question, fits the budget."""
-        user = render_user_message(question, [(f"[1] {doc_name}", "")], question_first=False)[0]
-        overhead = self.count(self._render(user))
+        overhead = self.count(self._render(_whole_document_message(question, doc_name, "")[0]))
         return overhead + self.count(doc_text) <= self.budget
 
     def build(
@@ -156,10 +155,7 @@ class PromptBuilder:
 
     def build_whole(self, question: str, doc_name: str, doc_text: str, located: Sequence[Passage]) -> PromptPlan:
         """The whole document as one quoted block; `located` passages are placed at their offsets inside it."""
-        header = f"[1] {doc_name}"
-        # Question last only: everything before it is the same for every question on this document, so the
-        # engine prefills that prefix once and reuses its KV cache (QueryEngine._generate).
-        user, spans = render_user_message(question, [(header, doc_text)], question_first=False)
+        user, spans = _whole_document_message(question, doc_name, doc_text)
         text = self._render(user)
         body_start = text.index(user) + spans[0][0]
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -184,6 +180,15 @@ class PromptBuilder:
         ranges = [_token_range(offsets, shift + s, shift + e) for s, e in spans]
         placed = [_with_position(p, i, start, end, len(ordered)) for i, (p, (start, end)) in enumerate(zip(ordered, ranges))]
         return PromptPlan(input_ids=list(enc["input_ids"]), passages=placed, text=text)
+
+
+def _whole_document_message(question: str, doc_name: str, doc_text: str) -> tuple[str, list[tuple[int, int]]]:
+    """The user turn that quotes one whole document; `fits_whole` and `build_whole` must render it alike.
+
+    The question comes last only: everything before it is the same for every question on this document, so
+    the engine prefills that prefix once and reuses its KV cache (QueryEngine._generate).
+    """
+    return render_user_message(question, [(f"[1] {doc_name}", doc_text)], question_first=False)
 
 
 def _with_position(p: Passage, index: int, start: int, end: int, n: int) -> Passage:

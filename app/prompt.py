@@ -58,10 +58,11 @@ def render_user_message(
 
     The question comes before the passages as well as after them (`question_first`), so the model reads
     every passage already knowing what it looks for (Liu et al., "Lost in the Middle", query-aware
-    contextualization). The closing line asks only for a brief answer: asking the embedded 135M model to
-    cite "[1]" there made it echo passage markup instead of answering (needle in a haystack, 2K and 8K
-    tokens, 10 cells: 5 right with that line, 9 with this one). Citations stay asked for in SYSTEM_PROMPT,
-    where a bigger model follows them; the tool's own evidence never depends on them.
+    contextualization). The closing line asks for one sentence and nothing else: asking the embedded 135M
+    model to cite "[1]" there made it echo passage markup (needle in a haystack, 2K and 8K tokens, 10 cells:
+    5 right), and "Answer briefly." let it answer with a list of clause headings (all 20 cells at 2K-32K
+    tokens: 19 right; with "Answer in one sentence.": 20). Citations stay asked for in SYSTEM_PROMPT, where
+    a bigger model follows them; the tool's own evidence never depends on them.
     """
     pieces: list[str] = [f"Question: {question}\n\n"] if question_first else []
     pieces.append("Passages from the documents:\n\n")
@@ -76,7 +77,7 @@ def render_user_message(
         closing = "\n</passage>\n\n"
         pieces += [body, closing]
         cursor += len(body) + len(closing)
-    pieces.append(f"Question: {question}\nAnswer briefly.")
+    pieces.append(f"Question: {question}\nAnswer in one sentence.")
     return "".join(pieces), spans
 
 

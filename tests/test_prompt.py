@@ -100,6 +100,8 @@ def test_question_opens_and_closes_rag_prompts_but_only_closes_whole_documents(t
     plan = builder.build(question, fresh(passages[:3]), important_first_last)
     first, last = plan.text.index(question), plan.text.rindex(question)
     assert first < plan.text.index(plan.passages[0].text) and last > plan.text.index(plan.passages[-1].text)
+    closing = plan.text[last:]
+    assert "Answer in one sentence." in closing and "[1]" not in closing  # no citation request at the end
 
     text = CONTRACT.read_text(encoding="utf-8")[:3000]
     whole = builder.build_whole(question, CONTRACT.name, text, [])

@@ -3,8 +3,8 @@ reuse and the safetensors cold-start cache. The model is converted once into a t
 
 from __future__ import annotations
 
+import logging
 import os
-import time
 
 import pytest
 import torch
@@ -27,14 +27,26 @@ DOCUMENT = (
 
 @pytest.fixture(scope="module")
 def loads(tmp_path_factory):
-    """(cold generator, cold seconds, cached generator, cached seconds), both from one fresh cache directory."""
+    """(cold generator, its conversion logs, cached generator, its conversion logs), from one fresh cache directory.
+
+    The cache is checked by what each load did (converted the GGUF or not), not by how long it took: a
+    timing would fail on a busy machine and is a benchmark's job.
+    """
     settings = Settings.load(cache_dir=tmp_path_factory.mktemp("cache"), max_new_tokens=24)
-    started = time.perf_counter()
-    cold = Generator.load(settings)
-    cold_s = time.perf_counter() - started
-    started = time.perf_counter()
-    cached = Generator.load(settings)
-    return cold, cold_s, cached, time.perf_counter() - started
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("app.generator")
+    logger.addHandler(handler)
+    try:
+        cold = Generator.load(settings)
+        cold_logs = [r.getMessage() for r in records]
+        records.clear()
+        cached = Generator.load(settings)
+        cached_logs = [r.getMessage() for r in records]
+    finally:
+        logger.removeHandler(handler)
+    return cold, cold_logs, cached, cached_logs
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +54,10 @@ def gen(loads):
     return loads[2]
 
 
-def test_second_load_reads_cached_weights_faster_and_equal(loads):
-    cold, cold_s, cached, cached_s = loads
-    assert cached_s < cold_s / 3, (cold_s, cached_s)
+def test_second_load_reads_cached_weights_without_converting_and_equal(loads):
+    cold, cold_logs, cached, cached_logs = loads
+    assert any(m.startswith("converting ") for m in cold_logs), cold_logs
+    assert not any(m.startswith("converting ") for m in cached_logs), cached_logs
     cold_sd, cached_sd = cold.model.state_dict(), cached.model.state_dict()
     assert cold_sd.keys() == cached_sd.keys()
     assert all(torch.equal(cold_sd[k], cached_sd[k]) for k in cold_sd)

@@ -17,6 +17,7 @@ from ingest.types import IngestError
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared beside the checkout
 CONTRACT = DATA / "cuad_dev/contracts/SANDRIDGEENERGYINC_08_06_2009-EX-10.6-OPERATIONS AND MAINTENANCE AGREEMENT.txt"
 SAMPLE_DOCS = Path(__file__).resolve().parent.parent / "sample_docs"
+CONTRACT_INLINE = DATA / "cuad_dev/contracts/ABILITYINC_06_15_2020-EX-4.25-SERVICES AGREEMENT.txt"  # no line breaks
 needs_data = pytest.mark.skipif(not CONTRACT.exists(), reason="development data not present")
 
 
@@ -66,6 +67,22 @@ def test_contract_clauses_become_sections():
     governing = next(s for s in doc.sections if s.label == "9.5 Governing Law.")
     assert doc.text[governing.start :].startswith("9.5 Governing Law.")
     assert doc.doc_type == "txt" and not doc.turns
+
+
+def test_inline_clause_headings_become_sections_but_numbered_sentences_do_not(tmp_path):
+    """Contracts extracted without line breaks (all of CUAD) run their headings inline after a sentence."""
+    content = (
+        "The Parties agree as follows: 1. Services. 1.1 Provision of Services. Provider shall serve. "
+        "See Section 3.2 Fees. 2. The Company shall pay within 30 days. 4.2 Termination for Breach. Either party may end it."
+    )
+    path = tmp_path / "inline.txt"
+    path.write_text(content, encoding="utf-8")
+    doc = load_document(path)
+    assert [(s.label, doc.text[s.start : s.start + 12]) for s in doc.sections] == [
+        ("1. Services.", "1. Services."),
+        ("1.1 Provision of Services.", "1.1 Provisio"),
+        ("4.2 Termination for Breach.", "4.2 Terminat"),
+    ]
 
 
 def test_markdown_headings_become_sections(tmp_path):

@@ -163,20 +163,32 @@ class SemanticChunker:
 
     def _merge_small(self, doc: ParsedDocument, pieces: list[tuple[int, int]], tokens: TokenPositions) -> list[tuple[int, int]]:
         """Join each piece under min_tokens (a heading, "Okay.", a signature line) to its neighbour in the
-        same section when the two fit in max_tokens. Turns are not a barrier here: a one-word turn retrieves
-        nothing on its own, and the chunk lists every speaker it holds."""
+        same section when the two fit in max_tokens. A bare heading, a piece that is nothing but its section's
+        title ("1. Services." before "1.1 Provision of Services. (a) ..."), joins the next section instead,
+        so a heading is never left alone or glued to the clause above it. Turns are not a barrier here: a
+        one-word turn retrieves nothing on its own, and the chunk lists every speaker it holds."""
         section_starts = np.asarray([s.start for s in doc.sections], dtype=np.int64)
+        titles = {s.start: s.label for s in doc.sections}
         merged: list[tuple[int, int]] = []
         counts: list[int] = []
+        bare: list[bool] = []  # merged[k] is only headings
         for start, end in pieces:
             n = tokens.count(start, end)
+            is_bare = _is_title(doc.text[start:end], titles.get(start))
             if merged:
                 same_section = np.searchsorted(section_starts, merged[-1][0], "right") == np.searchsorted(section_starts, start, "right")
-                if same_section and (n < self.config.min_tokens or counts[-1] < self.config.min_tokens):
+                small = n < self.config.min_tokens or counts[-1] < self.config.min_tokens
+                if (same_section and small) or bare[-1]:
                     joined = tokens.count(merged[-1][0], end)
                     if joined <= self.config.max_tokens:
-                        merged[-1], counts[-1] = (merged[-1][0], end), joined
+                        merged[-1], counts[-1], bare[-1] = (merged[-1][0], end), joined, bare[-1] and is_bare
                         continue
             merged.append((start, end))
             counts.append(n)
+            bare.append(is_bare)
         return merged
+
+
+def _is_title(text: str, title: str | None) -> bool:
+    """Whether `text` is nothing but the section title, whitespace aside (a title cut with "…" never is)."""
+    return title is not None and " ".join(text.split()) == title

@@ -38,6 +38,17 @@ _HEADING = re.compile(
     r")$",
     re.MULTILINE,
 )
+# The same clause heading run inline, as in text extracted without line breaks (all of CUAD's contracts):
+# "... as follows: 1. Services. 1.1 Provision of Services. (a) Provider agrees ...". It must follow the end of
+# a sentence and be a short title-case phrase closed by a full stop, so a numbered sentence ("2. The Company
+# shall pay ...") or a reference ("under Section 3.2") is not a heading. Without it, a chunk cut inside such a
+# paragraph could end with the next clause's heading and leave that clause headless.
+_INLINE_HEADING = re.compile(
+    r"(?<=[.;:])[ \t]+"
+    r"(?P<inline>\d{1,2}(?:\.\d{1,2})*\.?[ \t]+"
+    r"[A-Z][\w'’&/,;-]*(?:[ \t]+(?:[A-Z][\w'’&/,;-]*|of|and|or|the|to|for|in|on|by|with|a|an)){0,9}\.)"
+    r"(?=\s|$)"
+)
 MAX_TITLE_CHARS = 80
 
 
@@ -78,12 +89,15 @@ def _decode_detected(path: Path, data: bytes) -> str:
 
 
 def find_sections(text: str, base: int = 0) -> list[Span]:
-    """Headings and numbered clauses in `text`, each section running to the next heading (offsets + `base`)."""
-    starts: list[tuple[int, str]] = []
+    """Headings and numbered clauses in `text`, on their own lines or inline after a sentence, each section
+    running to the next heading (offsets + `base`)."""
+    starts: dict[int, str] = {}
     for m in _HEADING.finditer(text):
         title = m.group("mdtitle") or m.group("clause") or m.group("num")
-        starts.append((m.start() + len(m.group(0)) - len(m.group(0).lstrip()), short_title(title)))
-    return spans_from_starts(starts, len(text), base)
+        starts[m.start() + len(m.group(0)) - len(m.group(0).lstrip())] = short_title(title)
+    for m in _INLINE_HEADING.finditer(text):
+        starts.setdefault(m.start("inline"), short_title(m.group("inline")))
+    return spans_from_starts(sorted(starts.items()), len(text), base)
 
 
 def spans_from_starts(starts: list[tuple[int, str]], end: int, base: int = 0) -> list[Span]:

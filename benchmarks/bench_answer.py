@@ -29,12 +29,12 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from app import LongDocQA  # noqa: E402
+from app.evals.datasets import DEV_CONTRACTS  # noqa: E402
 from app.prompt import PromptBuilder  # noqa: E402
 from app.reorder import no_reorder  # noqa: E402
 from app.settings import Settings  # noqa: E402
 
 SAMPLE_DOCS = ROOT / "sample_docs"
-FALLBACK = ROOT.parent / "shared" / "data" / "cuad_dev" / "contracts"  # when sample_docs/ is not there yet
 QUESTION = "Which state's law governs the agreement, and where must disputes be resolved?"
 TARGET_PROMPT_TOKENS = 2048
 REPEATS = 3
@@ -42,7 +42,7 @@ TARGET_S = 10.0
 OUT = ROOT / "benchmarks" / "results" / "bench_answer.json"
 
 console = Console()
-docs = [SAMPLE_DOCS] if any(SAMPLE_DOCS.glob("*.*")) else sorted(FALLBACK.glob("*.txt"))[:3]
+docs = [SAMPLE_DOCS] if any(SAMPLE_DOCS.glob("*.*")) else sorted(DEV_CONTRACTS.glob("*.txt"))[:3]  # when sample_docs/ is not there yet
 with tempfile.TemporaryDirectory(prefix="bench-answer-") as tmp:
     started = time.perf_counter()
     qa = LongDocQA(settings=Settings.load(index_dir=Path(tmp)))

@@ -29,7 +29,8 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-CONTRACTS = ROOT.parent / "shared" / "data" / "cuad_dev" / "contracts"
+from app.evals.datasets import DEV_CONTRACTS  # noqa: E402
+
 QUESTIONS = [
     "Who are the parties to this agreement?",
     "What is the date of the agreement?",
@@ -86,7 +87,7 @@ def pick_contract(tokens: int) -> tuple[Path, int]:
 
     tokenizer = Generator.load(Settings.load()).tokenizer
     sizes = [(len(tokenizer(p.read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"]), p)
-             for p in sorted(CONTRACTS.glob("*.txt"))]
+             for p in sorted(DEV_CONTRACTS.glob("*.txt"))]
     n, path = min(sizes, key=lambda s: abs(s[0] - tokens))
     return path, n
 

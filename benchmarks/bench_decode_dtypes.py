@@ -15,24 +15,23 @@ All rows use the engine's growing KV cache. Run: HF_HUB_OFFLINE=1 python benchma
 """
 
 import warnings
-from pathlib import Path
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
 from app.generator import Generator
+from app.evals.datasets import DEV_CONTRACTS
 from app.int8_decode import use_int8_decode
 from app.settings import Settings
 from decode_steps import decode_step_ms
 
-CONTRACTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "cuad_dev" / "contracts"
 CONTEXTS = (16, 2000, 8000)
 STEPS = 10
 PPL_TOKENS = 1024
 
 gen = Generator.load(Settings.load(int8_decode=False))
-text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(CONTRACTS.glob("*.txt"))[:3])
+text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(DEV_CONTRACTS.glob("*.txt"))[:3])
 body = gen.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 

@@ -22,9 +22,9 @@ from rich.table import Table
 from transformers.generation.streamers import BaseStreamer
 
 from app.generator import EMBEDDED_GGUF, EMBEDDED_PACKAGE, Generator
+from app.evals.datasets import DEV_CONTRACTS
 from app.settings import Settings
 
-CONTRACTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "cuad_dev" / "contracts"
 PROMPT_TOKENS = 2048  # prompt length, chat template included
 NEW_TOKENS = 64  # decoded tokens per measurement (end token ignored so every run decodes exactly this many)
 REPEATS = 3  # best of
@@ -33,7 +33,7 @@ SETTINGS = Settings.load()
 gen = Generator.load(SETTINGS)
 gen_fp32 = Generator.load(SETTINGS.replace(int8_decode=False))
 model, tokenizer = gen_fp32.model, gen_fp32.tokenizer  # untouched transformers model for the baseline
-contract = sorted(CONTRACTS.glob("*.txt"))[0]
+contract = sorted(DEV_CONTRACTS.glob("*.txt"))[0]
 body = tokenizer(contract.read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"]
 overhead = len(gen.chat_ids("Answer from the contract.", "")) + 16
 ids = gen.chat_ids("Answer from the contract.", tokenizer.decode(body[:PROMPT_TOKENS - overhead]) + "\n\nSummarise.")

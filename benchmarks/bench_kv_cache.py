@@ -7,7 +7,6 @@ slows a run down).
 Run: HF_HUB_OFFLINE=1 python benchmarks/bench_kv_cache.py
 """
 
-from pathlib import Path
 
 import torch
 from rich.console import Console
@@ -15,16 +14,16 @@ from rich.table import Table
 from transformers import DynamicCache
 
 from app.generator import Generator
+from app.evals.datasets import DEV_CONTRACTS
 from app.kv_cache import growing_cache
 from app.settings import Settings
 from decode_steps import decode_step_ms
 
-CONTRACTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "cuad_dev" / "contracts"
 CONTEXTS = (2000, 8000, 16000)
 STEPS = 10
 
 gen = Generator.load(Settings.load())
-text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(CONTRACTS.glob("*.txt"))[:4])
+text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(DEV_CONTRACTS.glob("*.txt"))[:4])
 body = gen.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 

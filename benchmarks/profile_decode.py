@@ -5,15 +5,14 @@ Run: HF_HUB_OFFLINE=1 python benchmarks/profile_decode.py [--int8-decode false]
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 from app.generator import Generator
+from app.evals.datasets import DEV_CONTRACTS
 from app.settings import Settings
 
-CONTRACTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "cuad_dev" / "contracts"
 CONTEXT = 2000
 STEPS = 10
 
@@ -21,7 +20,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--int8-decode", default="true")
 args = parser.parse_args()
 gen = Generator.load(Settings.load(int8_decode=args.int8_decode))
-text = sorted(CONTRACTS.glob("*.txt"))[0].read_text(encoding="utf-8")
+text = sorted(DEV_CONTRACTS.glob("*.txt"))[0].read_text(encoding="utf-8")
 ids = gen.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 with torch.inference_mode():

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 # The dev data sits beside the repository (`../shared/data`); `--data PATH` points anywhere else.
 DATA_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data"
 CUAD_DIR = "cuad_dev"
+DEV_CONTRACTS = DATA_ROOT / CUAD_DIR / "contracts"  # haystacks and prompts for the evals and benchmarks
 CUAD_CLAUSES = "master_clauses_dev.csv"
 CUAD_DESCRIPTIONS = "category_descriptions.csv"
 QMSUM_FILE = Path("qmsum_dev") / "val.jsonl"

@@ -33,10 +33,11 @@ from tqdm.auto import tqdm
 
 from app.answer import Passage
 from app.errors import LongDocError
+from app.evals.datasets import DATA_ROOT
 from app.reorder import REORDERERS
 from app.settings import Settings
 
-NQ_ORACLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "nq_dev" / "nq-open-oracle-dev.jsonl"
+NQ_ORACLE = DATA_ROOT / "nq_dev" / "nq-open-oracle-dev.jsonl"
 MAX_NEW_TOKENS = 32  # NQ answers are a few words; the paper's scoring only needs them to appear
 
 QUICK_N, QUICK_KS = 5, [10]

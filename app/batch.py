@@ -22,10 +22,11 @@ from app.errors import LongDocError
 
 log = logging.getLogger(__name__)
 
+TIMINGS = ("retrieve_s", "prefill_s", "generate_s", "evidence_s", "total_s")  # the engine's `Answer.timings`
 CSV_FIELDS = [
     "id", "question", "doc", "answer", "mode", "abstained", "error",
     "top_doc", "top_page", "top_section", "top_char_start", "top_char_end", "top_score", "top_text",
-    "zones", "evidence", "prompt_tokens", "completion_tokens", "retrieve_s", "prefill_s", "generate_s", "total_s",
+    "zones", "evidence", "prompt_tokens", "completion_tokens", *TIMINGS,
 ]
 
 
@@ -115,7 +116,7 @@ def flatten(answer: Answer, doc: str | None) -> dict[str, object]:
         top = by_rank[0]
         row.update(top_doc=top.doc, top_page=top.page, top_section=top.section, top_char_start=top.char_start,
                    top_char_end=top.char_end, top_score=top.score, top_text=top.text)
-    row.update({k: answer.timings.get(k) for k in ("retrieve_s", "prefill_s", "generate_s", "total_s")})
+    row.update({k: answer.timings.get(k) for k in TIMINGS})
     # One physical line per record, so a resume can trust line boundaries.
     return {k: " ".join(str(v).split()) if isinstance(v, str) else v for k, v in row.items()}
 

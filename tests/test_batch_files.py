@@ -1,5 +1,7 @@
 """Question files in every format, bad rows, and the answer file's durability on resume."""
 
+import csv
+import io
 import json
 
 import pytest
@@ -76,6 +78,17 @@ def test_resume_drops_a_partial_last_line_and_skips_done_ids(tmp_path, fmt):
     assert len(lines) == (4 if fmt == "jsonl" else 5)  # csv has a header
     if fmt == "jsonl":
         assert [json.loads(line)["id"] for line in lines] == ["q0", "q1", "q2", "q3"]
+
+
+def test_csv_rows_carry_every_timing_the_engine_records(tmp_path):
+    out = tmp_path / "a.csv"
+    a = answer(0)
+    a.timings = {"retrieve_s": 0.1, "prefill_s": 1.0, "generate_s": 2.0, "evidence_s": 0.4, "total_s": 3.6}
+    w = AnswerWriter(out, "csv", resume=False)
+    w.write(a, "d.txt")
+    w.close()
+    (row,) = csv.DictReader(io.StringIO(out.read_text(encoding="utf-8")))
+    assert {k: float(row[k]) for k in a.timings} == a.timings
 
 
 def test_without_resume_the_answer_file_starts_over(tmp_path):

@@ -69,16 +69,18 @@ def render_user_message(
     spans: list[tuple[int, int]] = []
     cursor = sum(map(len, pieces))
     for header, body in blocks:
-        body = body.replace("</passage", "\u2039/passage").replace("<passage", "\u2039passage")
-        opening = f"<passage {header}>\n"
-        pieces.append(opening)
-        cursor += len(opening)
-        spans.append((cursor, cursor + len(body)))
-        closing = "\n</passage>\n\n"
-        pieces += [body, closing]
-        cursor += len(body) + len(closing)
+        opening, body, closing = fence(header, body)
+        pieces += [opening, body, closing]
+        spans.append((cursor + len(opening), cursor + len(opening) + len(body)))
+        cursor += len(opening) + len(body) + len(closing)
     pieces.append(f"Question: {question}\nAnswer in one sentence.")
     return "".join(pieces), spans
+
+
+def fence(header: str, body: str) -> tuple[str, str, str]:
+    """One quoted block as (opening tag, body, closing tag); see `render_user_message` for the escaping."""
+    body = body.replace("</passage", "\u2039/passage").replace("<passage", "\u2039passage")
+    return f"<passage {header}>\n", body, "\n</passage>\n\n"
 
 
 def zone_of(index: int, n_passages: int) -> str:
@@ -139,7 +141,7 @@ class PromptBuilder:
         dropped: list[Passage] = []
         used = base
         for passage in ranked:
-            cost = self.count(f"<passage {passage_header(passage)}>\n{passage.text}\n</passage>\n\n")
+            cost = self.count("".join(fence(passage_header(passage), passage.text)))
             if used + cost <= self.budget:
                 kept.append(passage)
                 used += cost

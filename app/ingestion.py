@@ -84,7 +84,7 @@ def ingest_files(
             report.skipped.append((str(path), f"cannot read: {exc.strerror or exc}"))
             continue
         existing = store.get(doc_id)
-        if existing is not None and existing.name == name:
+        if existing is not None and existing.name == name and existing.chunking == chunker.signature:
             report.unchanged.append(existing)
             continue
         try:
@@ -107,6 +107,7 @@ def ingest_files(
             tokens=embedder.count_tokens(doc.text),  # whole text once: overlapping windows would double count
             chars=len(doc.text),
             ingested_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            chunking=chunker.signature,
         )
         store.add(info, doc.text, chunks, vectors)
         log.info("ingested %s: %d chunks", name, len(chunks))

@@ -82,6 +82,7 @@ class DocumentInfo:
     tokens: int
     chars: int
     ingested_at: str  # ISO-8601 UTC
+    chunking: str = ""  # the chunker's signature; ingesting with another one re-chunks ("" from older indexes)
 
 
 @dataclass
@@ -455,7 +456,7 @@ class IndexStore:
             for fid, chunk in zip(ids.tolist(), chunks):
                 self._by_fid[fid] = chunk
                 self._fid[chunk.chunk_id] = fid
-            docs[d["doc_id"]] = _Entry(DocumentInfo(**{k: d[k] for k in info_fields}), segment, d["id_base"], chunks)
+            docs[d["doc_id"]] = _Entry(DocumentInfo(**{k: d[k] for k in info_fields if k in d}), segment, d["id_base"], chunks)
         logger.debug(
             "index %s: generation %d -> %d (+%d documents)",
             self.index_dir, self._generation, manifest["generation"], len(loaded),

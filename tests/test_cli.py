@@ -49,6 +49,29 @@ def test_ingesting_again_changes_nothing(index):
     assert "0 ingested" in result.output and "unchanged" in result.output
 
 
+def test_ingesting_with_another_chunker_rechunks_and_an_old_index_still_loads(tmp_path):
+    """A document keeps the signature of the chunking that cut it: changing `chunker` (or upgrading to new cut
+    rules) and ingesting again re-chunks it, where the same chunking leaves it alone."""
+    sample = str(sample_files()[0])
+    first = runner.invoke(app, ["ingest", sample, "--index", str(tmp_path)])
+    again = runner.invoke(app, ["ingest", sample, "--index", str(tmp_path)])
+    fixed = runner.invoke(app, ["ingest", sample, "--index", str(tmp_path)], env={"LONGDOC_CHUNKER": "fixed"})
+    assert (first.exit_code, again.exit_code, fixed.exit_code) == (0, 0, 0)
+    assert "1 ingested" in first.output and "0 ingested" in again.output and "1 ingested" in fixed.output
+    (info,) = LongDocQA(index_dir=tmp_path).documents()
+    assert info.chunking.startswith("fixed v")
+
+    manifest = tmp_path / "MANIFEST.json"  # an index written before documents recorded their chunking
+    data = json.loads(manifest.read_text(encoding="utf-8"))
+    for entry in data["documents"]:
+        del entry["chunking"]
+    manifest.write_text(json.dumps(data), encoding="utf-8")
+    (old,) = LongDocQA(index_dir=tmp_path).documents()
+    assert old.chunking == "" and old.chunks == info.chunks
+    redo = runner.invoke(app, ["ingest", sample, "--index", str(tmp_path)], env={"LONGDOC_CHUNKER": "fixed"})
+    assert redo.exit_code == 0 and "1 ingested" in redo.output
+
+
 def test_docs_lists_every_ingested_document(index):
     idx, _ = index
     result = runner.invoke(app, ["docs", "--index", str(idx)])

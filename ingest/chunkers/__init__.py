@@ -21,6 +21,9 @@ MIN_MAX_TOKENS = 8
 
 
 class Chunker(Protocol):
+    @property
+    def signature(self) -> str: ...
+
     def chunk(self, doc: ParsedDocument, doc_id: str) -> list[Chunk]: ...
 
 

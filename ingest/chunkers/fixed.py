@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ingest.chunkers.base import TokenPositions, build_chunks
+from ingest.chunkers.base import CUT_RULES_VERSION, TokenPositions, build_chunks
 from ingest.types import Chunk, ParsedDocument
 
 
@@ -36,6 +36,11 @@ class FixedChunker:
     def __init__(self, tokenizer: Any, config: FixedConfig) -> None:
         self.tokenizer = tokenizer
         self.config = config
+
+    @property
+    def signature(self) -> str:
+        """What decides the cuts, stored with each document: another signature means its chunks are stale."""
+        return f"fixed v{CUT_RULES_VERSION} {self.config}"
 
     def chunk(self, doc: ParsedDocument, doc_id: str) -> list[Chunk]:
         tokens = TokenPositions.of(self.tokenizer, doc.text)

@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 from llama_index.core.utils import globals_helper
 
-from ingest.chunkers.base import TokenPositions, build_chunks, strip_range, token_cuts
+from ingest.chunkers.base import CUT_RULES_VERSION, TokenPositions, build_chunks, strip_range, token_cuts
 from ingest.types import Chunk, ParsedDocument
 
 logger = logging.getLogger(__name__)
@@ -70,6 +70,11 @@ class SemanticChunker:
         self.tokenizer = tokenizer
         self.config = config
         self.embed_fn = embed_fn
+
+    @property
+    def signature(self) -> str:
+        """What decides the cuts, stored with each document: another signature means its chunks are stale."""
+        return f"semantic v{CUT_RULES_VERSION} {self.config}"
 
     def chunk(self, doc: ParsedDocument, doc_id: str) -> list[Chunk]:
         text, cfg = doc.text, self.config

@@ -54,7 +54,9 @@ class LongDocQA:
         on_file: Callable[[Path, int, int], None] | None = None,
         names: dict[Path, str] | None = None,
     ) -> IngestReport:
-        """Ingest files and folders; unchanged files are skipped, changed ones (or ones cut by another chunking) replaced, bad ones reported.
+        """Ingest files and folders; unchanged files are skipped, changed ones replaced, bad ones reported.
+
+        A file counts as changed when its content, its name or the chunking (chunker and its settings) differs.
 
         Returns:
             IngestReport with `.ingested`, `.unchanged` (DocumentInfo lists) and `.skipped` ((file, reason) pairs).

@@ -42,7 +42,8 @@ TARGET_S = 10.0
 OUT = ROOT / "benchmarks" / "results" / "bench_answer.json"
 
 console = Console()
-docs = [SAMPLE_DOCS] if any(SAMPLE_DOCS.glob("*.*")) else sorted(DEV_CONTRACTS.glob("*.txt"))[:3]  # when sample_docs/ is not there yet
+# the dev contracts only when sample_docs/ is not there yet
+docs = [SAMPLE_DOCS] if any(SAMPLE_DOCS.glob("*.*")) else sorted(DEV_CONTRACTS.glob("*.txt"))[:3]
 with tempfile.TemporaryDirectory(prefix="bench-answer-") as tmp:
     started = time.perf_counter()
     qa = LongDocQA(settings=Settings.load(index_dir=Path(tmp)))

@@ -20,8 +20,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from app.generator import Generator
 from app.evals.datasets import DEV_CONTRACTS
+from app.generator import Generator
 from app.int8_decode import use_int8_decode
 from app.settings import Settings
 from decode_steps import decode_step_ms

@@ -3,7 +3,9 @@
 Ingestion is bound by the embedder (all-MiniLM-L6-v2 in float32 on 2 AVX2 cores); half llama-index's default
 speed with all the text embedded needs it about 1.6x faster per word piece. torch's dynamic int8 quantization
 of the linear layers (fbgemm: int8 weights, activations quantized per batch) is the usual way to get that on
-a CPU, so this measures, on the product's own semantic chunks of dev contracts and their CUAD questions:
+a CPU, so this measures, on semantic chunks of dev contracts (the default chunker settings; oversized pieces are
+cut with its model-free word-piece vectors, where `longdoc ingest` uses static word vectors) and their CUAD
+questions:
 
 - word pieces embedded per second, float32 and int8 (per-tensor and per-channel weight scales), each the best
   of two passes, the variants interleaved so a busy machine slows them alike; and the ratio to float32;

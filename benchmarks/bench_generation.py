@@ -21,8 +21,8 @@ from rich.console import Console
 from rich.table import Table
 from transformers.generation.streamers import BaseStreamer
 
-from app.generator import EMBEDDED_GGUF, EMBEDDED_PACKAGE, Generator
 from app.evals.datasets import DEV_CONTRACTS
+from app.generator import EMBEDDED_GGUF, EMBEDDED_PACKAGE, Generator
 from app.settings import Settings
 
 PROMPT_TOKENS = 2048  # prompt length, chat template included

@@ -7,14 +7,13 @@ slows a run down).
 Run: HF_HUB_OFFLINE=1 python benchmarks/bench_kv_cache.py
 """
 
-
 import torch
 from rich.console import Console
 from rich.table import Table
 from transformers import DynamicCache
 
-from app.generator import Generator
 from app.evals.datasets import DEV_CONTRACTS
+from app.generator import Generator
 from app.kv_cache import growing_cache
 from app.settings import Settings
 from decode_steps import decode_step_ms

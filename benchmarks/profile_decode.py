@@ -9,8 +9,8 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from app.generator import Generator
 from app.evals.datasets import DEV_CONTRACTS
+from app.generator import Generator
 from app.settings import Settings
 
 CONTEXT = 2000

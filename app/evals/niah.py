@@ -32,11 +32,9 @@ from rich.table import Table
 from tqdm.auto import tqdm
 
 from app.errors import LongDocError, PromptTooLong
-from app.evals.datasets import DEV_CONTRACTS
+from app.evals.datasets import DEV_CONTRACTS  # the default haystack; users pass --haystack with their own files
 from app.reorder import REORDERERS
 from app.settings import Settings
-
-# The dev contracts, next to the repository (../shared/data); users pass --haystack with their own files.
 
 QUICK_LENGTHS = [1024, 2048]
 QUICK_DEPTHS = [0, 50, 100]

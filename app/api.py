@@ -15,7 +15,7 @@ from app.ingestion import IngestReport, ingest_files
 from app.settings import Settings
 from index.embedder import Embedder
 from index.store import DocumentInfo, IndexStore
-from ingest.chunkers import make_chunker, mean_word_vectors
+from ingest.chunkers import Chunker, make_chunker, mean_word_vectors
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +64,20 @@ class LongDocQA:
         if isinstance(paths, (str, Path)):
             paths = [paths]
         s = self.settings
-        chunker = make_chunker(
+        return ingest_files(
+            paths, self.store, self.embedder, self.chunker(), max_bytes=int(s.max_file_mb * 1024 * 1024),
+            show_progress=show_progress, on_file=on_file, names=names,
+        )
+
+    def chunker(self) -> Chunker:
+        """The chunker the settings name, as `ingest` uses it (benchmarks take it from here to measure the same)."""
+        s = self.settings
+        return make_chunker(
             s.chunker, self.embedder.tokenizer, min(s.chunk_max_tokens, self.embedder.max_tokens),
             min_tokens=s.chunk_min_tokens, window=s.fixed_chunk_tokens, overlap=s.fixed_chunk_overlap,
             breakpoint_percentile=s.semantic_breakpoint_percentile,
             # topic shifts from static word vectors: 25x cheaper than running the embedder, as good at seams
             embed_fn=mean_word_vectors(self.embedder.tokenizer, self.embedder.word_vectors()),
-        )
-        return ingest_files(
-            paths, self.store, self.embedder, chunker, max_bytes=int(s.max_file_mb * 1024 * 1024),
-            show_progress=show_progress, on_file=on_file, names=names,
         )
 
     def documents(self) -> list[DocumentInfo]:

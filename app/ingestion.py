@@ -96,7 +96,9 @@ def ingest_files(
         if not chunks:
             report.skipped.append((str(path), "no text to index"))
             continue
-        vectors = embedder.embed_documents([c.text for c in chunks], show_progress=show_progress)
+        vectors = embedder.embed_documents(
+            [c.text for c in chunks], show_progress=show_progress, n_tokens=[c.n_tokens for c in chunks]
+        )
         info = DocumentInfo(
             doc_id=doc_id,
             name=name,

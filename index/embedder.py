@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
@@ -95,13 +97,25 @@ class Embedder:
         logger.info("loaded embedder %s (dim %d, max %d tokens) on %s", name, embedder.dim, embedder.max_tokens, device)
         return embedder
 
-    def embed_documents(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
-        """Passages to L2-normalised float32 vectors, shape (len(texts), dim).
+    def embed_documents(
+        self, texts: list[str], show_progress: bool = False, n_tokens: Sequence[int] | None = None
+    ) -> np.ndarray:
+        """Passages to L2-normalised float32 vectors, shape (len(texts), dim), in input order.
 
-        sentence-transformers already sorts each call's texts longest-first so batches carry little padding,
-        and puts the vectors back in input order; nothing here repeats that.
+        sentence-transformers sorts each call's texts longest-first so batches carry little padding, but by
+        characters, and word pieces per character vary between clauses, numbers and names: on dev contracts
+        that leaves 12% of the model's work on padding. Given each text's word pieces (`n_tokens`, which the
+        chunkers record anyway), batches are formed by those instead, which halves the padding and embeds a
+        document about 8% faster (2026-12-01, 827 chunks of 10 contracts and 3 meetings).
         """
-        return self._encode(self.model.encode_document, texts, show_progress)
+        if n_tokens is None or len(texts) <= self.batch_size:
+            return self._encode(self.model.encode_document, texts, show_progress)
+        order = np.argsort([-n for n in n_tokens], kind="stable")
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for batch in tqdm(batches, desc="Embedding", unit="batch", disable=not show_progress):
+            vectors[batch] = self._encode(self.model.encode_document, [texts[i] for i in batch], False)
+        return vectors
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
         """Questions to L2-normalised float32 vectors, shape (len(texts), dim), with the model's query prompt if any.

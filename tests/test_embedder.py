@@ -43,6 +43,16 @@ def test_batches_come_back_in_input_order(embedder: Embedder) -> None:
     np.testing.assert_allclose(together, alone, atol=1e-5)
 
 
+def test_batching_by_word_pieces_keeps_input_order(embedder: Embedder) -> None:
+    # numbers cut into many word pieces per character, prose into few: the two length orders disagree
+    texts = [f"{'9' * 3 * i} payment" if i % 2 else "the party shall notify " * i for i in range(1, 3 * embedder.batch_size)]
+    n_tokens = [embedder.count_tokens(t) for t in texts]
+    assert np.argsort(n_tokens).tolist() != np.argsort([len(t) for t in texts]).tolist()
+    by_pieces = embedder.embed_documents(texts, n_tokens=n_tokens)
+    alone = np.stack([embedder.embed_documents([t])[0] for t in texts])
+    np.testing.assert_allclose(by_pieces, alone, atol=1e-5)
+
+
 def test_count_tokens_excludes_special_tokens(embedder: Embedder) -> None:
     assert embedder.count_tokens("hello world") == 2
     assert embedder.count_tokens("word " * 1000) == 1000  # long texts are counted, not truncated

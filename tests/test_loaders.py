@@ -10,15 +10,14 @@ import pytest
 from reportlab.lib.pagesizes import letter
 from reportlab.pdfgen import canvas
 
+from conftest import DEV_DATA
 from ingest.loaders import SUPPORTED_EXTENSIONS, load_document
 from ingest.pipeline import find_files
 from ingest.types import IngestError
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared beside the checkout
-CONTRACT = DATA / "cuad_dev/contracts/SANDRIDGEENERGYINC_08_06_2009-EX-10.6-OPERATIONS AND MAINTENANCE AGREEMENT.txt"
+CONTRACT = DEV_DATA / "cuad_dev/contracts/SANDRIDGEENERGYINC_08_06_2009-EX-10.6-OPERATIONS AND MAINTENANCE AGREEMENT.txt"
 SAMPLE_DOCS = Path(__file__).resolve().parent.parent / "sample_docs"
-CONTRACT_INLINE = DATA / "cuad_dev/contracts/ABILITYINC_06_15_2020-EX-4.25-SERVICES AGREEMENT.txt"  # no line breaks
-needs_data = pytest.mark.skipif(not CONTRACT.exists(), reason="development data not present")
+CONTRACT_INLINE = DEV_DATA / "cuad_dev/contracts/ABILITYINC_06_15_2020-EX-4.25-SERVICES AGREEMENT.txt"  # no line breaks
 
 
 def write_pdf(path: Path, pages: list[list[str]], **canvas_kw) -> Path:
@@ -35,7 +34,7 @@ def write_pdf(path: Path, pages: list[list[str]], **canvas_kw) -> Path:
 
 
 def qmsum_transcript(path: Path, meeting: int = 0) -> Path:
-    with open(DATA / "qmsum_dev/val.jsonl", encoding="utf-8") as f:
+    with open(DEV_DATA / "qmsum_dev/val.jsonl", encoding="utf-8") as f:
         record = json.loads(f.readlines()[meeting])
     path.write_text("\n".join(f"{t['speaker']}: {t['content']}" for t in record["meeting_transcripts"]), encoding="utf-8")
     return path
@@ -58,7 +57,6 @@ def test_non_utf8_text_is_detected_and_decoded(tmp_path):
     assert load_document(path).text == content
 
 
-@needs_data
 def test_contract_clauses_become_sections():
     doc = load_document(CONTRACT)
     labels = [s.label for s in doc.sections]
@@ -161,7 +159,6 @@ def test_srt_takes_speaker_from_name_prefix(tmp_path):
     assert [(t.label, t.meta) for t in doc.turns] == [("Chair", "00:00:01,000 --> 00:00:02,000"), ("Ms Lee", "00:00:02,500 --> 00:00:04,000")]
 
 
-@needs_data
 def test_speaker_lines_txt_becomes_transcript_with_turns(tmp_path):
     path = qmsum_transcript(tmp_path / "meeting.txt")
     doc = load_document(path)
@@ -171,7 +168,6 @@ def test_speaker_lines_txt_becomes_transcript_with_turns(tmp_path):
     assert doc.turns[0].label == "Professor E" and doc.text[doc.turns[1].start :].startswith("Grad G:")
 
 
-@needs_data
 def test_contract_is_not_mistaken_for_transcript():
     assert load_document(CONTRACT).doc_type == "txt"
 

@@ -72,7 +72,7 @@ class Settings:
     # chunking
     chunker: str = "semantic"
     chunk_max_tokens: int = 256  # capped at the embedder's max input: never silently truncated
-    chunk_min_tokens: int = 48  # semantic pieces smaller than this merge with a neighbour
+    chunk_min_tokens: int = 128  # semantic pieces smaller than this merge with a neighbour
     fixed_chunk_tokens: int = 512  # `fixed` window (capped at the embedder's max input)
     fixed_chunk_overlap: int = 64
     semantic_breakpoint_percentile: float = 90.0  # cut where adjacent-sentence dissimilarity is this high
@@ -88,9 +88,9 @@ class Settings:
     # `auto` reads one document whole when it is at most this many generator tokens: at that size the whole
     # text costs about what the retrieved passages would, and on a CPU a longer prefill costs minutes.
     auto_full_document_max_tokens: int = 2048
-    # abstain when the best passage's cosine similarity is below this. On the 41 dev CUAD contracts 0.30 is the
-    # highest value that abstains on under 1% of questions whose clause is there (0.4%); it abstains on 13.7% of
-    # questions about clauses a contract lacks (benchmarks/bench_answers.py)
+    # abstain when the best passage's cosine similarity is below this. On the 41 dev CUAD contracts it abstains
+    # on 13.5% of questions about clauses a contract lacks and wrongly on 1.3% of those whose clause is there;
+    # 0.25 halves both (README, Answers on the dev contracts; benchmarks/bench_answers.py)
     min_relevance: float = 0.30
     answer_reserve_tokens: int = 256  # kept free in the window for the answer
 

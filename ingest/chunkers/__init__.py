@@ -32,7 +32,7 @@ def make_chunker(
     tokenizer: Any,
     max_tokens: int,
     *,
-    min_tokens: int = 48,
+    min_tokens: int = 128,
     window: int = 512,
     overlap: int = 64,
     breakpoint_percentile: float = 90.0,

@@ -38,7 +38,7 @@ _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n")
 @dataclass(frozen=True)
 class SemanticConfig:
     max_tokens: int  # the embedder's input limit without special tokens: no chunk is longer
-    min_tokens: int = 48  # smaller pieces merge with a neighbour in the same section
+    min_tokens: int = 128  # smaller pieces merge with a neighbour in the same section
     breakpoint_percentile: float = 90.0  # cut an oversized piece where sentence dissimilarity is this high
     buffer_size: int = 1  # sentences on each side averaged into a sentence's vector, as in llama-index
 

@@ -257,3 +257,18 @@ def test_sample_docs_all_load():
     docs = [load_document(f) for f in files if f.name != "SOURCES.md"]
     assert {d.doc_type for d in docs} == {"pdf", "docx", "txt", "transcript"}
     assert all(len(d.text) > 10_000 and (d.sections or d.turns) for d in docs)
+
+
+def test_numbered_paragraphs_without_a_title_are_labelled_by_number_and_parent_clause(tmp_path):
+    text = (
+        "11. Confidentiality.\n"
+        "11.3 By virtue of this Agreement, each party hereto may disclose to the other party certain information.\n"
+        "11.4 Remedies. Each party agrees that money damages would not suffice.\n"
+        "11.4.1 The receiving party shall notify the disclosing party at once of any use that breaches this.\n"
+        "12. The Company shall pay all fees within thirty days of the date of each invoice that it receives.\n"
+    )
+    (tmp_path / "c.txt").write_text(text, encoding="utf-8")
+    doc = load_document(tmp_path / "c.txt")
+    assert [s.label for s in doc.sections] == [
+        "11. Confidentiality.", "11.3 (Confidentiality)", "11.4 Remedies.", "11.4.1 (Remedies)", "12",
+    ]

@@ -20,9 +20,10 @@ from ingest.types import Chunk, ParsedDocument, Span
 
 logger = logging.getLogger(__name__)
 
-# Part of every chunker's `signature`: raise it when the rules for where to cut change, so that ingesting a
-# document again re-chunks it instead of keeping chunks cut by the old rules. 2: inline clause headings.
-CUT_RULES_VERSION = 2
+# Part of every chunker's `signature`: raise it when the rules for where to cut or how chunks are labelled
+# change, so that ingesting a document again re-chunks it instead of keeping chunks made by the old rules.
+# 2: inline clause headings. 3: a numbered paragraph without a title is labelled by its number and parent clause.
+CUT_RULES_VERSION = 3
 
 # When a range must be cut between tokens, look this many tokens back for the start of a word, so a word
 # is not split into "##"-pieces that re-tokenize differently.

@@ -50,6 +50,9 @@ _INLINE_HEADING = re.compile(
     r"(?=\s|$)"
 )
 MAX_TITLE_CHARS = 80
+# A clause's heading part with more words than this is its first sentence, not a title.
+MAX_TITLE_WORDS = 10
+_CLAUSE_NUMBER = re.compile(r"^(\d{1,3}(?:\.\d{1,3})*)\.?(?:[ \t]|$)")
 
 
 def decode_text(path: Path, data: bytes) -> str:
@@ -97,7 +100,27 @@ def find_sections(text: str, base: int = 0) -> list[Span]:
         starts[m.start() + len(m.group(0)) - len(m.group(0).lstrip())] = short_title(title)
     for m in _INLINE_HEADING.finditer(text):
         starts.setdefault(m.start("inline"), short_title(m.group("inline")))
-    return spans_from_starts(sorted(starts.items()), len(text), base)
+    return spans_from_starts(_label_untitled_clauses(sorted(starts.items())), len(text), base)
+
+
+def _label_untitled_clauses(starts: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """A numbered paragraph that opens with a sentence instead of a title ("11.3 By virtue of this Agreement,
+    each party hereto may ...") is labelled by its number and the title of the clause it belongs to ("11.3
+    (Confidentiality)"), or by its number alone: the sentence is in the passage already, the clause is not."""
+    titles: dict[str, str] = {}  # clause number -> title, for numbered headings that have one
+    labelled = []
+    for start, label in starts:
+        m = _CLAUSE_NUMBER.match(label)
+        if m:
+            number, head = m.group(1), label[m.end() :].rstrip(".").strip()
+            if len(head.split()) <= MAX_TITLE_WORDS and not head.endswith("…"):  # "…": cut at MAX_TITLE_CHARS
+                titles[number] = head
+            else:
+                parents = [number.rsplit(".", n)[0] for n in range(1, number.count(".") + 1)]
+                parent = next((titles[p] for p in parents if titles.get(p)), "")
+                label = f"{number} ({parent})" if parent else number
+        labelled.append((start, label))
+    return labelled
 
 
 def spans_from_starts(starts: list[tuple[int, str]], end: int, base: int = 0) -> list[Span]:

@@ -32,10 +32,10 @@ def make_chunker(
     tokenizer: Any,
     max_tokens: int,
     *,
-    min_tokens: int = 128,
-    window: int = 512,
-    overlap: int = 64,
-    breakpoint_percentile: float = 90.0,
+    min_tokens: int = SemanticConfig.min_tokens,
+    window: int = FixedConfig.window,
+    overlap: int = FixedConfig.overlap,
+    breakpoint_percentile: float = SemanticConfig.breakpoint_percentile,
     embed_fn: Callable[[list[str]], np.ndarray] | None = None,
 ) -> Chunker:
     """The chunker called `name` ("semantic" or "fixed").

@@ -43,8 +43,8 @@ class LongDocQA:
         elif index_dir is not None or overrides:
             settings = settings.replace(**overrides, **({"index_dir": Path(index_dir)} if index_dir else {}))
         self.settings = settings
-        self.embedder = Embedder.load(settings.embedder, batch_size=settings.embed_batch_size)
-        self.store = IndexStore.open(settings.index_dir, settings.embedder, self.embedder.dim)
+        self.embedder = Embedder.load(settings.embedder, batch_size=settings.embed_batch_size, int8=settings.embed_int8)
+        self.store = IndexStore.open(settings.index_dir, settings.embedder, self.embedder.dim, self.embedder.precision)
         self.engine = QueryEngine(settings, self.store, self.embedder, lambda: Generator.load(settings))
 
     def ingest(

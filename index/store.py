@@ -2,7 +2,7 @@
 
 Layout of an index directory:
 
-    longdoc-index.json        version marker: format version, embedder name, vector dimension (written once)
+    longdoc-index.json        version marker: format version, embedder name and precision, vector dimension (written once)
     MANIFEST.json             generation number, next vector id, and one entry per live document
     segments/<id>-<doc_id>/   one folder per document, never modified after the manifest names it:
         text.txt              the extracted text that chunk offsets index (UTF-8, newlines kept)
@@ -137,17 +137,19 @@ class IndexStore:
         self._keyword: _KeywordIndex | None = None
 
     @classmethod
-    def open(cls, index_dir: Path, embedder_name: str, dim: int) -> "IndexStore":
+    def open(cls, index_dir: Path, embedder_name: str, dim: int, precision: str = "float32") -> "IndexStore":
         """Open the index in `index_dir`, creating it if missing.
 
+        `precision` is the embedder's ("float32" or "int8"): the same model quantized gives other vectors.
+
         Raises:
-            StoreError: the index was made by another embedder, with another vector size, or by another
-                version of longdoc-qa, or the directory holds something that is not an index.
+            StoreError: the index was made by another embedder or precision, with another vector size, or by
+                another version of longdoc-qa, or the directory holds something that is not an index.
         """
         index_dir = Path(index_dir).expanduser()
         index_dir.mkdir(parents=True, exist_ok=True)
         marker_path = index_dir / MARKER_FILE
-        wanted = {"format": FORMAT_VERSION, "embedder": embedder_name, "dim": dim}
+        wanted = {"format": FORMAT_VERSION, "embedder": embedder_name, "dim": dim, "precision": precision}
         if not marker_path.exists():
             with FileLock(str(index_dir / LOCK_FILE)):
                 if not marker_path.exists():
@@ -540,11 +542,15 @@ def _check_marker(index_dir: Path, found: dict, wanted: dict) -> None:
             f"{index_dir} has index format {found.get('format')}, this longdoc-qa reads format {wanted['format']}. "
             "Use a longdoc-qa version that matches it, or ingest the documents again into a new --index directory."
         )
-    if (found.get("embedder"), found.get("dim")) != (wanted["embedder"], wanted["dim"]):
+    found = {"precision": "float32", **found}  # indexes from before int8 embedding have no precision: float32
+    keys = ("embedder", "dim", "precision")
+    if tuple(found.get(k) for k in keys) != tuple(wanted[k] for k in keys):
         raise StoreError(
-            f"{index_dir} was built with embedder {found.get('embedder')!r} ({found.get('dim')} dimensions), but "
-            f"the embedder now is {wanted['embedder']!r} ({wanted['dim']} dimensions); their vectors cannot be "
-            f"compared. Set embedder = {found.get('embedder')!r}, or use a new --index directory and ingest again."
+            f"{index_dir} was built with embedder {found.get('embedder')!r} in {found['precision']} "
+            f"({found.get('dim')} dimensions), but the embedder now is {wanted['embedder']!r} in "
+            f"{wanted['precision']} ({wanted['dim']} dimensions); their vectors cannot be compared. "
+            f"Set embedder = {found.get('embedder')!r} and embed_int8 = {str(found['precision'] == 'int8').lower()}, "
+            "or use a new --index directory and ingest again."
         )
 
 

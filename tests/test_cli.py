@@ -124,3 +124,13 @@ def test_asking_an_empty_library_says_to_ingest_first(tmp_path):
     result = runner.invoke(app, ["ask", "Who are the parties?", "--index", str(tmp_path / "empty")])
     assert result.exit_code == 1
     assert "the library is empty" in result.output and "Traceback" not in result.output
+
+
+def test_an_int8_index_is_used_with_int8_and_refused_in_float32_with_the_setting_to_change(tmp_path):
+    sample = str(sample_files()[0])
+    int8 = {"LONGDOC_EMBED_INT8": "true"}
+    assert runner.invoke(app, ["ingest", sample, "--index", str(tmp_path)], env=int8).exit_code == 0
+    assert [d.name for d in LongDocQA(index_dir=tmp_path, embed_int8=True).documents()] == [Path(sample).name]
+    refused = runner.invoke(app, ["docs", "--index", str(tmp_path)])
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "in int8" in refused.output and "embed_int8 = true" in refused.output

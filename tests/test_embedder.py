@@ -58,6 +58,29 @@ def test_count_tokens_excludes_special_tokens(embedder: Embedder) -> None:
     assert embedder.count_tokens("word " * 1000) == 1000  # long texts are counted, not truncated
 
 
+def test_int8_embedder_quantizes_the_linear_layers_and_keeps_the_ranking(embedder: Embedder) -> None:
+    int8 = Embedder.load(PACKAGED, int8=True)
+    assert (embedder.precision, int8.precision) == ("float32", "int8")
+    linear = [type(m) for m in int8.model.modules() if type(m).__name__ == "Linear"]
+    assert len(linear) == 37  # 6 layers x (query, key, value, attention output, FFN in, FFN out), BERT's pooler
+    assert all(t.__module__.startswith("torch.ao.nn.quantized.dynamic") for t in linear), set(linear)
+    clauses = [
+        "This Agreement shall be governed by the laws of the State of Delaware.",
+        "Payment is due within thirty days of the invoice date.",
+        "Either party may terminate this Agreement upon ninety days written notice.",
+        "The Supplier shall maintain insurance of at least one million dollars.",
+    ]
+    questions = ["Which state's law governs?", "When must invoices be paid?", "How can the agreement be terminated?"]
+    exact, quantized = embedder.embed_documents(clauses), int8.embed_documents(clauses)
+    cosine = (exact * quantized).sum(axis=1)
+    assert not np.allclose(exact, quantized, atol=1e-4)  # the int8 kernels really ran
+    assert cosine.min() > 0.95, cosine
+    np.testing.assert_allclose(np.linalg.norm(quantized, axis=1), 1.0, atol=1e-5)
+    assert list((int8.embed_queries(questions) @ quantized.T).argmax(axis=1)) == [0, 1, 2]
+    with pytest.raises(EmbedderError, match="CPU only"):
+        Embedder.load(PACKAGED, int8=True, device="cuda")
+
+
 def test_unknown_embedder_says_what_to_use() -> None:
     with pytest.raises(EmbedderError, match="embedded:all-MiniLM-L6-v2"):
         Embedder.load("embedded:no-such-model")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import multiprocessing
 from pathlib import Path
 
@@ -181,9 +182,27 @@ def test_reader_sees_another_stores_writes(tmp_path: Path) -> None:
 
 def test_other_embedder_is_refused_with_what_differs(tmp_path: Path) -> None:
     IndexStore.open(tmp_path / "index", EMBEDDER, DIM)
-    expected = r"built with embedder 'fake:8' \(8 dimensions\).*'other' \(384 dimensions\).*new --index"
+    expected = r"built with embedder 'fake:8' in float32 \(8 dimensions\).*'other' in float32 \(384 dimensions\).*new --index"
     with pytest.raises(StoreError, match=expected):
         IndexStore.open(tmp_path / "index", "other", 384)
+
+
+def test_same_embedder_in_another_precision_is_refused(tmp_path: Path) -> None:
+    IndexStore.open(tmp_path / "index", EMBEDDER, DIM, precision="int8")
+    with pytest.raises(StoreError, match=r"in int8 .* in float32 .*Set embedder = 'fake:8' and embed_int8 = true"):
+        IndexStore.open(tmp_path / "index", EMBEDDER, DIM)
+    assert len(IndexStore.open(tmp_path / "index", EMBEDDER, DIM, precision="int8")) == 0
+
+
+def test_index_from_before_precision_was_recorded_opens_as_float32(tmp_path: Path) -> None:
+    IndexStore.open(tmp_path / "index", EMBEDDER, DIM)
+    marker = tmp_path / "index" / "longdoc-index.json"
+    old = json.loads(marker.read_text())
+    del old["precision"]
+    marker.write_text(json.dumps(old))
+    IndexStore.open(tmp_path / "index", EMBEDDER, DIM)
+    with pytest.raises(StoreError, match="embed_int8 = false"):
+        IndexStore.open(tmp_path / "index", EMBEDDER, DIM, precision="int8")
 
 
 def test_other_format_version_is_refused(tmp_path: Path) -> None:

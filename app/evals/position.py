@@ -255,7 +255,7 @@ def run_position(
     if not 1 <= n <= len(items) or min(ks) < 2 or max(ks) > len(items):
         raise LongDocError(f"need 1 <= n <= {len(items)} and 2 <= k <= {len(items)}; got n={n}, k={list(ks)}")
     chosen = list(range(n))
-    embedder = Embedder.load(settings.embedder, batch_size=settings.embed_batch_size)
+    embedder = Embedder.load(settings.embedder, batch_size=settings.embed_batch_size, int8=settings.embed_int8)
     pool = embedder.embed_documents([f"{it.title}. {it.text}" for it in items], show_progress=show_progress)
     queries = embedder.embed_queries([items[i].question for i in chosen])
     distractors = hard_distractors(items, pool, queries, chosen, max(ks) - 1)

@@ -203,6 +203,7 @@ class RecallReport:
     budget_tokens: int
     budget_tokenizer: str
     embedder: str
+    embedder_precision: str  # "float32" or "int8" (the `embed_int8` setting)
     documents: int
     chunks: int
     doc_tokens: int
@@ -211,6 +212,11 @@ class RecallReport:
     unlocated_gold: int
     groups: dict[str, dict[str, float]]
     results: list[QuestionResult] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        int8 = ", int8 embedder" if self.embedder_precision == "int8" else ""
+        return f"{self.data}: {self.chunker} chunks, {self.retriever} retrieval{int8}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -286,6 +292,7 @@ def run_recall(
         budget_tokens=budget_tokens,
         budget_tokenizer=budget.name,
         embedder=settings.embedder,
+        embedder_precision=qa.embedder.precision,
         documents=len(report.ingested),
         chunks=report.chunks,
         doc_tokens=report.tokens,
@@ -304,8 +311,7 @@ def recall_table(report: RecallReport) -> Table:
     """The groups as a rich table: one row per group, recall@k, MRR and recall at the budget."""
     table = Table(
         "group", "n", f"recall@{report.k}", "MRR", f"recall@{report.budget_tokens} tok", "passages/budget",
-        title=f"{report.data}: {report.chunker} chunks, {report.retriever} retrieval "
-              f"(budget in {report.budget_tokenizer} tokens)",
+        title=f"{report.title} (budget in {report.budget_tokenizer} tokens)",
     )
     for name, g in report.groups.items():
         table.add_row(name.removeprefix("category:"), str(g["n"]), f"{g['recall_at_k']:.3f}", f"{g['mrr']:.3f}",
@@ -331,7 +337,7 @@ def recall_plot(report: RecallReport, path: Path) -> None:
                   rotation=30, ha="right", fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("evidence recall")
-    ax.set_title(f"{report.data}: {report.chunker} chunks, {report.retriever} retrieval", fontsize=10)
+    ax.set_title(report.title, fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

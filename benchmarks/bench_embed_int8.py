@@ -1,9 +1,9 @@
 """Would an int8 embedder reach the ingest goal? Speed and retrieval agreement, float32 against int8, in one run.
 
-Ingestion is bound by the embedder (all-MiniLM-L6-v2 in float32 on 2 AVX2 cores); half llama-index's default
-speed with all the text embedded needs it about 1.6x faster per word piece. torch's dynamic int8 quantization
-of the linear layers (fbgemm: int8 weights, activations quantized per batch) is the usual way to get that on
-a CPU, so this measures, on semantic chunks of dev contracts (the default chunker settings; oversized pieces are
+Ingestion is bound by the embedder (all-MiniLM-L6-v2 in float32); half llama-index's default speed with all
+the text embedded needs it about 1.3-1.6x faster per word piece (benchmarks/bench_ingest.py). torch's dynamic
+int8 quantization of the linear layers (fbgemm: int8 weights, activations quantized per batch) is the usual
+way to get that on a CPU, and what the `embed_int8` setting does (with per-channel scales), so this measures, on semantic chunks of dev contracts (the default chunker settings; oversized pieces are
 cut with its model-free word-piece vectors, where `longdoc ingest` uses static word vectors) and their CUAD
 questions:
 
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
-from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
 
 from app.evals.datasets import load_cuad
 from app.settings import Settings
@@ -52,10 +52,13 @@ texts = [t for d in docs for t in chunks[d.name]]
 questions = [q for q in cuad.questions if q.doc in chunks]
 word_pieces = sum(fp32.count_tokens(t) for t in texts)
 
-variants = {"float32": fp32}
-for label, qconfig in (("int8, per-tensor scales", default_dynamic_qconfig), ("int8, per-channel scales", per_channel_dynamic_qconfig)):
-    model = quantize_dynamic(copy.deepcopy(fp32.model), {torch.nn.Linear: qconfig}, dtype=torch.qint8)
-    variants[label] = Embedder(label, model, batch_size=settings.embed_batch_size)
+variants = {
+    "float32": fp32,
+    "int8, per-tensor scales": Embedder("int8, per-tensor scales", quantize_dynamic(
+        copy.deepcopy(fp32.model), {torch.nn.Linear: default_dynamic_qconfig}, dtype=torch.qint8),
+        batch_size=settings.embed_batch_size),
+    "int8, per-channel scales (embed_int8)": Embedder.load(settings.embedder, settings.embed_batch_size, int8=True),
+}
 
 seconds = {label: float("inf") for label in variants}
 vectors = {}

@@ -6,7 +6,8 @@ index, then every question is asked of its own document. Reported per pipeline:
 - ingest throughput: document tokens (all-MiniLM-L6-v2 word pieces, each counted once) per second, from
   reading the files to the persisted index; the embedder is loaded beforehand and shared by every pipeline;
 - the same for ours semantic's chunks through the embedder alone, which bounds what any pipeline that embeds
-  all the text with this model can reach;
+  all the text with this model in float32 can reach; and ours semantic with the embedder's linear layers in
+  int8 (`embed_int8`), the one change found that goes past that bound, at some cost in recall;
 - the share of the text actually embedded: all-MiniLM-L6-v2 reads 254 word pieces of a chunk (256 with
   [CLS]/[SEP]) and silently drops the rest; llama-index also spends some of them on its metadata header;
 - evidence recall@5 and recall within the first 2,000 generator tokens of the ranked passages (the fair
@@ -76,7 +77,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 # shared cores takes minutes per contract. A subset is spread over the set (every n-th document).
 CUAD_DOCS = int(os.environ.get("BENCH_CUAD_DOCS", 0)) or None  # None = all 41 contracts
 QMSUM_DOCS = int(os.environ.get("BENCH_QMSUM_DOCS", 0)) or None  # None = all 35 meetings
-PIPELINES = os.environ.get("BENCH_PIPELINES", "default,semantic-splitter,ours").split(",")
+PIPELINES = os.environ.get("BENCH_PIPELINES", "default,semantic-splitter,ours,ours-int8").split(",")
+INT8 = "semantic, int8 embedder"  # "ours-int8": ours semantic with embed_int8 (needs "ours" too)
 TAG = os.environ.get("BENCH_TAG", "")  # output name suffix, so runs of different sizes do not overwrite
 K = 5
 BUDGET = BUDGET_TOKENS  # generator tokens
@@ -149,9 +151,10 @@ def llama_chunks(index: Any, text: str, embedder: Any) -> tuple[list[tuple[int, 
     return sorted(chunks), relocated
 
 
-def score(eval_set: EvalSet, rank: Any, budget: TokenBudget, desc: str) -> dict[str, dict[str, float]]:
-    """Recall groups for `eval_set`, with `rank(question, vector) -> [(start, end, text)]` giving each ranking."""
-    vectors = query_vectors[eval_set.name]
+def score(eval_set: EvalSet, rank: Any, budget: TokenBudget, desc: str,
+          vectors: np.ndarray) -> dict[str, dict[str, float]]:
+    """Recall groups for `eval_set`, with `rank(question, vector) -> [(start, end, text)]` giving each ranking
+    and `vectors` the questions' vectors from the embedder that built the index."""
     results = [score_question(q, rank(q, vectors[i]), K, budget)
                for i, q in enumerate(tqdm(eval_set.questions, desc=desc, unit="q"))]
     out = {"all": summarise(results)}
@@ -173,7 +176,11 @@ work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
 paths = {name: write_documents(s.documents, work / "docs" / name) for name, s in sets.items()}
 
 settings = Settings.load()
-ours = {c: LongDocQA(settings=settings.replace(index_dir=work / f"ours-{c}", chunker=c)) for c in ("semantic", "fixed")}
+our_settings = {"semantic": {"chunker": "semantic"}, "fixed": {"chunker": "fixed"}}
+if "ours-int8" in PIPELINES:
+    our_settings[INT8] = {"chunker": "semantic", "embed_int8": True}
+ours = {label: LongDocQA(settings=settings.replace(index_dir=work / f"ours-{i}", **values))
+        for i, (label, values) in enumerate(our_settings.items())}
 embedder = ours["semantic"].embedder  # llama-index's pipelines embed with this very model object
 embed_model = SentenceTransformerEmbedding(embedder.model)
 gen_tokenizer, gen_name = generator_tokenizer(settings)
@@ -182,6 +189,9 @@ doc_tokens = {name: sum(embedder.count_tokens(d.text) for d in s.documents) for 
 embedder.embed_documents(["warm-up"])  # first-call costs are not ingestion
 # Every pipeline asks the same questions with the same model: embed them once, in batches, for all of them.
 query_vectors = {name: embedder.embed_queries([q.question for q in s.questions]) for name, s in sets.items()}
+if INT8 in ours:
+    int8_query_vectors = {name: ours[INT8].embedder.embed_queries([q.question for q in s.questions])
+                          for name, s in sets.items()}
 
 rows: dict[str, dict[str, Any]] = {}
 embed_only: dict[str, float] = {}  # seconds the embedder alone takes over ours semantic's chunks, per set
@@ -216,9 +226,10 @@ for label, make_parser in parsers.items():
         def rank_placed(q, vector, rank=rank, placed=placed):
             return [(*placed[q.doc].get(text, (a, b)), text) for a, b, text in rank(q, vector)]
 
-        row["recall"][name] = score(s, rank_placed, budget, f"{label} / {name} questions")
+        row["recall"][name] = score(s, rank_placed, budget, f"{label} / {name} questions", query_vectors[name])
 
 for chunker, qa in ours.items() if "ours" in PIPELINES else ():
+    vectors = int8_query_vectors if chunker == INT8 else query_vectors
     for retriever in OUR_RETRIEVERS:
         rows[f"ours {chunker} ({retriever})"] = {"ingest": {}, "recall": {}}
     for name, s in sets.items():
@@ -250,7 +261,8 @@ for chunker, qa in ours.items() if "ours" in PIPELINES else ():
                 hits = RETRIEVAL_METHODS[retriever](qa.store, vector, q.question, DEPTH, doc_ids[q.doc])
                 return [(h.chunk.char_start, h.chunk.char_end, h.chunk.text) for h in hits]
 
-            row["recall"][name] = score(s, rank, budget, f"ours {chunker} ({retriever}) / {name} questions")
+            row["recall"][name] = score(s, rank, budget, f"ours {chunker} ({retriever}) / {name} questions",
+                                        vectors[name])
 shutil.rmtree(work, ignore_errors=True)
 
 # ---- report ---------------------------------------------------------------------------------------------------
@@ -276,7 +288,7 @@ if embed_only:
     ceiling = sum(doc_tokens.values()) / sum(embed_only.values())
     console.print(f"ours semantic's chunks through the embedder alone (no reading, chunking or storing): "
                   f"{sum(embed_only.values()):.1f} s, {ceiling:,.0f} tokens/s, {ceiling / base['tokens_per_s']:.2f} x default: "
-                  "the most any pipeline embedding all the text with this model can reach")
+                  "the most any pipeline embedding all the text with this model in float32 can reach")
 
 columns = [("cuad", "short_answer"), ("cuad", "all"), ("qmsum", "all")]
 recall_table = Table("pipeline", *[f"{d} {g}\nR@{K} | R@{BUDGET}tok | MRR" for d, g in columns],

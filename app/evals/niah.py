@@ -281,8 +281,7 @@ def _heatmap(grid: list[list[float | None]], lengths: list[int], depths: list[in
 
     data = np.array([[np.nan if x is None else x for x in row] for row in grid], dtype=float)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(depths) + 2.5), 0.7 * len(lengths) + 1.8))
-    cmap = plt.get_cmap("RdYlGn").copy()
-    cmap.set_bad("#d0d0d0")
+    cmap = plt.get_cmap("RdYlGn").with_extremes(bad="#d0d0d0")  # cells too long for the window are grey
     ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=0, vmax=1, aspect="auto")
     for i, row in enumerate(grid):
         for j, x in enumerate(row):

@@ -48,6 +48,7 @@ class ModelInfo:
     rope_scaling: dict[str, Any] | None
     context_window: int
     attn_implementation: str = "sdpa"
+    kv_cache_dtype: str = "float32"
 
 
 @dataclass

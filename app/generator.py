@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from app.answer import ModelInfo
 from app.errors import LongDocError, PromptTooLong
 from app.int8_decode import int8_decode_available, use_int8_decode
-from app.kv_cache import growing_cache
+from app.kv_cache import growing_cache, use_cast_query_attention
 from app.rope import RopeSpec, apply_rope, build_rope, model_rope_defaults, verify_rotary
 from app.settings import EMBEDDED_GENERATOR, Settings
 
@@ -87,11 +87,16 @@ class Generator:
         self.rope = rope
         self.settings = settings
         self.device = next(model.parameters()).device
+        model_dtype, attn = next(model.parameters()).dtype, model.config._attn_implementation
+        self.kv_dtype = _kv_dtype(settings.kv_cache_dtype, self.device, model_dtype, attn)
+        if self.kv_dtype != model_dtype:
+            use_cast_query_attention(model)  # still sdpa, with the query cast to the cache's dtype
         self.info = ModelInfo(
             name=name,
             rope_scaling=rope.public(),
             context_window=rope.context_window,
-            attn_implementation=model.config._attn_implementation,
+            attn_implementation=attn,
+            kv_cache_dtype=str(self.kv_dtype).removeprefix("torch."),
         )
         self.stop_ids = _stop_ids(tokenizer, model)
         # transformers 5.x renamed `past_key_values` to `cache` (the old name warns); 4.x knows only the old one
@@ -227,7 +232,7 @@ class Generator:
             )
 
     def _new_cache(self) -> Any:
-        return growing_cache(self.model.config)
+        return growing_cache(self.model.config, self.kv_dtype)
 
     def _forward(self, ids: list[int], cache: Any, show_progress: bool) -> torch.Tensor:
         """Feed `ids` after what `cache` holds, in chunks; return the last position's logits (1, vocab)."""
@@ -330,6 +335,22 @@ def _attention(setting: str, device: torch.device) -> str:
     if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
         return "flash_attention_2"
     return "sdpa"
+
+
+def _kv_dtype(setting: str, device: torch.device, model_dtype: torch.dtype, attn: str) -> torch.dtype:
+    """The KV cache's dtype: bfloat16 under a float32 CPU model with sdpa attention when asked, or on `auto`
+    when the CPU has bfloat16 arithmetic; otherwise the model's own."""
+    if setting == "float32" or model_dtype != torch.float32 or device.type != "cpu" or attn != "sdpa":
+        return model_dtype
+    if setting == "bfloat16" or _cpu_has_bf16():
+        return torch.bfloat16
+    return model_dtype
+
+
+def _cpu_has_bf16() -> bool:
+    # torch exposes these checks only privately; where they are missing, assume no bfloat16 arithmetic (float32)
+    checks = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return any(check() for check in checks if check is not None)
 
 
 def _dtype(setting: str, attn: str) -> torch.dtype:

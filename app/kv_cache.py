@@ -8,6 +8,11 @@ copies cost O(1) per token amortised (benchmarks/bench_kv_cache.py measures both
 end, which is what the prefix cache of `app.generator` does after every question. A buffer never shrinks, so it
 holds at most twice the tokens it has seen.
 
+The buffer may also hold keys and values in bfloat16 while the model computes in float32: decoding at a long
+context is bound by reading the cache, and half the bytes make attention about twice as fast on a CPU with
+bfloat16 arithmetic (AVX-512 BF16 or AMX). Attention then needs a query of the cache's dtype, which
+`cast_query_attention` supplies.
+
 transformers has no such layer; `DynamicLayer` is subclassed so `DynamicCache` drives it. Its methods that
 replace ``keys``/``values`` wholesale (beam reordering, batch selection, offloading) are followed by
 `_adopt`, so the buffer is always the tensor the views come from.
@@ -25,13 +30,20 @@ MIN_CAPACITY = 256  # tokens a fresh buffer holds before its first doubling
 
 
 class GrowingLayer(DynamicLayer):
-    """One layer's keys and values in a buffer with room to grow; `keys`/`values` are views of the filled part."""
+    """One layer's keys and values in a buffer with room to grow; `keys`/`values` are views of the filled part.
+
+    `storage_dtype` (None: the model's own) is the dtype the keys and values are kept in.
+    """
+
+    def __init__(self, storage_dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.storage_dtype = storage_dtype
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor | None = None) -> None:
         # Not super(): transformers 4.x and 5.x give this method different signatures.
-        self.dtype, self.device = key_states.dtype, key_states.device
-        self._key_buffer = key_states[:, :, :0]
-        self._value_buffer = (key_states if value_states is None else value_states)[:, :, :0]
+        self.dtype, self.device = self.storage_dtype or key_states.dtype, key_states.device
+        self._key_buffer = key_states[:, :, :0].to(self.dtype)
+        self._value_buffer = (key_states if value_states is None else value_states)[:, :, :0].to(self.dtype)
         self._set_length(0)
         self.is_initialized = True
 
@@ -86,8 +98,8 @@ class GrowingLayer(DynamicLayer):
 
     def _grow(self, key_states: torch.Tensor, value_states: torch.Tensor, capacity: int) -> None:
         batch, heads, _, dim = key_states.shape
-        keys = key_states.new_empty(batch, heads, capacity, dim)
-        values = value_states.new_empty(batch, heads, capacity, value_states.shape[-1])
+        keys = key_states.new_empty(batch, heads, capacity, dim, dtype=self.dtype)
+        values = value_states.new_empty(batch, heads, capacity, value_states.shape[-1], dtype=self.dtype)
         keys[:, :, :self._length] = self.keys
         values[:, :, :self._length] = self.values
         self._key_buffer, self._value_buffer = keys, values
@@ -98,10 +110,47 @@ class GrowingLayer(DynamicLayer):
         self.values = self._value_buffer[:, :, :length]
 
 
-def growing_cache(config: Any) -> DynamicCache:
+def growing_cache(config: Any, storage_dtype: torch.dtype | None = None) -> DynamicCache:
     """A `DynamicCache` for `config` whose layers are `GrowingLayer`s (Llama: full attention in every layer)."""
     cache = DynamicCache(config=config)
     if not all(type(layer) is DynamicLayer for layer in cache.layers):
         return cache  # sliding-window or other special layers: keep transformers' own
-    cache.layers = [GrowingLayer() for _ in cache.layers]
+    cache.layers = [GrowingLayer(storage_dtype) for _ in cache.layers]
     return cache
+
+
+CAST_QUERY_ATTENTION = "sdpa_cast_query"  # the name it is registered under in transformers' AttentionInterface
+
+
+def cast_query_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                         attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, Any]:
+    """transformers' sdpa attention over a cache kept in another dtype than the model's.
+
+    torch's attention kernels take one dtype for query, keys and values. A single decoding token is bound by
+    reading the cache, so its query is cast to the cache's dtype (bfloat16: half the bytes; scores and softmax
+    still accumulate in float32 inside the kernel) and the output back. A prefill chunk is bound by arithmetic,
+    which is slower in bfloat16 on a CPU, so there the keys and values are cast up instead.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if query.shape[-2] > 1:
+        return sdpa_attention_forward(module, query, key.to(query.dtype), value.to(query.dtype), attention_mask,
+                                      **kwargs)
+    if attention_mask is not None and attention_mask.is_floating_point():
+        attention_mask = attention_mask.to(key.dtype)
+    out, weights = sdpa_attention_forward(module, query.to(key.dtype), key, value, attention_mask, **kwargs)
+    return out.to(query.dtype), weights
+
+
+def use_cast_query_attention(model: torch.nn.Module) -> None:
+    """Register `cast_query_attention` with transformers and switch `model`'s attention to it.
+
+    Its masks are sdpa's: transformers builds no mask at all for an attention name it has no mask function
+    for, which would let a prefill chunk see its own future tokens.
+    """
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(CAST_QUERY_ATTENTION, cast_query_attention)
+    AttentionMaskInterface.register(CAST_QUERY_ATTENTION, sdpa_mask)
+    model.set_attn_implementation(CAST_QUERY_ATTENTION)

@@ -25,6 +25,7 @@ CHUNKERS = ("semantic", "fixed")
 RETRIEVERS = ("hybrid", "dense")
 REORDER_CHOICES = ("important_first_last", "reverse_rank", "document_order", "none")
 MODES = ("auto", "rag", "full_document")
+KV_CACHE_DTYPES = ("auto", "float32", "bfloat16")
 
 
 class SettingsError(ValueError):
@@ -71,6 +72,10 @@ class Settings:
     device: str = "auto"
     # on CPU, decode with an int8 copy of the linear weights (app/int8_decode.py): 1.7x the tokens/s, same perplexity
     int8_decode: bool = True
+    # keys and values kept in bfloat16 under a float32 model halve what attention reads per generated token;
+    # `auto` does so on a CPU with bfloat16 arithmetic (AVX-512 BF16 or AMX), where attention gets faster, and
+    # not on AVX2, where the conversions cost more than the bytes save (README, Generation speed)
+    kv_cache_dtype: str = "auto"
 
     # chunking
     chunker: str = "semantic"
@@ -120,6 +125,7 @@ class Settings:
             ("retriever", RETRIEVERS),
             ("reorder", REORDER_CHOICES),
             ("mode", MODES),
+            ("kv_cache_dtype", KV_CACHE_DTYPES),
         ):
             value = getattr(self, name)
             if value not in allowed:

@@ -1,5 +1,6 @@
-"""The two things that make decoding cheaper on a CPU: the growing KV cache gives the same logits as transformers'
-DynamicCache without reallocating at every token, and int8 decode weights predict like the float32 model."""
+"""What makes decoding cheaper on a CPU: the growing KV cache gives the same logits as transformers' DynamicCache
+without reallocating at every token, int8 decode weights predict like the float32 model, and so does a KV cache
+kept in bfloat16."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
+from app import generator as generator_module
 from app.generator import Generator
 from app.int8_decode import Int8DecodeLinear, use_int8_decode
 from app.kv_cache import MIN_CAPACITY, GrowingLayer, growing_cache
@@ -25,7 +27,7 @@ TEXT = (
 
 @pytest.fixture(scope="module")
 def fp32():
-    return Generator.load(Settings.load(int8_decode=False))
+    return Generator.load(Settings.load(int8_decode=False, kv_cache_dtype="float32"))
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +124,36 @@ def test_int8_decoding_predicts_like_float32(int8, fp32, tokens):
     ppl_fp32 = float(torch.nn.functional.cross_entropy(b.float(), targets).exp())
     assert agreement >= 0.8, agreement  # 92.7% on 1,024 tokens in bench_decode_dtypes; wrong scales give ~0
     assert abs(ppl_int8 / ppl_fp32 - 1) < 0.05, (ppl_int8, ppl_fp32)
+
+
+def test_bfloat16_kv_cache_stores_half_the_bytes_and_predicts_like_float32(fp32, tokens):
+    bf16 = Generator.load(Settings.load(int8_decode=False, kv_cache_dtype="bfloat16"))
+    assert (bf16.kv_dtype, bf16.info.kv_cache_dtype, bf16.info.attn_implementation) == (torch.bfloat16, "bfloat16", "sdpa")
+    assert fp32.info.kv_cache_dtype == "float32"
+    ids = tokens[:200]
+    cache = bf16._new_cache()
+    _feed(bf16, cache, ids[:60])
+    second = _feed(bf16, cache, ids[60:120])  # a chunk after cached tokens: its mask must hide each token's future
+    assert cache.layers[0].keys.dtype == torch.bfloat16
+    reference = _feed(fp32, fp32._new_cache(), ids[:120])[60:]
+    assert float((second.argmax(-1) == reference.argmax(-1)).float().mean()) >= 0.9
+    a, b = _teacher_forced(bf16, ids, 40), _teacher_forced(fp32, ids, 40)
+    targets = torch.tensor(ids[40:])
+    agreement = float((a.argmax(-1) == b.argmax(-1)).float().mean())
+    ppl_bf16 = float(torch.nn.functional.cross_entropy(a.float(), targets).exp())
+    ppl_fp32 = float(torch.nn.functional.cross_entropy(b.float(), targets).exp())
+    assert agreement >= 0.9, agreement
+    assert abs(ppl_bf16 / ppl_fp32 - 1) < 0.05, (ppl_bf16, ppl_fp32)
+
+
+def test_auto_kv_cache_dtype_is_bfloat16_only_for_a_float32_cpu_model_with_bfloat16_arithmetic(monkeypatch):
+    cpu, cuda, f32, bf16 = torch.device("cpu"), torch.device("cuda"), torch.float32, torch.bfloat16
+    kv = generator_module._kv_dtype
+    monkeypatch.setattr(generator_module, "_cpu_has_bf16", lambda: True)
+    assert kv("auto", cpu, f32, "sdpa") == bf16
+    assert kv("float32", cpu, f32, "sdpa") == f32
+    assert kv("auto", cpu, f32, "eager") == f32  # only sdpa attention has the casting wrapper
+    assert kv("auto", cuda, bf16, "flash_attention_2") == bf16 and kv("bfloat16", cuda, f32, "sdpa") == f32
+    monkeypatch.setattr(generator_module, "_cpu_has_bf16", lambda: False)
+    assert kv("auto", cpu, f32, "sdpa") == f32
+    assert kv("bfloat16", cpu, f32, "sdpa") == bf16  # asked for explicitly: kept, even where it is slower

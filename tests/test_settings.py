@@ -32,6 +32,8 @@ def test_unknown_setting_lists_the_valid_ones(tmp_path):
 def test_bad_values_name_the_setting_and_the_choices(tmp_path):
     with pytest.raises(SettingsError, match="rope_scaling='ntk' is not one of yarn, linear, dynamic, none"):
         Settings.load(env={"LONGDOC_ROPE_SCALING": "ntk"})
+    with pytest.raises(SettingsError, match="kv_cache_dtype='float16' is not one of auto, float32, bfloat16"):
+        Settings.load(env={"LONGDOC_KV_CACHE_DTYPE": "float16"})
     with pytest.raises(SettingsError, match="top_k: expected int, got 'many'"):
         Settings.load(env={"LONGDOC_TOP_K": "many"})
     with pytest.raises(SettingsError, match="fixed_chunk_overlap"):

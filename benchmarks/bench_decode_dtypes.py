@@ -7,11 +7,12 @@ perplexity and how often the next-token argmax agrees with float32's, for:
 
 - float32 weights (``int8_decode=false``),
 - int8 weight-only decoding (the default; `app/int8_decode.py`): float32 model, int8 copy for single tokens,
+- the same with the KV cache in bfloat16 (`kv_cache_dtype`; the default where the CPU has bfloat16 arithmetic),
 - bfloat16 weights (half the bytes; but AVX2 has no bf16 arithmetic, so every product is converted),
 - int8 dynamic quantization of the linear layers (`torch.ao.quantization.quantize_dynamic`, fbgemm), which also
   quantizes the activations.
 
-All rows use the engine's growing KV cache. Run: HF_HUB_OFFLINE=1 python benchmarks/bench_decode_dtypes.py
+All rows use the engine's growing KV cache, in float32 unless the row says otherwise. Run: HF_HUB_OFFLINE=1 python benchmarks/bench_decode_dtypes.py
 """
 
 import warnings
@@ -30,7 +31,7 @@ CONTEXTS = (16, 2000, 8000)
 STEPS = 10
 PPL_TOKENS = 1024
 
-gen = Generator.load(Settings.load(int8_decode=False))
+gen = Generator.load(Settings.load(int8_decode=False, kv_cache_dtype="float32"))
 text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(DEV_CONTRACTS.glob("*.txt"))[:3])
 body = gen.tokenizer(text, add_special_tokens=False)["input_ids"]
 
@@ -57,13 +58,15 @@ def decode_predictions() -> tuple[float, torch.Tensor]:
 
 
 rows, reference = [], None
-for label in ("float32", "int8 weight-only (default)", "bfloat16", "int8 dynamic"):
-    if label.startswith("int8 weight-only"):
+for label in ("float32", "int8 weight-only", "int8 weight-only, bfloat16 KV cache", "bfloat16", "int8 dynamic"):
+    if label == "int8 weight-only":
         use_int8_decode(gen.model)
+    elif label == "int8 weight-only, bfloat16 KV cache":
+        gen = Generator.load(Settings.load(kv_cache_dtype="bfloat16"))
     elif label == "bfloat16":
         gen = Generator.load(Settings.load(int8_decode=False, dtype="bfloat16"))
     elif label == "int8 dynamic":
-        gen = Generator.load(Settings.load(int8_decode=False))
+        gen = Generator.load(Settings.load(int8_decode=False, kv_cache_dtype="float32"))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.ao quantization is deprecated; measured here to show why not
             from torch.ao.quantization import quantize_dynamic

@@ -3,8 +3,10 @@
 Every row reads the same prompt and decodes greedily; each measurement is repeated and the best kept, since other
 work on a shared CPU only ever slows a run down. The rows:
 
-- this engine as shipped: int8 weights for decoding (app/int8_decode.py) and the growing KV cache (app/kv_cache.py);
-- this engine with ``int8_decode=false``, to show what the int8 weights give on their own;
+- this engine as shipped: int8 weights for decoding (app/int8_decode.py) and the growing KV cache (app/kv_cache.py),
+  kept in bfloat16 where the CPU has bfloat16 arithmetic (``kv_cache_dtype=auto``);
+- this engine with ``kv_cache_dtype=float32``, to show what the bfloat16 cache gives;
+- this engine with ``int8_decode=false`` and ``kv_cache_dtype=float32`` too: the growing cache alone;
 - transformers' ``model.generate`` with default settings, on a separately loaded plain float32 model
   (SmolLM2-135M, YaRN x4, sdpa), the baseline the ratios are taken against;
 - llama.cpp (llama-cpp-python, on the same GGUF), when it is installed.
@@ -31,7 +33,8 @@ REPEATS = 3  # best of
 SETTINGS = Settings.load()
 
 gen = Generator.load(SETTINGS)
-gen_fp32 = Generator.load(SETTINGS.replace(int8_decode=False))
+gen_kv32 = Generator.load(SETTINGS.replace(kv_cache_dtype="float32"))
+gen_fp32 = Generator.load(SETTINGS.replace(int8_decode=False, kv_cache_dtype="float32"))
 model, tokenizer = gen_fp32.model, gen_fp32.tokenizer  # untouched transformers model for the baseline
 contract = sorted(DEV_CONTRACTS.glob("*.txt"))[0]
 body = tokenizer(contract.read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"]
@@ -84,8 +87,9 @@ def hf_run() -> tuple[float, float]:
 
 
 rows = [
-    ("this engine", *best(lambda: engine_run(gen))),
-    ("this engine, int8_decode=false", *best(lambda: engine_run(gen_fp32))),
+    (f"this engine (KV cache {gen.info.kv_cache_dtype})", *best(lambda: engine_run(gen))),
+    ("this engine, kv_cache_dtype=float32", *best(lambda: engine_run(gen_kv32))),
+    ("this engine, int8_decode=false, kv_cache_dtype=float32", *best(lambda: engine_run(gen_fp32))),
     ("transformers model.generate", *best(hf_run)),
 ]
 hf_prefill, hf_decode = rows[-1][1:]

@@ -8,9 +8,10 @@ every load (so one cache serves every scaling) and then checked on the loaded ro
 
 Decoding is our own loop rather than ``model.generate``: one forward per token with ``logits_to_keep=1`` and an
 argmax, no logits-processor or stopping-criteria machinery. On a CPU a decode step is bound by the bytes it reads,
-so two things cut them: the linear layers decode with an int8 copy of their weights (`app.int8_decode`), and the
-KV cache grows in place instead of being copied at every token (`app.kv_cache`). benchmarks/bench_generation.py
-measures each against plain ``model.generate``.
+so three things cut them: the linear layers decode with an int8 copy of their weights (`app.int8_decode`), the
+KV cache grows in place instead of being copied at every token, and on a CPU with bfloat16 arithmetic it holds
+keys and values in bfloat16 (`app.kv_cache`). benchmarks/bench_generation.py measures each against plain
+``model.generate``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from tqdm.auto import tqdm
 from app.answer import ModelInfo
 from app.errors import LongDocError, PromptTooLong
 from app.int8_decode import int8_decode_available, use_int8_decode
-from app.kv_cache import growing_cache, use_cast_query_attention
+from app.kv_cache import CAST_QUERY_ATTENTION, growing_cache, keeps_storage_dtype, use_cast_query_attention
 from app.rope import RopeSpec, apply_rope, build_rope, model_rope_defaults, verify_rotary
 from app.settings import EMBEDDED_GENERATOR, Settings
 
@@ -88,9 +89,11 @@ class Generator:
         self.settings = settings
         self.device = next(model.parameters()).device
         model_dtype, attn = next(model.parameters()).dtype, model.config._attn_implementation
+        attn = "sdpa" if attn == CAST_QUERY_ATTENTION else attn  # a model an earlier Generator already switched
         self.kv_dtype = _kv_dtype(settings.kv_cache_dtype, self.device, model_dtype, attn)
-        if self.kv_dtype != model_dtype:
-            use_cast_query_attention(model)  # still sdpa, with the query cast to the cache's dtype
+        if self.kv_dtype != model_dtype and not (keeps_storage_dtype(model.config) and use_cast_query_attention(model)):
+            log.warning("%s cannot keep its KV cache in %s: keeping it in %s", name, self.kv_dtype, model_dtype)
+            self.kv_dtype = model_dtype
         self.info = ModelInfo(
             name=name,
             rope_scaling=rope.public(),
@@ -340,7 +343,13 @@ def _attention(setting: str, device: torch.device) -> str:
 def _kv_dtype(setting: str, device: torch.device, model_dtype: torch.dtype, attn: str) -> torch.dtype:
     """The KV cache's dtype: bfloat16 under a float32 CPU model with sdpa attention when asked, or on `auto`
     when the CPU has bfloat16 arithmetic; otherwise the model's own."""
-    if setting == "float32" or model_dtype != torch.float32 or device.type != "cpu" or attn != "sdpa":
+    if setting == "float32":
+        return model_dtype
+    if model_dtype != torch.float32 or device.type != "cpu" or attn != "sdpa":
+        if setting == "bfloat16":
+            log.warning("kv_cache_dtype = bfloat16 applies to a float32 model on the CPU with sdpa attention; "
+                        "this one is %s on %s with %s, so its cache stays %s", model_dtype, device.type, attn,
+                        model_dtype)
         return model_dtype
     if setting == "bfloat16" or _cpu_has_bf16():
         return torch.bfloat16

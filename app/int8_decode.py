@@ -5,7 +5,8 @@ weights from memory: 540 MB a token for SmolLM2-135M in float32 (benchmarks/benc
 ships a weight-only int8 matrix-vector kernel (``aten._weight_int8pack_mm``: int8 weights with one scale per
 output row, activations in bfloat16, accumulation in float32) that is vectorised for AVX2; it reads 4x fewer
 bytes. Its float32-activation path is not vectorised (slower than float32 BLAS here), hence bfloat16 activations.
-Nothing else in the model changes: norms, attention and the KV cache stay float32.
+Nothing else in the model changes: norms and attention stay float32 (the KV cache too, unless `kv_cache_dtype`
+keeps it in bfloat16; `app.kv_cache`).
 
 The embedded model's weights were already 4-bit (the GGUF is Q4_1, blocks of 32), so an 8-bit grid per row
 adds little error: perplexity is unchanged within noise and 93% of next-token argmaxes are float32's

@@ -142,8 +142,14 @@ def cast_query_attention(module: torch.nn.Module, query: torch.Tensor, key: torc
     return out.to(query.dtype), weights
 
 
-def use_cast_query_attention(model: torch.nn.Module) -> None:
-    """Register `cast_query_attention` with transformers and switch `model`'s attention to it.
+def keeps_storage_dtype(config: Any) -> bool:
+    """Whether `growing_cache(config, dtype)` gives `GrowingLayer`s, the only layers that store another dtype."""
+    return all(isinstance(layer, GrowingLayer) for layer in growing_cache(config, torch.bfloat16).layers)
+
+
+def use_cast_query_attention(model: torch.nn.Module) -> bool:
+    """Register `cast_query_attention` with transformers and switch `model`'s attention to it; False if the
+    model would not switch (transformers only logs that, for models not written against its AttentionInterface).
 
     Its masks are sdpa's: transformers builds no mask at all for an attention name it has no mask function
     for, which would let a prefill chunk see its own future tokens.
@@ -154,3 +160,4 @@ def use_cast_query_attention(model: torch.nn.Module) -> None:
     AttentionInterface.register(CAST_QUERY_ATTENTION, cast_query_attention)
     AttentionMaskInterface.register(CAST_QUERY_ATTENTION, sdpa_mask)
     model.set_attn_implementation(CAST_QUERY_ATTENTION)
+    return model.config._attn_implementation == CAST_QUERY_ATTENTION

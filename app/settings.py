@@ -58,8 +58,8 @@ class Settings:
     # texts per forward; small, because a batch pads every text to its longest: in benchmarks/bench_answer.py the
     # evidence step (59 sentences of very different lengths) took about 1.9 s in batches of 64 and 0.43 s in 8
     embed_batch_size: int = 8
-    # int8 linear layers (CPU): ingest about 1.5x faster with VNNI, evidence recall about a point lower (README,
-    # Ingest speed with int8). An index keeps the precision it was built with.
+    # int8 linear layers (CPU): with VNNI the embedder runs 1.6x and ingest 1.4x faster, and evidence recall is
+    # about a point lower (README, Retrieval). An index keeps the precision it was built with.
     embed_int8: bool = False
 
     # generator: the packaged SmolLM2 GGUF, or a .gguf path, a local HF directory or a hub id

@@ -172,9 +172,9 @@ def _quantize_int8(model):
     """The model with int8 linear layers: torch's dynamic quantization, one weight scale per output row.
 
     The linear layers are nearly all of the embedder's arithmetic, and on a CPU with VNNI (AVX-512 or AVX-VNNI)
-    their int8 products run about 1.6x faster than float32 (benchmarks/bench_embed_int8.py). The price is
-    vectors about 0.98 cosine from float32's, which costs about a point of evidence recall (README, Ingest
-    speed with int8). Per-row weight scales keep more of float32's ranking than one scale per matrix.
+    the embedder runs about 1.6x faster with them in int8 (benchmarks/bench_embed_int8.py). The price is
+    vectors about 0.98 cosine from float32's, which costs about a point of evidence recall (README,
+    Retrieval). Per-row weight scales keep more of float32's ranking than one scale per matrix.
     """
     import torch
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic

@@ -160,7 +160,7 @@ class IndexStore:
                             "longdoc index. Choose an empty or new directory for --index."
                         )
                     _write_atomic(marker_path, json.dumps(wanted, indent=2).encode())
-                    logger.info("created index %s (embedder %s, dim %d)", index_dir, embedder_name, dim)
+                    logger.info("created index %s (embedder %s in %s, dim %d)", index_dir, embedder_name, precision, dim)
         try:
             found = json.loads(marker_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:

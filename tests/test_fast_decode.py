@@ -157,3 +157,11 @@ def test_auto_kv_cache_dtype_is_bfloat16_only_for_a_float32_cpu_model_with_bfloa
     monkeypatch.setattr(generator_module, "_cpu_has_bf16", lambda: False)
     assert kv("auto", cpu, f32, "sdpa") == f32
     assert kv("bfloat16", cpu, f32, "sdpa") == bf16  # asked for explicitly: kept, even where it is slower
+
+
+def test_a_model_that_cannot_switch_attention_keeps_a_float32_cache(monkeypatch, caplog):
+    monkeypatch.setattr(generator_module, "use_cast_query_attention", lambda model: False)
+    gen = Generator.load(Settings.load(int8_decode=False, kv_cache_dtype="bfloat16"))
+    assert gen.kv_dtype == torch.float32 and gen.info.kv_cache_dtype == "float32"
+    assert "cannot keep its KV cache in torch.bfloat16" in caplog.text
+    assert gen._new_cache().layers[0].storage_dtype is torch.float32

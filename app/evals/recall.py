@@ -345,9 +345,10 @@ def recall_plot(report: RecallReport, path: Path) -> None:
 
 
 def write_report(report: RecallReport, out: Path) -> tuple[Path, Path]:
-    """`recall_<data>_<chunker>_<retriever>.json` and `.png` in `out`; returns their paths."""
+    """`recall_<data>_<chunker>_<retriever>[_int8].json` and `.png` in `out`; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"recall_{report.data}_{report.chunker}_{report.retriever}"
+    int8 = "_int8" if report.embedder_precision == "int8" else ""
+    stem = f"recall_{report.data}_{report.chunker}_{report.retriever}{int8}"
     json_path, png_path = out / f"{stem}.json", out / f"{stem}.png"
     json_path.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
     recall_plot(report, png_path)

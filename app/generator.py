@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from app.answer import ModelInfo
 from app.errors import LongDocError, PromptTooLong
 from app.int8_decode import int8_decode_available, use_int8_decode
-from app.kv_cache import CAST_QUERY_ATTENTION, growing_cache, keeps_storage_dtype, use_cast_query_attention
+from app.kv_cache import CAST_QUERY_ATTENTION, growing_cache, use_cast_query_attention
 from app.rope import RopeSpec, apply_rope, build_rope, model_rope_defaults, verify_rotary
 from app.settings import EMBEDDED_GENERATOR, Settings
 
@@ -91,7 +91,7 @@ class Generator:
         model_dtype, attn = next(model.parameters()).dtype, model.config._attn_implementation
         attn = "sdpa" if attn == CAST_QUERY_ATTENTION else attn  # a model an earlier Generator already switched
         self.kv_dtype = _kv_dtype(settings.kv_cache_dtype, self.device, model_dtype, attn)
-        if self.kv_dtype != model_dtype and not (keeps_storage_dtype(model.config) and use_cast_query_attention(model)):
+        if self.kv_dtype != model_dtype and not use_cast_query_attention(model):
             log.warning("%s cannot keep its KV cache in %s: keeping it in %s", name, self.kv_dtype, model_dtype)
             self.kv_dtype = model_dtype
         self.info = ModelInfo(

@@ -23,8 +23,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers import DynamicCache
+from transformers import AttentionInterface, DynamicCache
 from transformers.cache_utils import DynamicLayer
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 MIN_CAPACITY = 256  # tokens a fresh buffer holds before its first doubling
 
@@ -131,8 +133,6 @@ def cast_query_attention(module: torch.nn.Module, query: torch.Tensor, key: torc
     still accumulate in float32 inside the kernel) and the output back. A prefill chunk is bound by arithmetic,
     which is slower in bfloat16 on a CPU, so there the keys and values are cast up instead.
     """
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     if query.shape[-2] > 1:
         return sdpa_attention_forward(module, query, key.to(query.dtype), value.to(query.dtype), attention_mask,
                                       **kwargs)
@@ -142,21 +142,17 @@ def cast_query_attention(module: torch.nn.Module, query: torch.Tensor, key: torc
     return out.to(query.dtype), weights
 
 
-def keeps_storage_dtype(config: Any) -> bool:
-    """Whether `growing_cache(config, dtype)` gives `GrowingLayer`s, the only layers that store another dtype."""
-    return all(isinstance(layer, GrowingLayer) for layer in growing_cache(config, torch.bfloat16).layers)
-
-
 def use_cast_query_attention(model: torch.nn.Module) -> bool:
-    """Register `cast_query_attention` with transformers and switch `model`'s attention to it; False if the
-    model would not switch (transformers only logs that, for models not written against its AttentionInterface).
+    """Register `cast_query_attention` with transformers and switch `model`'s attention to it, so its cache can
+    hold another dtype. False, with the model untouched, where `growing_cache` would not give `GrowingLayer`s
+    (the only layers that store another dtype); False too if the model would not switch (transformers only
+    logs that, for models not written against its AttentionInterface).
 
     Its masks are sdpa's: transformers builds no mask at all for an attention name it has no mask function
     for, which would let a prefill chunk see its own future tokens.
     """
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
+    if not all(isinstance(layer, GrowingLayer) for layer in growing_cache(model.config).layers):
+        return False
     AttentionInterface.register(CAST_QUERY_ATTENTION, cast_query_attention)
     AttentionMaskInterface.register(CAST_QUERY_ATTENTION, sdpa_mask)
     model.set_attn_implementation(CAST_QUERY_ATTENTION)

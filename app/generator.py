@@ -6,12 +6,12 @@ weights are kept as safetensors under ``settings.cache_dir``, keyed by the file'
 loads read that directory in about a second. The cached config is the model's own: the RoPE scaling is applied on
 every load (so one cache serves every scaling) and then checked on the loaded rotary embedding (`app.rope`).
 
-Decoding is our own loop rather than ``model.generate``: one forward per token with ``logits_to_keep=1`` and an
-argmax, no logits-processor or stopping-criteria machinery. On a CPU a decode step is bound by the bytes it reads,
-so three things cut them: the linear layers decode with an int8 copy of their weights (`app.int8_decode`), the
-KV cache grows in place instead of being copied at every token, and on a CPU with bfloat16 arithmetic it holds
-keys and values in bfloat16 (`app.kv_cache`). benchmarks/bench_generation.py measures each against plain
-``model.generate``.
+Decoding is our own loop rather than ``model.generate``: one step per token and an argmax, no logits-processor or
+stopping-criteria machinery. On a CPU a decode step is bound by the bytes it reads, so three things cut them: a
+Llama decodes through a written-out step whose weights are 4-bit where the file held them so, else int8
+(`app.decode_step`); the KV cache grows in place instead of being copied at every token; and on a CPU with
+bfloat16 arithmetic it holds keys and values in bfloat16 (`app.kv_cache`). benchmarks/bench_generation.py
+measures each against plain ``model.generate`` and llama.cpp.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from app.answer import ModelInfo
 from app.errors import LongDocError, PromptTooLong
-from app.int8_decode import int8_decode_available, use_int8_decode
+from app.decode_step import LlamaDecodeStep
 from app.kv_cache import CAST_QUERY_ATTENTION, growing_cache, use_cast_query_attention
 from app.rope import RopeSpec, apply_rope, build_rope, model_rope_defaults, verify_rotary
 from app.settings import EMBEDDED_GENERATOR, Settings
@@ -101,6 +101,9 @@ class Generator:
             attn_implementation=attn,
             kv_cache_dtype=str(self.kv_dtype).removeprefix("torch."),
         )
+        self.decode_step = LlamaDecodeStep.for_model(model) if settings.quantized_decode else None
+        self.info.decode_weights = self.decode_step.weights if self.decode_step else str(model_dtype).removeprefix(
+            "torch.")
         self.stop_ids = _stop_ids(tokenizer, model)
         # transformers 5.x renamed `past_key_values` to `cache` (the old name warns); 4.x knows only the old one
         self._cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
@@ -130,8 +133,6 @@ class Generator:
         model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=dtype, attn_implementation=attn)
         model.to(device).eval()
         verify_rotary(model, rope)
-        if settings.int8_decode and int8_decode_available(device, dtype):
-            use_int8_decode(model)
         tokenizer = AutoTokenizer.from_pretrained(source)
         log.info("loaded %s (%s, window %d, %s) in %.1fs", name, rope.scaling, rope.context_window, attn,
                  time.perf_counter() - started)
@@ -257,9 +258,14 @@ class Generator:
             generated.append(token)
             yield token
             if step + 1 < max_new:
-                x = torch.tensor([[token]], device=self.device)
-                out = self.model(input_ids=x, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
-                logits = out.logits[:, -1]
+                logits = self.step(token, cache)
+
+    def step(self, token: int, cache: Any) -> torch.Tensor:
+        """Feed one token after what `cache` holds; return its next-token logits (1, vocab)."""
+        if self.decode_step is not None:
+            return self.decode_step(token, cache)
+        x = torch.tensor([[token]], device=self.device)
+        return self.model(input_ids=x, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache}).logits[:, -1]
 
     def _penalise(self, logits: torch.Tensor, generated: list[int]) -> torch.Tensor:
         """Forbid a token that would repeat an n-gram the answer already holds, so greedy decoding cannot loop.

@@ -70,8 +70,9 @@ class Settings:
     attn_implementation: str = "auto"  # flash_attention_2 on CUDA with flash-attn, else sdpa
     dtype: str = "float32"
     device: str = "auto"
-    # on CPU, decode with an int8 copy of the linear weights (app/int8_decode.py): 1.7x the tokens/s, same perplexity
-    int8_decode: bool = True
+    # on CPU, decode a Llama through a written-out step with 4-bit (where the GGUF held them so) or int8 copies of
+    # the weights (app/decode_step.py): about 1.8x the tokens/s of transformers' forward, the same predictions
+    quantized_decode: bool = True
     # keys and values kept in bfloat16 under a float32 model halve what attention reads per generated token;
     # `auto` does so on a CPU with bfloat16 arithmetic (AVX-512 BF16 or AMX), where attention gets faster, and
     # not on AVX2, where the conversions cost more than the bytes save (README, Generation speed)

@@ -1,12 +1,13 @@
 """What decoding costs on this CPU with each kind of weights, and what each does to the model's predictions.
 
 One decode step of the 135M model in float32 reads all 540 MB of its weights, so its time is set by memory
-bandwidth. This measures, in one run on the same model, the time of one decode step at three context lengths,
+bandwidth (and, through transformers' forward, by many small operations). This measures, in one run on the same model, the time of one decode step at three context lengths,
 and, decoding a 1K-token stretch of a dev contract token by token (the way answers are generated), the
 perplexity and how often the next-token argmax agrees with float32's, for:
 
-- float32 weights (``int8_decode=false``),
-- int8 weight-only decoding (the default; `app/int8_decode.py`): float32 model, int8 copy for single tokens,
+- float32 weights through transformers' forward (``quantized_decode=false``),
+- the written-out decode step (the default; `app/decode_step.py`): 4-bit copies of the layers (the GGUF's own
+  Q4_1 grid) and an int8 copy of the output layer, float32 everywhere else,
 - the same with the KV cache in bfloat16 (`kv_cache_dtype`; the default where the CPU has bfloat16 arithmetic),
 - bfloat16 weights (half the bytes; but AVX2 has no bf16 arithmetic, so every product is converted),
 - int8 dynamic quantization of the linear layers (`torch.ao.quantization.quantize_dynamic`, fbgemm), which also
@@ -23,7 +24,6 @@ from rich.table import Table
 
 from app.evals.datasets import DEV_CONTRACTS
 from app.generator import Generator
-from app.int8_decode import use_int8_decode
 from app.settings import Settings
 from decode_steps import decode_step_ms
 
@@ -31,7 +31,7 @@ CONTEXTS = (16, 2000, 8000)
 STEPS = 10
 PPL_TOKENS = 1024
 
-gen = Generator.load(Settings.load(int8_decode=False, kv_cache_dtype="float32"))
+gen = Generator.load(Settings.load(quantized_decode=False, kv_cache_dtype="float32"))
 text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(DEV_CONTRACTS.glob("*.txt"))[:3])
 body = gen.tokenizer(text, add_special_tokens=False)["input_ids"]
 
@@ -50,23 +50,23 @@ def decode_predictions() -> tuple[float, torch.Tensor]:
     cache = gen._new_cache()
     nll, argmax = 0.0, []
     for i in range(PPL_TOKENS - 1):
-        logits = gen.model(input_ids=torch.tensor([[body[i]]]), use_cache=True, logits_to_keep=1, cache=cache).logits
-        logits = logits[0, -1].float()
+        logits = gen.step(body[i], cache)[0].float()
         nll += float(torch.nn.functional.cross_entropy(logits[None], torch.tensor([body[i + 1]])))
         argmax.append(int(logits.argmax()))
     return float(torch.tensor(nll / (PPL_TOKENS - 1)).exp()), torch.tensor(argmax)
 
 
 rows, reference = [], None
-for label in ("float32", "int8 weight-only", "int8 weight-only, bfloat16 KV cache", "bfloat16", "int8 dynamic"):
-    if label == "int8 weight-only":
-        use_int8_decode(gen.model)
-    elif label == "int8 weight-only, bfloat16 KV cache":
+STEP = "decode step, int4 layers + int8 output"
+for label in ("float32", STEP, f"{STEP}, bfloat16 KV cache", "bfloat16", "int8 dynamic"):
+    if label == STEP:
+        gen = Generator.load(Settings.load(kv_cache_dtype="float32"))
+    elif label == f"{STEP}, bfloat16 KV cache":
         gen = Generator.load(Settings.load(kv_cache_dtype="bfloat16"))
     elif label == "bfloat16":
-        gen = Generator.load(Settings.load(int8_decode=False, dtype="bfloat16"))
+        gen = Generator.load(Settings.load(quantized_decode=False, dtype="bfloat16"))
     elif label == "int8 dynamic":
-        gen = Generator.load(Settings.load(int8_decode=False, kv_cache_dtype="float32"))
+        gen = Generator.load(Settings.load(quantized_decode=False, kv_cache_dtype="float32"))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.ao quantization is deprecated; measured here to show why not
             from torch.ao.quantization import quantize_dynamic

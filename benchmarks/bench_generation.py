@@ -1,12 +1,15 @@
 """Prefill and decode speed on a 2K-token prompt: this engine vs plain `model.generate`, side by side in one run.
 
-Every row reads the same prompt and decodes greedily; each measurement is repeated and the best kept, since other
-work on a shared CPU only ever slows a run down. The rows:
+Every row reads the same prompt and decodes greedily. The rows take turns, REPEATS rounds of one run each, and
+each keeps its best, since other work on a shared CPU only ever slows a run down and taking turns spreads that
+over all rows alike. The rows:
 
-- this engine as shipped: int8 weights for decoding (app/int8_decode.py) and the growing KV cache (app/kv_cache.py),
-  kept in bfloat16 where the CPU has bfloat16 arithmetic (``kv_cache_dtype=auto``);
+- this engine as shipped: the written-out decode step with 4-bit and int8 weights (app/decode_step.py) and the
+  growing KV cache (app/kv_cache.py), kept in bfloat16 where the CPU has bfloat16 arithmetic
+  (``kv_cache_dtype=auto``);
 - this engine with ``kv_cache_dtype=float32``, to show what the bfloat16 cache gives;
-- this engine with ``int8_decode=false`` and ``kv_cache_dtype=float32`` too: the growing cache alone;
+- this engine with ``quantized_decode=false`` and ``kv_cache_dtype=float32`` too: transformers' forward for
+  each token over the growing cache;
 - transformers' ``model.generate`` with default settings, on a separately loaded plain float32 model
   (SmolLM2-135M, YaRN x4, sdpa), the baseline the ratios are taken against;
 - llama.cpp (llama-cpp-python, on the same GGUF), when it is installed.
@@ -34,20 +37,13 @@ SETTINGS = Settings.load()
 
 gen = Generator.load(SETTINGS)
 gen_kv32 = Generator.load(SETTINGS.replace(kv_cache_dtype="float32"))
-gen_fp32 = Generator.load(SETTINGS.replace(int8_decode=False, kv_cache_dtype="float32"))
+gen_fp32 = Generator.load(SETTINGS.replace(quantized_decode=False, kv_cache_dtype="float32"))
 model, tokenizer = gen_fp32.model, gen_fp32.tokenizer  # untouched transformers model for the baseline
 contract = sorted(DEV_CONTRACTS.glob("*.txt"))[0]
 body = tokenizer(contract.read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"]
 overhead = len(gen.chat_ids("Answer from the contract.", "")) + 16
 ids = gen.chat_ids("Answer from the contract.", tokenizer.decode(body[:PROMPT_TOKENS - overhead]) + "\n\nSummarise.")
 print(f"prompt: {len(ids)} tokens from {contract.name}; {NEW_TOKENS} new tokens; {torch.get_num_threads()} threads")
-
-
-def best(fn) -> tuple[float, float]:
-    """The smallest prefill and the smallest per-token decode time over REPEATS runs of `fn`."""
-    runs = [fn() for _ in range(REPEATS)]
-    print("  runs (prefill s, decode s/token):", [(round(a, 2), round(b, 4)) for a, b in runs], flush=True)
-    return min(r[0] for r in runs), min(r[1] for r in runs)
 
 
 def per_token(stamps: list[float]) -> float:
@@ -86,13 +82,13 @@ def hf_run() -> tuple[float, float]:
     return new[0] - stamps.started, per_token(new)
 
 
-rows = [
-    (f"this engine (KV cache {gen.info.kv_cache_dtype})", *best(lambda: engine_run(gen))),
-    ("this engine, kv_cache_dtype=float32", *best(lambda: engine_run(gen_kv32))),
-    ("this engine, int8_decode=false, kv_cache_dtype=float32", *best(lambda: engine_run(gen_fp32))),
-    ("transformers model.generate", *best(hf_run)),
+engines = [
+    (f"this engine ({gen.info.decode_weights} decode step, KV cache {gen.info.kv_cache_dtype})",
+     lambda: engine_run(gen)),
+    ("this engine, kv_cache_dtype=float32", lambda: engine_run(gen_kv32)),
+    ("this engine, quantized_decode=false, kv_cache_dtype=float32", lambda: engine_run(gen_fp32)),
+    ("transformers model.generate", hf_run),
 ]
-hf_prefill, hf_decode = rows[-1][1:]
 
 if importlib.util.find_spec("llama_cpp") is not None:
     from llama_cpp import Llama
@@ -109,13 +105,26 @@ if importlib.util.find_spec("llama_cpp") is not None:
                 break
         return times[0] - started, per_token(times)
 
-    rows.append(("llama.cpp (Q4_1)", *best(cpp_run)))
+    engines.append(("llama.cpp (Q4_1)", cpp_run))
+
+runs: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in engines}
+for round_ in range(REPEATS):
+    for name, run in engines:
+        runs[name].append(run())
+        prefill_s, decode_s = runs[name][-1]
+        print(f"  round {round_ + 1}, {name}: prefill {prefill_s:.2f} s, decode {decode_s * 1000:.1f} ms/token",
+              flush=True)
+rows = [(name, min(r[0] for r in runs[name]), min(r[1] for r in runs[name])) for name, _ in engines]
+hf_prefill, hf_decode = rows[3][1:]
+cpp_decode = rows[4][2] if len(rows) > 4 else None
 
 title = f"Generation speed, {len(ids)}-token prompt, {gen.rope.scaling} x{gen.rope.factor:g}, {SETTINGS.dtype}"
 table = Table(title=title)
-for column in ("engine", "prefill s", "prefill tok/s", "x generate", "decode tok/s", "x generate"):
+columns = ["engine", "prefill s", "prefill tok/s", "x generate", "decode tok/s", "x generate"]
+for column in columns + (["x llama.cpp"] if cpp_decode else []):
     table.add_column(column, justify="left" if column == "engine" else "right")
 for name, prefill_s, decode_s in rows:
-    table.add_row(name, f"{prefill_s:.2f}", f"{len(ids) / prefill_s:.0f}", f"{hf_prefill / prefill_s:.2f}",
-                  f"{1 / decode_s:.1f}", f"{hf_decode / decode_s:.2f}")
-Console(width=120).print(table)
+    cells = [name, f"{prefill_s:.2f}", f"{len(ids) / prefill_s:.0f}", f"{hf_prefill / prefill_s:.2f}",
+             f"{1 / decode_s:.1f}", f"{hf_decode / decode_s:.2f}"]
+    table.add_row(*cells, *([f"{cpp_decode / decode_s:.2f}"] if cpp_decode else []))
+Console(width=140).print(table)

@@ -1,8 +1,8 @@
 """One decode step with transformers' DynamicCache (``torch.cat`` per token) against the growing cache, in one run.
 
-Same model (the default: int8 decode weights), same prompt; for each context length both caches are filled by
-the same prefill and then timed over STEPS decode steps (best of two runs, since other work on a shared CPU only
-slows a run down).
+Same model (the default: the decode step with 4-bit and int8 weights), same prompt; for each context length both
+caches are filled by the same prefill and then timed over STEPS decode steps (best of two runs, since other work
+on a shared CPU only slows a run down).
 
 Run: HF_HUB_OFFLINE=1 python benchmarks/bench_kv_cache.py
 """
@@ -32,7 +32,8 @@ def step_ms(cache, context: int) -> float:
     return decode_step_ms(gen, cache, body[context], STEPS)
 
 
-table = Table(title=f"One decode step (ms), SmolLM2-135M, int8 decode weights, {torch.get_num_threads()} threads")
+table = Table(title=f"One decode step (ms), SmolLM2-135M, {gen.info.decode_weights} weights, "
+                    f"{torch.get_num_threads()} threads")
 for column in ("context tokens", "DynamicCache (torch.cat)", "growing cache", "speed-up"):
     table.add_column(column, justify="right")
 for context in CONTEXTS:

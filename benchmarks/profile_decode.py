@@ -1,6 +1,6 @@
 """Where one decode step's time goes: the torch profiler's top operators at a 2K-token context.
 
-Run: HF_HUB_OFFLINE=1 python benchmarks/profile_decode.py [--int8-decode false]
+Run: HF_HUB_OFFLINE=1 python benchmarks/profile_decode.py [--quantized-decode false]
 """
 
 import argparse
@@ -17,24 +17,24 @@ CONTEXT = 2000
 STEPS = 10
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--int8-decode", default="true")
+parser.add_argument("--quantized-decode", default="true")
 args = parser.parse_args()
-gen = Generator.load(Settings.load(int8_decode=args.int8_decode))
+gen = Generator.load(Settings.load(quantized_decode=args.quantized_decode))
 text = sorted(DEV_CONTRACTS.glob("*.txt"))[0].read_text(encoding="utf-8")
 ids = gen.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 with torch.inference_mode():
     cache = gen._new_cache()
     gen._forward(ids[:CONTEXT], cache, show_progress=False)
-    x = torch.tensor([[ids[CONTEXT]]])
+    token = ids[CONTEXT]
     for _ in range(3):  # warm-up
-        gen.model(input_ids=x, use_cache=True, logits_to_keep=1, cache=cache)
+        gen.step(token, cache)
     started = time.perf_counter()
     for _ in range(STEPS):
-        gen.model(input_ids=x, use_cache=True, logits_to_keep=1, cache=cache)
+        gen.step(token, cache)
     print(f"{(time.perf_counter() - started) / STEPS * 1000:.1f} ms per step at {CONTEXT} tokens (no profiler)")
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(STEPS):
-            gen.model(input_ids=x, use_cache=True, logits_to_keep=1, cache=cache)
+            gen.step(token, cache)
 print(f"operators over {STEPS} steps:")
 print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))

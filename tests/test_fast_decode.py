@@ -1,8 +1,10 @@
 """What makes decoding cheaper on a CPU: the growing KV cache gives the same logits as transformers' DynamicCache
-without reallocating at every token, int8 decode weights predict like the float32 model, and so does a KV cache
-kept in bfloat16."""
+without reallocating at every token, the written-out decode step with 4-bit and int8 weights predicts like the
+float32 model, and so does a KV cache kept in bfloat16."""
 
 from __future__ import annotations
+
+import logging
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ from transformers import DynamicCache
 
 from app import generator as generator_module
 from app.generator import Generator
-from app.int8_decode import Int8DecodeLinear, use_int8_decode
+from app.decode_step import LlamaDecodeStep, QuantizedLinear, int4_is_fast
 from app.kv_cache import MIN_CAPACITY, GrowingLayer, growing_cache
 from app.settings import Settings
 
@@ -27,12 +29,12 @@ TEXT = (
 
 @pytest.fixture(scope="module")
 def fp32():
-    return Generator.load(Settings.load(int8_decode=False, kv_cache_dtype="float32"))
+    return Generator.load(Settings.load(quantized_decode=False, kv_cache_dtype="float32"))
 
 
 @pytest.fixture(scope="module")
-def int8():
-    return Generator.load(Settings.load())
+def quantized():
+    return Generator.load(Settings.load(kv_cache_dtype="float32"))
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +50,22 @@ def _feed(gen: Generator, cache, ids: list[int]) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def _teacher_forced(gen: Generator, ids: list[int], prompt: int) -> torch.Tensor:
-    """Logits of each next token after `prompt` tokens, fed one at a time as in decoding."""
+def _teacher_forced(gen: Generator, ids: list[int], prompt: int, step=None) -> torch.Tensor:
+    """Logits of each next token after `prompt` tokens, fed one at a time through `step` (default: the
+    generator's own decode step)."""
+    step = step or gen.step
     cache = gen._new_cache()
     rows = [_feed(gen, cache, ids[:prompt])[-1]]
-    rows += [_feed(gen, cache, [token])[-1] for token in ids[prompt:-1]]
+    rows += [step(token, cache)[-1] for token in ids[prompt:-1]]
     return torch.stack(rows)
+
+
+def _agreement_and_perplexities(a: torch.Tensor, b: torch.Tensor, ids: list[int], prompt: int):
+    targets = torch.tensor(ids[prompt:])
+    agreement = float((a.argmax(-1) == b.argmax(-1)).float().mean())
+    ppl_a = float(torch.nn.functional.cross_entropy(a.float(), targets).exp())
+    ppl_b = float(torch.nn.functional.cross_entropy(b.float(), targets).exp())
+    return agreement, ppl_a, ppl_b
 
 
 def test_growing_cache_gives_dynamic_cache_logits_across_growth_and_crop(fp32, tokens):
@@ -93,41 +105,73 @@ def test_growing_layer_follows_inherited_methods_that_replace_keys(fp32, tokens)
     assert ours.get_seq_length() == 0
 
 
-def test_int8_linear_matches_float32_for_one_token_and_is_float32_for_many():
+def test_quantized_linear_uses_4_bits_only_for_weights_on_a_4_bit_grid():
     torch.manual_seed(0)
-    linear = torch.nn.Linear(576, 1536, bias=True)
-    int8 = Int8DecodeLinear(linear)
-    one, many = torch.randn(1, 1, 576), torch.randn(1, 7, 576)
+    grid = torch.nn.Linear(576, 192, bias=False)
+    levels = torch.randint(0, 16, (192, 576 // 32, 32)).float()
+    levels[..., 0], levels[..., 1] = 0, 15  # Q4_1 spans each block's min to max: both ends are used
+    scale, low = torch.rand(192, 18, 1) / 50 + 1e-3, -torch.rand(192, 18, 1) / 5
+    grid.weight.data = (levels * scale + low).reshape(192, 576)  # what a Q4_1 GGUF dequantises to
+    dense = torch.nn.Linear(576, 96, bias=True)
+    x = torch.randn(1, 576)
+    fused = QuantizedLinear([grid, dense], int4=True)  # one product, outputs in the given order
+    four = QuantizedLinear([grid], int4=True)
+    assert (four.bits, QuantizedLinear([grid], int4=False).bits, QuantizedLinear([dense], int4=True).bits) == (4, 8, 8)
+    assert fused.bits == 8
     with torch.inference_mode():
-        expected = linear(one)
-        error = (int8(one) - expected).abs().max() / expected.abs().max()
-        assert error < 2e-2
-        assert int8(one).shape == expected.shape
-        assert torch.equal(int8(many), linear(many))
+        expected = torch.cat([grid(x), dense(x)], dim=-1)
+        for product, reference in ((four, grid(x)), (fused, expected)):
+            got = product(x.to(torch.bfloat16)).float()
+            assert got.shape == reference.shape
+            assert float((got - reference).norm() / reference.norm()) < 1e-2
 
 
-def test_default_generator_decodes_with_int8_and_keeps_tied_weights(int8, fp32):
-    linears = sum(type(m) is torch.nn.Linear for m in fp32.model.modules())
-    assert linears > 0 and sum(isinstance(m, Int8DecodeLinear) for m in int8.model.modules()) == linears
-    assert not any(type(m) is torch.nn.Linear for m in int8.model.modules())
-    assert not any(isinstance(m, Int8DecodeLinear) for m in fp32.model.modules())
-    assert int8.model.lm_head.weight is int8.model.model.embed_tokens.weight
-    assert use_int8_decode(int8.model) == 0  # already swapped: nothing left to swap
+def test_default_generator_decodes_the_gguf_layers_in_4_bits_where_that_is_fast(quantized, fp32):
+    step = quantized.decode_step
+    assert step is not None and fp32.decode_step is None
+    products = [p for layer in step.layers for p in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+    assert len(products) == 4 * quantized.model.config.num_hidden_layers
+    bits = 4 if int4_is_fast() else 8  # AVX-512 or not
+    assert all(p.bits == bits for p in products)  # the embedded GGUF is Q4_1: every layer lies on the grid
+    assert step.head.bits == 8  # its output layer is Q8_0, not a 4-bit grid
+    expected = "int4+int8" if bits == 4 else "int8"
+    assert (quantized.info.decode_weights, fp32.info.decode_weights) == (expected, "float32")
 
 
-def test_int8_decoding_predicts_like_float32(int8, fp32, tokens):
-    ids = tokens[:200]
-    a, b = _teacher_forced(int8, ids, 40), _teacher_forced(fp32, ids, 40)
-    targets = torch.tensor(ids[40:])
-    agreement = float((a.argmax(-1) == b.argmax(-1)).float().mean())
-    ppl_int8 = float(torch.nn.functional.cross_entropy(a.float(), targets).exp())
-    ppl_fp32 = float(torch.nn.functional.cross_entropy(b.float(), targets).exp())
-    assert agreement >= 0.8, agreement  # 92.7% on 1,024 tokens in bench_decode_dtypes; wrong scales give ~0
-    assert abs(ppl_int8 / ppl_fp32 - 1) < 0.05, (ppl_int8, ppl_fp32)
+def test_decode_step_is_only_built_for_a_float32_llama(fp32, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="app.decode_step")
+    monkeypatch.setattr(fp32.model.config, "model_type", "mistral")
+    assert LlamaDecodeStep.for_model(fp32.model) is None
+    assert "model_type is mistral" in caplog.text
+
+
+@pytest.mark.parametrize("int4", [True, False], ids=["int4 layers (AVX-512)", "int8 layers (AVX2)"])
+def test_decode_step_predicts_like_the_float32_forward(fp32, tokens, int4):
+    step = LlamaDecodeStep(fp32.model, int4=int4)  # either kernel runs on any CPU; each is the default on one
+    ids = tokens[:MIN_CAPACITY + 40]  # the steps cross the cache buffer's first doubling
+    a, b = _teacher_forced(fp32, ids, 40, step), _teacher_forced(fp32, ids, 40)
+    agreement, ppl_step, ppl_fp32 = _agreement_and_perplexities(a, b, ids, 40)
+    assert agreement >= 0.9, agreement  # with the rotation's sign flipped it was 0.37
+    assert abs(ppl_step / ppl_fp32 - 1) < 0.05, (ppl_step, ppl_fp32)
+
+
+def test_decode_step_writes_the_cache_the_forward_reads(quantized, fp32, tokens):
+    """Decoded tokens' keys and values must be what the prefill would have written, so a later prompt can
+    extend a cache the step filled (the prefix cache does)."""
+    ids = tokens[:80]
+    cache = quantized._new_cache()
+    with torch.inference_mode():
+        _feed(quantized, cache, ids[:40])
+        for token in ids[40:70]:
+            quantized.step(token, cache)
+        after = _feed(quantized, cache, ids[70:])
+    reference = _feed(fp32, fp32._new_cache(), ids)[70:]
+    assert cache.get_seq_length() == 80
+    assert float((after.argmax(-1) == reference.argmax(-1)).float().mean()) >= 0.9
 
 
 def test_bfloat16_kv_cache_stores_half_the_bytes_and_predicts_like_float32(fp32, tokens):
-    bf16 = Generator.load(Settings.load(int8_decode=False, kv_cache_dtype="bfloat16"))
+    bf16 = Generator.load(Settings.load(quantized_decode=False, kv_cache_dtype="bfloat16"))
     assert (bf16.kv_dtype, bf16.info.kv_cache_dtype, bf16.info.attn_implementation) == (torch.bfloat16, "bfloat16", "sdpa")
     assert fp32.info.kv_cache_dtype == "float32"
     ids = tokens[:200]
@@ -138,12 +182,19 @@ def test_bfloat16_kv_cache_stores_half_the_bytes_and_predicts_like_float32(fp32,
     reference = _feed(fp32, fp32._new_cache(), ids[:120])[60:]
     assert float((second.argmax(-1) == reference.argmax(-1)).float().mean()) >= 0.9
     a, b = _teacher_forced(bf16, ids, 40), _teacher_forced(fp32, ids, 40)
-    targets = torch.tensor(ids[40:])
-    agreement = float((a.argmax(-1) == b.argmax(-1)).float().mean())
-    ppl_bf16 = float(torch.nn.functional.cross_entropy(a.float(), targets).exp())
-    ppl_fp32 = float(torch.nn.functional.cross_entropy(b.float(), targets).exp())
+    agreement, ppl_bf16, ppl_fp32 = _agreement_and_perplexities(a, b, ids, 40)
     assert agreement >= 0.9, agreement
     assert abs(ppl_bf16 / ppl_fp32 - 1) < 0.05, (ppl_bf16, ppl_fp32)
+
+
+def test_decode_step_over_a_bfloat16_cache_predicts_like_float32(fp32, tokens):
+    gen = Generator.load(Settings.load(kv_cache_dtype="bfloat16"))  # the default on a CPU with bfloat16 arithmetic
+    assert gen.decode_step is not None
+    ids = tokens[:200]
+    a, b = _teacher_forced(gen, ids, 40), _teacher_forced(fp32, ids, 40)
+    agreement, ppl_step, ppl_fp32 = _agreement_and_perplexities(a, b, ids, 40)
+    assert agreement >= 0.9, agreement
+    assert abs(ppl_step / ppl_fp32 - 1) < 0.05, (ppl_step, ppl_fp32)
 
 
 def test_auto_kv_cache_dtype_is_bfloat16_only_for_a_float32_cpu_model_with_bfloat16_arithmetic(monkeypatch):
@@ -161,7 +212,7 @@ def test_auto_kv_cache_dtype_is_bfloat16_only_for_a_float32_cpu_model_with_bfloa
 
 def test_a_model_that_cannot_switch_attention_keeps_a_float32_cache(monkeypatch, caplog):
     monkeypatch.setattr(generator_module, "use_cast_query_attention", lambda model: False)
-    gen = Generator.load(Settings.load(int8_decode=False, kv_cache_dtype="bfloat16"))
+    gen = Generator.load(Settings.load(quantized_decode=False, kv_cache_dtype="bfloat16"))
     assert gen.kv_dtype == torch.float32 and gen.info.kv_cache_dtype == "float32"
     assert "cannot keep its KV cache in torch.bfloat16" in caplog.text
     assert gen._new_cache().layers[0].storage_dtype is torch.float32

@@ -1,9 +1,9 @@
 """One decode step of a Llama on a CPU, written out: fused products with weights in 4 or 8 bits.
 
 A decode step multiplies one token by every weight and reads the KV cache once, so on a CPU its time should be
-the time to read those bytes. Through transformers' generic forward it was not: with int8 weights a 2K-context
-step of SmolLM2-135M took about 27 ms, of which under 20 ms were products and attention; the rest was some 50
-small operations per layer (casts, reshapes, the rotary embedding in pieces, masks, the cache's bookkeeping).
+the time to read those bytes. Through transformers' generic forward it was not: about a quarter of a 2K-context
+step of SmolLM2-135M (int8 weights, torch profiler) went to some 50 small operations per layer (casts,
+reshapes, the rotary embedding in pieces, masks, the cache's bookkeeping).
 `torch.compile` would fuse them but cannot trace the growing cache (``aten.set_`` has no meta kernel) and takes
 minutes to compile on 2 cores. So this module writes the Llama decoder out for a single token, about 15
 operations per layer, with q/k/v and gate/up each fused into one product, and reads every weight in the fewest
@@ -18,7 +18,9 @@ bits that hold it:
   the GGUF) and every layer of a float checkpoint.
 
 Both kernels take bfloat16 activations and accumulate in float32; their float32-activation paths are not
-vectorised. The residual stream, norms, rotary embedding and softmax stay float32. The prefill keeps
+vectorised. The residual stream, norms, rotary embedding and softmax stay float32, and the best logits are
+recomputed from the float32 output layer, so greedy decoding picks float32's next token 98% of the time
+(benchmarks/bench_decode_dtypes.py). The prefill keeps
 transformers' forward and the float32 weights: for many tokens at once the product is bound by arithmetic,
 where float32 BLAS is faster. Both write the same KV cache, so they interleave freely. tests/test_fast_decode.py
 checks this step's logits against transformers' forward; benchmarks/bench_generation.py measures it.

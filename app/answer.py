@@ -49,7 +49,7 @@ class ModelInfo:
     context_window: int
     attn_implementation: str = "sdpa"
     kv_cache_dtype: str = "float32"
-    decode_weights: str = "float32"  # "int4+int8" when app.decode_step decodes
+    decode_weights: str = "float32"  # "int4+int8" or "int8" when app.decode_step decodes
 
 
 @dataclass

@@ -11,9 +11,9 @@ bits that hold it:
 
 - 4 bits in groups of 32 along the input, with a scale and a zero per group (torch's
   ``_weight_int4pack_mm_for_cpu``), for a matrix whose values already lie on such a grid. The embedded GGUF is
-  Q4_1 (exactly that grid), so its layers are read in half the bytes of int8 and lose only the rounding of
-  scales and zeros to bfloat16. This is the precision llama.cpp reads the same file in. Only on a CPU with
-  AVX-512: on AVX2 this kernel was slower than the int8 one (44 against 27 us for a 576x576 product).
+  Q4_1 (exactly that grid), so its layers are read in 4 bits, as llama.cpp reads them, in half the bytes of
+  int8. They lose the rounding of each group's scale and zero to bfloat16 (llama.cpp keeps float16). Only on a
+  CPU with AVX-512: on AVX2 this kernel was slower than the int8 one (44 against 27 us for a 576x576 product).
 - int8 with one scale per output row (``_weight_int8pack_mm``) for any other matrix: the output layer (Q8_0 in
   the GGUF) and every layer of a float checkpoint.
 
@@ -47,7 +47,7 @@ REFINED_LOGITS = 16  # the best logits recomputed from the float32 output layer 
 
 
 class QuantizedLinear:
-    """Weight-only quantized ``x @ W.T`` for one row of bfloat16 activations; `bits` is 4 or 8.
+    """Weight-only quantized ``x @ W.T`` for one row of bfloat16 activations, in float32; `bits` is 4 or 8.
 
     Built from one or more `nn.Linear`s sharing an input; their outputs are concatenated in the given order, so
     q/k/v (or gate/up) are one product. 4 bits are used where `int4` allows and the weights lie on a 4-bit grid.
@@ -59,7 +59,6 @@ class QuantizedLinear:
         self.bias = None if all(b is None for b in biases) else torch.cat(
             [b.detach().float() if b is not None else weight.new_zeros(lin.out_features)
              for b, lin in zip(biases, linears)])
-        self.out_features = weight.shape[0]
         packed = _int4_pack(weight) if int4 else None
         if packed is not None:
             self.bits, (self._qweight, self._scales_zeros) = 4, packed
@@ -67,12 +66,12 @@ class QuantizedLinear:
             self.bits, (self._qweight, self._scales) = 8, _int8_rows(weight)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """`x` is (1, in_features) bfloat16; the result (1, out_features) is bfloat16."""
+        """`x` is (1, in_features) bfloat16; the result (1, out_features) is float32."""
         if self.bits == 4:
             y = torch.ops.aten._weight_int4pack_mm_for_cpu(x, self._qweight, GROUP, self._scales_zeros)
         else:
             y = torch.ops.aten._weight_int8pack_mm(x, self._qweight, self._scales)
-        return y if self.bias is None else y + self.bias.to(y.dtype)
+        return y.float() if self.bias is None else y.float() + self.bias
 
 
 def int4_is_fast() -> bool:
@@ -87,7 +86,7 @@ def _int4_pack(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None
     Each group's grid is taken to run from its smallest value to its largest in 15 steps, as Q4_1 quantises.
     """
     rows, cols = weight.shape
-    if cols % GROUP:
+    if cols % GROUP or rows % 16:  # torch's packing needs whole groups and outputs in 16s
         return None
     groups = weight.reshape(rows, cols // GROUP, GROUP)
     low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
@@ -157,11 +156,15 @@ class LlamaDecodeStep:
         """The step for `model`, or None (logged) where it is not a float32 CPU Llama this step writes out."""
         config = model.config
         param = next(model.parameters())
+        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
         reasons = [
             f"model_type is {config.model_type}" if config.model_type != "llama" else "",
             f"weights are {param.dtype} on {param.device.type}" if (param.device.type, param.dtype) != (
                 "cpu", torch.float32) else "",
             f"activation is {config.hidden_act}" if config.hidden_act != "silu" else "",
+            # a quantization library's layers hold packed data, not weights this step could re-quantize
+            "its linear layers are not plain float32" if not all(
+                type(m) is torch.nn.Linear and m.weight.dtype == torch.float32 for m in linears) else "",
         ]
         reasons = [r for r in reasons if r]
         if reasons:
@@ -176,9 +179,9 @@ class LlamaDecodeStep:
         hidden = self.embed[token].view(1, -1)
         position = torch.tensor([[cache.get_seq_length()]])
         cos, sin = (t.view(1, dim) for t in self.rotary(hidden, position))
-        for layer, kv in zip(self.layers, cache.layers):
+        for layer, kv in zip(self.layers, cache.layers, strict=True):  # a cache built for this model's config
             x = F.rms_norm(hidden, hidden.shape[-1:], layer.input_norm, self.eps).to(torch.bfloat16)
-            qkv = layer.qkv(x).float()
+            qkv = layer.qkv(x)
             qk = qkv[:, :qk_width].view(heads + kv_heads, dim)  # queries and keys rotate together
             qk = qk * cos + torch.cat((-qk[:, half:], qk[:, :half]), dim=-1) * sin
             keys, values = kv.update(qk[heads:].view(1, kv_heads, 1, dim),
@@ -186,12 +189,12 @@ class LlamaDecodeStep:
             # one query attends to every cached position: no mask; the query takes the cache's dtype
             query = qk[:heads].view(1, heads, 1, dim).to(keys.dtype)
             attended = F.scaled_dot_product_attention(query, keys, values, scale=self.scaling, enable_gqa=True)
-            hidden = hidden + layer.o(attended.reshape(1, -1).to(torch.bfloat16)).float()
+            hidden = hidden + layer.o(attended.reshape(1, -1).to(torch.bfloat16))
             x = F.rms_norm(hidden, hidden.shape[-1:], layer.post_norm, self.eps).to(torch.bfloat16)
-            gate, up = layer.gate_up(x).float().split(self.intermediate, dim=-1)
-            hidden = hidden + layer.down((F.silu(gate) * up).to(torch.bfloat16)).float()
+            gate, up = layer.gate_up(x).split(self.intermediate, dim=-1)
+            hidden = hidden + layer.down((F.silu(gate) * up).to(torch.bfloat16))
         hidden = F.rms_norm(hidden, hidden.shape[-1:], self.norm, self.eps)
-        logits = self.head(hidden.to(torch.bfloat16)).float()
+        logits = self.head(hidden.to(torch.bfloat16))
         # The kernel returns bfloat16 logits: 8 bits of mantissa, steps of 0.125 around 20, so the best two often
         # tie and greedy decoding would pick between them by index. The best few are recomputed in float32.
         best = logits[0].topk(REFINED_LOGITS).indices

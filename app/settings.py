@@ -70,8 +70,9 @@ class Settings:
     attn_implementation: str = "auto"  # flash_attention_2 on CUDA with flash-attn, else sdpa
     dtype: str = "float32"
     device: str = "auto"
-    # on CPU, decode a Llama through a written-out step with 4-bit (where the GGUF held them so) or int8 copies of
-    # the weights (app/decode_step.py): about 2x the tokens/s of transformers' forward, 98% the same next tokens
+    # on CPU, decode a Llama through a written-out step with 4-bit (with AVX-512, where the GGUF held them so) or
+    # int8 copies of the weights (app/decode_step.py): about 2x the tokens/s of transformers' forward on the AVX-512
+    # machine, 98% the same next tokens
     quantized_decode: bool = True
     # keys and values kept in bfloat16 under a float32 model halve what attention reads per generated token;
     # `auto` does so on a CPU with bfloat16 arithmetic (AVX-512 BF16 or AMX), where attention gets faster, and
@@ -174,6 +175,7 @@ class Settings:
             _check_names(values, source=str(path))
         elif config_file is not None:
             raise SettingsError(f"{path}: config file not found")
+        _check_names({old: True for old in RENAMED if f"LONGDOC_{old.upper()}" in env}, "environment")
         for f in fields(cls):
             raw = env.get(f"LONGDOC_{f.name.upper()}")
             if raw is not None:
@@ -184,9 +186,13 @@ class Settings:
 
 
 _FIELD_TYPES = {f.name: f.type for f in fields(Settings)}
+RENAMED = {"int8_decode": "quantized_decode"}  # old name -> new, for a message instead of "unknown"
 
 
 def _check_names(values: Mapping[str, Any], source: str = "settings") -> None:
+    renamed = [f"{old} is now {RENAMED[old]}" for old in sorted(set(values) & set(RENAMED))]
+    if renamed:
+        raise SettingsError(f"{source}: {'; '.join(renamed)}")
     unknown = sorted(set(values) - set(_FIELD_TYPES))
     if unknown:
         raise SettingsError(

@@ -7,7 +7,7 @@ perplexity and how often the next-token argmax agrees with float32's, for:
 
 - float32 weights through transformers' forward (``quantized_decode=false``),
 - the written-out decode step (the default; `app/decode_step.py`): 4-bit copies of the layers (the GGUF's own
-  Q4_1 grid) and an int8 copy of the output layer, float32 everywhere else,
+  Q4_1 grid; int8 on a CPU without AVX-512) and an int8 copy of the output layer, float32 everywhere else,
 - the same with the KV cache in bfloat16 (`kv_cache_dtype`; the default where the CPU has bfloat16 arithmetic),
 - bfloat16 weights (half the bytes; but AVX2 has no bf16 arithmetic, so every product is converted),
 - int8 dynamic quantization of the linear layers (`torch.ao.quantization.quantize_dynamic`, fbgemm), which also
@@ -57,12 +57,14 @@ def decode_predictions() -> tuple[float, torch.Tensor]:
 
 
 rows, reference = [], None
-STEP = "decode step, int4 layers + int8 output"
+STEP = "decode step"
 for label in ("float32", STEP, f"{STEP}, bfloat16 KV cache", "bfloat16", "int8 dynamic"):
     if label == STEP:
         gen = Generator.load(Settings.load(kv_cache_dtype="float32"))
+        label = f"{STEP}, {gen.info.decode_weights} weights"
     elif label == f"{STEP}, bfloat16 KV cache":
         gen = Generator.load(Settings.load(kv_cache_dtype="bfloat16"))
+        label = f"{STEP}, {gen.info.decode_weights} weights, bfloat16 KV cache"
     elif label == "bfloat16":
         gen = Generator.load(Settings.load(quantized_decode=False, dtype="bfloat16"))
     elif label == "int8 dynamic":

@@ -14,6 +14,7 @@ from app import generator as generator_module
 from app.generator import Generator
 from app.decode_step import LlamaDecodeStep, QuantizedLinear, int4_is_fast
 from app.kv_cache import MIN_CAPACITY, GrowingLayer, growing_cache
+from app.rope import apply_rope, build_rope
 from app.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -148,11 +149,47 @@ def test_decode_step_is_only_built_for_a_float32_llama(fp32, monkeypatch, caplog
 @pytest.mark.parametrize("int4", [True, False], ids=["int4 layers (AVX-512)", "int8 layers (AVX2)"])
 def test_decode_step_predicts_like_the_float32_forward(fp32, tokens, int4):
     step = LlamaDecodeStep(fp32.model, int4=int4)  # either kernel runs on any CPU; each is the default on one
+    assert step.weights == ("int4+int8" if int4 else "int8")
     ids = tokens[:MIN_CAPACITY + 40]  # the steps cross the cache buffer's first doubling
     a, b = _teacher_forced(fp32, ids, 40, step), _teacher_forced(fp32, ids, 40)
     agreement, ppl_step, ppl_fp32 = _agreement_and_perplexities(a, b, ids, 40)
     assert agreement >= 0.9, agreement  # with the rotation's sign flipped it was 0.37
     assert abs(ppl_step / ppl_fp32 - 1) < 0.05, (ppl_step, ppl_fp32)
+
+
+@pytest.mark.parametrize("scaling", ["none", "linear", "dynamic", "yarn"])
+def test_decode_step_follows_the_forward_of_any_llama_shape(scaling):
+    """A small random Llama unlike SmolLM2: biases, head_dim not hidden/heads, 2 queries per key head, and each
+    RoPE scaling past its 16-position original window (where dynamic NTK starts to stretch)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=32, attention_bias=True,
+                         mlp_bias=True, max_position_embeddings=16, tie_word_embeddings=True)
+    apply_rope(config, build_rope(scaling, 4.0, 16, 10000.0))
+    model = LlamaForCausalLM(config).eval()
+    for module in model.modules():  # random biases: the default initialisation leaves them zero
+        if isinstance(module, torch.nn.Linear) and module.bias is not None:
+            torch.nn.init.normal_(module.bias, std=0.5)
+    for layer in model.model.layers:  # sharp, loud attention, so a wrong scale or rotation shows in the logits
+        attention = layer.self_attn
+        for projection, gain in ((attention.q_proj, 16), (attention.k_proj, 16), (attention.v_proj, 4),
+                                 (attention.o_proj, 4)):
+            projection.weight.data *= gain
+    step = LlamaDecodeStep.for_model(model)
+    assert step is not None and step.weights == "int8"  # random weights lie on no 4-bit grid
+    ids = torch.randint(0, 96, (40,)).tolist()
+    theirs, ours = growing_cache(config), growing_cache(config)
+    errors = []
+    with torch.inference_mode():
+        for cache in (theirs, ours):
+            model(input_ids=torch.tensor([ids[:8]]), use_cache=True, cache=cache)
+        for token in ids[8:]:
+            expected = model(input_ids=torch.tensor([[token]]), use_cache=True, cache=theirs).logits[:, -1]
+            got = step(token, ours)
+            errors.append(float((got - expected).norm() / expected.norm()))
+    assert max(errors) < 4e-2, max(errors)  # 0.014 with no scaling; a 1.5x attention scale gave 0.11
 
 
 def test_decode_step_writes_the_cache_the_forward_reads(quantized, fp32, tokens):

@@ -29,6 +29,17 @@ def test_unknown_setting_lists_the_valid_ones(tmp_path):
         Settings.load(config_file=cfg, env={})
 
 
+def test_a_renamed_setting_names_its_new_name(tmp_path):
+    cfg = tmp_path / "longdoc.toml"
+    cfg.write_text("int8_decode = false\n", encoding="utf-8")
+    with pytest.raises(SettingsError, match="longdoc.toml: int8_decode is now quantized_decode"):
+        Settings.load(config_file=cfg, env={})
+    with pytest.raises(SettingsError, match="environment: int8_decode is now quantized_decode"):
+        Settings.load(env={"LONGDOC_INT8_DECODE": "false"})
+    with pytest.raises(SettingsError, match="int8_decode is now quantized_decode"):
+        Settings.load(env={}, int8_decode=False)
+
+
 def test_bad_values_name_the_setting_and_the_choices(tmp_path):
     with pytest.raises(SettingsError, match="rope_scaling='ntk' is not one of yarn, linear, dynamic, none"):
         Settings.load(env={"LONGDOC_ROPE_SCALING": "ntk"})

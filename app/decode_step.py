@@ -195,7 +195,7 @@ class LlamaDecodeStep:
             hidden = hidden + layer.down((F.silu(gate) * up).to(torch.bfloat16))
         hidden = F.rms_norm(hidden, hidden.shape[-1:], self.norm, self.eps)
         logits = self.head(hidden.to(torch.bfloat16))
-        # The kernel returns bfloat16 logits: 8 bits of mantissa, steps of 0.125 around 20, so the best two often
+        # The kernels produce bfloat16 logits: 8 bits of mantissa, steps of 0.125 around 20, so the best two often
         # tie and greedy decoding would pick between them by index. The best few are recomputed in float32.
         best = logits[0].topk(REFINED_LOGITS).indices
         exact = self.head_weight[best] @ hidden[0]

@@ -35,7 +35,8 @@ def answer() -> Answer:
     return Answer(
         question="Which law governs?",
         answer="Texas law governs [1], see also [2] and [9].",
-        model=ModelInfo("SmolLM2-135M-Instruct", {"rope_type": "yarn", "factor": 4.0}, 32768),
+        model=ModelInfo("SmolLM2-135M-Instruct", {"rope_type": "yarn", "factor": 4.0}, 32768,
+                        kv_cache_dtype="bfloat16", decode_weights="int4+int8"),
         passages=[passage(1, 31, len(DOC_TEXT), 40, "start", 0.81), passage(2, 0, 31, 90, "end", 0.42)],
         evidence=[Evidence(doc="msa.txt", char_start=clause_at, char_end=clause_at + len(CLAUSE), text=CLAUSE)],
         prompt_tokens=140,
@@ -70,7 +71,9 @@ def test_an_answer_in_history_renders_passages_maps_and_downloads(app_test: AppT
     assert "**Prompt map**" in markdown
     assert list(at.dataframe[0].value["document"]) == ["msa.txt", "msa.txt"]  # the passages table
     assert [e.label.split(" ")[0] for e in at.expander] == ["[1]", "[2]"]
-    assert "32,768" in " ".join(c.value for c in at.caption)  # effective window from the answer's model
+    captions = " ".join(c.value for c in at.caption)
+    assert "32,768" in captions  # effective window from the answer's model
+    assert "Decoding: int4+int8 weights, bfloat16 KV cache, sdpa attention" in captions
 
 
 def test_abstained_answer_says_no_passage_was_relevant(app_test: AppTest, answer: Answer) -> None:

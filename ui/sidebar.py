@@ -140,8 +140,8 @@ def render_library(qa: LongDocQA, lock: threading.Lock, docs: list[DocumentInfo]
 
 
 def render_model(qa: LongDocQA, model: ModelInfo | None) -> None:
-    """RoPE scaling with the effective window. The window is the loaded model's; before the first question
-    loads the model (some seconds), the configured scaling is shown without loading it."""
+    """RoPE scaling with the effective window, and how the model decodes. These are the loaded model's; before
+    the first question loads it (some seconds), the configured scaling is shown without loading it."""
     s = qa.settings
     if model is None:
         scaling = "none" if s.rope_scaling == "none" else f"{s.rope_scaling} × {s.rope_factor:g}"
@@ -154,6 +154,8 @@ def render_model(qa: LongDocQA, model: ModelInfo | None) -> None:
         f"Model: {model.name}  \nRoPE scaling: {scaling}"
         + (f" (native {native:,})" if native else "")
         + f"  \nEffective window: **{model.context_window:,} tokens**"
+        + f"  \nDecoding: {model.decode_weights} weights, {model.kv_cache_dtype} KV cache, "
+        f"{model.attn_implementation} attention"
     )
 
 

@@ -88,17 +88,29 @@ def _int4_pack(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None
     rows, cols = weight.shape
     if cols % GROUP or rows % 16:  # torch's packing needs whole groups and outputs in 16s
         return None
+    if _grid(weight[:16]) is None:  # most matrices that are off the grid show it in their first rows: skip the rest
+        return None
+    grid = _grid(weight)
+    if grid is None:
+        return None
+    levels, scale, low = grid
+    # the kernel computes (level - 8) * scale + zero
+    zeros = low + 8 * scale
+    scales_zeros = torch.cat([scale, zeros], -1).transpose(0, 1).contiguous().to(torch.bfloat16)
+    qweight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(levels.reshape(rows, cols).to(torch.int32), 1)
+    return qweight, scales_zeros
+
+
+def _grid(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Each group's 4-bit levels, scale and minimum, or None if a value lies off its group's grid."""
+    rows, cols = weight.shape
     groups = weight.reshape(rows, cols // GROUP, GROUP)
     low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
     scale = ((high - low) / _INT4_LEVELS).clamp(min=torch.finfo(torch.float32).tiny)
     levels = ((groups - low) / scale).round().clamp(0, _INT4_LEVELS)
     if ((levels * scale + low - groups).abs() > _ON_GRID * scale).any():
         return None
-    # the kernel computes (level - 8) * scale + zero
-    zeros = low + 8 * scale
-    scales_zeros = torch.cat([scale, zeros], -1).transpose(0, 1).contiguous().to(torch.bfloat16)
-    qweight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(levels.reshape(rows, cols).to(torch.int32), 1)
-    return qweight, scales_zeros
+    return levels, scale, low
 
 
 def _int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

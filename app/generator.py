@@ -94,16 +94,15 @@ class Generator:
         if self.kv_dtype != model_dtype and not use_cast_query_attention(model):
             log.warning("%s cannot keep its KV cache in %s: keeping it in %s", name, self.kv_dtype, model_dtype)
             self.kv_dtype = model_dtype
+        self.decode_step = LlamaDecodeStep.for_model(model) if settings.quantized_decode else None
         self.info = ModelInfo(
             name=name,
             rope_scaling=rope.public(),
             context_window=rope.context_window,
             attn_implementation=attn,
-            kv_cache_dtype=str(self.kv_dtype).removeprefix("torch."),
+            kv_cache_dtype=_dtype_name(self.kv_dtype),
+            decode_weights=self.decode_step.weights if self.decode_step else _dtype_name(model_dtype),
         )
-        self.decode_step = LlamaDecodeStep.for_model(model) if settings.quantized_decode else None
-        self.info.decode_weights = self.decode_step.weights if self.decode_step else str(model_dtype).removeprefix(
-            "torch.")
         self.stop_ids = _stop_ids(tokenizer, model)
         # transformers 5.x renamed `past_key_values` to `cache` (the old name warns); 4.x knows only the old one
         self._cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
@@ -368,6 +367,10 @@ def _cpu_has_bf16() -> bool:
     return any(check() for check in checks if check is not None)
 
 
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")  # "float32", as settings spell it
+
+
 def _dtype(setting: str, attn: str) -> torch.dtype:
     if setting not in _DTYPES:
         raise LongDocError(f"dtype={setting!r} is not one of {', '.join(_DTYPES)}")
@@ -411,7 +414,7 @@ def _cached_gguf(gguf: Path, cache_dir: Path, dtype: torch.dtype) -> Path:
     """Dequantise `gguf` once into a safetensors directory under `cache_dir` and return that directory."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target = cache_dir / "generators" / f"{gguf.stem}-{gguf_fingerprint(gguf)}-{str(dtype).removeprefix('torch.')}"
+    target = cache_dir / "generators" / f"{gguf.stem}-{gguf_fingerprint(gguf)}-{_dtype_name(dtype)}"
     if (target / "config.json").is_file():
         return target
     log.warning("converting %s to safetensors under %s (once; later loads take about a second)", gguf.name, target)

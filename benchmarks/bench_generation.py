@@ -35,6 +35,7 @@ PROMPT_TOKENS = 2048  # prompt length, chat template included
 NEW_TOKENS = 64  # decoded tokens per measurement (end token ignored so every run decodes exactly this many)
 REPEATS = 5  # rounds; each row keeps its best and reports its median decode too
 SETTINGS = Settings.load()
+BASELINE, LLAMA_CPP = "transformers model.generate", "llama.cpp (Q4_1)"  # row names the ratios are taken against
 
 gen = Generator.load(SETTINGS)
 gen_kv32 = Generator.load(SETTINGS.replace(kv_cache_dtype="float32"))
@@ -88,7 +89,7 @@ engines = [
      lambda: engine_run(gen)),
     ("this engine, kv_cache_dtype=float32", lambda: engine_run(gen_kv32)),
     ("this engine, quantized_decode=false, kv_cache_dtype=float32", lambda: engine_run(gen_fp32)),
-    ("transformers model.generate", hf_run),
+    (BASELINE, hf_run),
 ]
 
 if importlib.util.find_spec("llama_cpp") is not None:
@@ -106,7 +107,7 @@ if importlib.util.find_spec("llama_cpp") is not None:
                 break
         return times[0] - started, per_token(times)
 
-    engines.append(("llama.cpp (Q4_1)", cpp_run))
+    engines.append((LLAMA_CPP, cpp_run))
 
 runs: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in engines}
 for round_ in range(REPEATS):
@@ -117,8 +118,9 @@ for round_ in range(REPEATS):
               flush=True)
 rows = [(name, min(r[0] for r in runs[name]), min(r[1] for r in runs[name]),
          statistics.median(r[1] for r in runs[name])) for name, _ in engines]
-hf_prefill, hf_decode = rows[3][1:3]
-cpp_decode = rows[4][2] if len(rows) > 4 else None
+best = {name: (prefill_s, decode_s) for name, prefill_s, decode_s, _ in rows}
+hf_prefill, hf_decode = best[BASELINE]
+cpp_decode = best[LLAMA_CPP][1] if LLAMA_CPP in best else None
 
 title = f"Generation speed, {len(ids)}-token prompt, {gen.rope.scaling} x{gen.rope.factor:g}, {SETTINGS.dtype}"
 table = Table(title=title)

@@ -44,12 +44,23 @@ class Evidence:
 
 @dataclass
 class ModelInfo:
+    """The model that answered and the window it was budgeted against.
+
+    `backend` is "local" (in this process) or "openai" (an OpenAI-compatible server). For a server,
+    `context_window` is what the server reports, `rope_scaling` is what it reports of its scaling (None where it
+    says nothing), the three decoding fields are None (the server's own business), and `tokenizer` says what
+    counted the prompt's tokens: "server" (its /tokenize) or "local:<name>" (a local tokenizer of the model).
+    """
+
     name: str
     rope_scaling: dict[str, Any] | None
     context_window: int
-    attn_implementation: str = "sdpa"
-    kv_cache_dtype: str = "float32"
-    decode_weights: str = "float32"  # "int4+int8" or "int8" when app.decode_step decodes
+    attn_implementation: str | None = "sdpa"
+    kv_cache_dtype: str | None = "float32"
+    decode_weights: str | None = "float32"  # "int4+int8" or "int8" when app.decode_step decodes
+    backend: str = "local"
+    tokenizer: str = "local"
+    server: str | None = None  # the server's base URL
 
 
 @dataclass

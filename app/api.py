@@ -20,6 +20,15 @@ from ingest.chunkers import Chunker, make_chunker, mean_word_vectors
 log = logging.getLogger(__name__)
 
 
+def load_generator(settings: Settings) -> Generator:
+    """The model `settings.generator` names: an OpenAI-compatible server for an http(s) URL, else one loaded here."""
+    if settings.generator_is_server:
+        from app.server_generator import ServerGenerator
+
+        return ServerGenerator.connect(settings)
+    return Generator.load(settings)
+
+
 class LongDocQA:
     """Ask questions of long documents, offline.
 
@@ -45,7 +54,7 @@ class LongDocQA:
         self.settings = settings
         self.embedder = Embedder.load(settings.embedder, batch_size=settings.embed_batch_size, int8=settings.embed_int8)
         self.store = IndexStore.open(settings.index_dir, settings.embedder, self.embedder.dim, self.embedder.precision)
-        self.engine = QueryEngine(settings, self.store, self.embedder, lambda: Generator.load(settings))
+        self.engine = QueryEngine(settings, self.store, self.embedder, lambda: load_generator(settings))
 
     def ingest(
         self,

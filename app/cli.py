@@ -218,6 +218,31 @@ def ppl(
     console.print(f"plot: {out}")
 
 
+@command
+def serve(
+    gguf: Annotated[Optional[Path], typer.Argument(help="A GGUF file (default: the packaged SmolLM2).")] = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8080,
+    rope_factor: Annotated[Optional[float], typer.Option(help="YaRN factor (default from settings; 1 = none).")] = None,
+    native_window: Annotated[Optional[int], typer.Option(help="The model's trained window (default: the GGUF's).")] = None,
+    parallel: Annotated[int, typer.Option(min=1, help="Requests decoded at once, sharing one KV buffer.")] = 4,
+) -> None:
+    """Serve a GGUF through llama.cpp's own server with YaRN, on 127.0.0.1: an OpenAI-compatible generator."""
+    from app.generator import embedded_gguf
+    from app.llama_server import ServerConfig, native_window as gguf_window, run_until_signalled
+
+    path = gguf or embedded_gguf()
+    if not path.is_file():
+        raise LongDocError(f"{path}: no such GGUF file")
+    factor = Settings.load().rope_factor if rope_factor is None else rope_factor
+    config = ServerConfig(path, port, rope_factor=factor, native_window=native_window or gguf_window(path),
+                          parallel=parallel)
+    url = f"http://127.0.0.1:{port}/v1"
+    console.print(f"serving {path.name} on {url}: window {config.context_window:,} tokens (YaRN x{factor:g} over "
+                  f"{config.native_window:,}), {parallel} at once. Ctrl-C stops it.\n"
+                  f"  LONGDOC_GENERATOR={url} longdoc ask \"...\"", highlight=False)
+    run_until_signalled(config)
+
+
 app.add_typer(eval_app, name="eval")
 
 

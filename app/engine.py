@@ -9,6 +9,7 @@ evidence sentences located in their documents.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Callable, Iterator
 
@@ -54,6 +55,10 @@ class QueryEngine:
         settings: defaults for top_k, reorder, mode, relevance threshold and generation.
         store, embedder: the index and the model that embedded it.
         load_generator: builds the generator on first use, so listing or ingesting never loads it.
+
+    Questions may come from several threads (the UI's sessions, a caller's pool). Retrieval runs at once; the
+    generation step admits one question at a time with the in-process model, which is not safe to share, and
+    `generator_concurrency` at a time with a server, which batches them itself.
     """
 
     def __init__(
@@ -68,14 +73,16 @@ class QueryEngine:
         self.embedder = embedder
         self._load_generator = load_generator
         self._generator: Generator | None = None
+        self._loading = threading.Lock()
+        self._slots = threading.BoundedSemaphore(settings.generator_concurrency if settings.generator_is_server else 1)
         self._prefix: tuple[tuple[int, ...], PrefixCache] | None = None  # the last document's prefix and KV cache
-        self._prefix_prefill_s = 0.0  # time spent building that cache for the current question, if it was
         self._doc_tokens: dict[str, int] = {}  # generator tokens of each document read whole, by doc_id
 
     @property
     def generator(self) -> Generator:
-        if self._generator is None:
-            self._generator = self._load_generator()
+        with self._loading:
+            if self._generator is None:
+                self._generator = self._load_generator()
         return self._generator
 
     def resolve_doc(self, doc: str | None) -> DocumentInfo | None:
@@ -173,13 +180,16 @@ class QueryEngine:
         answer.prompt_tokens = len(plan.input_ids)
 
         pieces: list[str] = []
-        for piece in self._generate(plan, answer.mode == "full_document", question):
-            pieces.append(piece)
-            yield piece
-        stats = gen.last_stats
+        with self._slots:
+            past, prefix_prefill_s = (self._document_prefix(plan, question) if answer.mode == "full_document"
+                                      else (None, 0.0))
+            for piece in gen.stream(plan.input_ids, max_new_tokens=self.settings.max_new_tokens, past=past):
+                pieces.append(piece)
+                yield piece
+            stats = gen.last_stats
         answer.answer = "".join(pieces).strip()
         answer.completion_tokens = stats.completion_tokens
-        prefill_s = stats.prefill_s + self._prefix_prefill_s  # a document prefix prefilled for this question
+        prefill_s = stats.prefill_s + prefix_prefill_s
         answer.timings.update(prefill_s=round(prefill_s, 4), generate_s=round(stats.generate_s, 4))
         evidence_started = time.perf_counter()
         answer.evidence = select_evidence(self.embedder, question, answer.answer, answer.passages)
@@ -205,17 +215,18 @@ class QueryEngine:
         fits = self._doc_tokens[info.doc_id] <= self.settings.auto_full_document_max_tokens
         return "full_document" if fits else "rag"
 
-    def _generate(self, plan: PromptPlan, whole: bool, question: str) -> Iterator[str]:
-        """Stream the answer; for a whole document, reuse the KV cache of the document prefix across questions."""
+    def _document_prefix(self, plan: PromptPlan, question: str) -> tuple[PrefixCache, float]:
+        """The cache of the prompt's document part, shared by every question on that document, and the seconds
+        spent reading it for this question (0 when an earlier question did).
+
+        The in-process model keeps the KV cache in `self._prefix`; a server keeps it in its own prompt cache.
+        """
         gen = self.generator
-        self._prefix_prefill_s = 0.0
-        if not whole:
-            yield from gen.stream(plan.input_ids, max_new_tokens=self.settings.max_new_tokens)
-            return
         split = plan.text.rindex("Question: " + question)
         prefix_len = len(gen.tokenizer(plan.text[:split], add_special_tokens=False)["input_ids"])
         prefix = tuple(plan.input_ids[:prefix_len])
-        if self._prefix is None or self._prefix[0] != prefix:
-            self._prefix = (prefix, gen.prefill(list(prefix)))
-            self._prefix_prefill_s = self._prefix[1].prefill_s
-        yield from gen.stream(plan.input_ids, max_new_tokens=self.settings.max_new_tokens, past=self._prefix[1])
+        current = self._prefix
+        if current is not None and current[0] == prefix:
+            return current[1], 0.0
+        current = self._prefix = (prefix, gen.prefill(list(prefix)))
+        return current[1], current[1].prefill_s

@@ -164,8 +164,8 @@ class PromptBuilder:
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         if len(enc["input_ids"]) > self.budget:
             raise PromptTooLong(
-                f"{doc_name} takes {len(enc['input_ids'])} tokens with the question; "
-                f"the window leaves {self.budget}: use mode 'rag'"
+                f"{doc_name} takes {len(enc['input_ids'])} tokens with the question; the model's window of "
+                f"{self.window} tokens leaves {self.budget} after {self.answer_reserve} for the answer: use mode 'rag'"
             )
         offsets = enc["offset_mapping"]
         placed = []

@@ -62,8 +62,19 @@ class Settings:
     # about a point lower (README, Retrieval). An index keeps the precision it was built with.
     embed_int8: bool = False
 
-    # generator: the packaged SmolLM2 GGUF, or a .gguf path, a local HF directory or a hub id
+    # generator: the packaged SmolLM2 GGUF, a .gguf path, a local HF directory or a hub id, loaded in this process;
+    # or the URL of an OpenAI-compatible server (http(s)://HOST:PORT/v1: vLLM, llama.cpp's server, TGI, SGLang)
     generator: str = EMBEDDED_GENERATOR
+    # with a server: the served model to use (default: the first /v1/models lists) ...
+    generator_model: str = ""
+    # ... and, for a server that cannot tokenize with offsets (all but llama.cpp's), a local tokenizer of the same
+    # model (HF directory or hub id) that counts the prompt; it is checked against the server's /tokenize if any
+    generator_tokenizer: str = ""
+    generator_timeout_s: float = 120.0  # one request to the server, connection to last token
+    # questions answered at once with a server (the in-process model answers one at a time)
+    generator_concurrency: int = 4
+    # sent as the bearer token when the server wants one (env LONGDOC_API_KEY); never printed
+    api_key: str = field(default="", repr=False)
     rope_scaling: str = "yarn"
     rope_factor: float = 4.0
     original_max_position: int = 0  # 0 = the model's own max_position_embeddings (8,192 for SmolLM2)
@@ -132,7 +143,8 @@ class Settings:
             value = getattr(self, name)
             if value not in allowed:
                 raise SettingsError(f"{name}={value!r} is not one of {', '.join(allowed)}")
-        positive = ("embed_batch_size", "chunk_max_tokens", "fixed_chunk_tokens", "top_k", "max_new_tokens")
+        positive = ("embed_batch_size", "chunk_max_tokens", "fixed_chunk_tokens", "top_k", "max_new_tokens",
+                "generator_timeout_s", "generator_concurrency")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive, got {getattr(self, name)}")
@@ -153,8 +165,16 @@ class Settings:
         _check_names(overrides)
         return dataclasses.replace(self, **overrides)
 
+    @property
+    def generator_is_server(self) -> bool:
+        """Whether `generator` names an OpenAI-compatible server rather than a model to load in this process."""
+        return self.generator.startswith(("http://", "https://"))
+
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: (str(v) if isinstance(v := getattr(self, f.name), Path) else v) for f in fields(self)}
+        """Every value, paths as strings; the API key only as whether one is set."""
+        out = {f.name: (str(v) if isinstance(v := getattr(self, f.name), Path) else v) for f in fields(self)}
+        out["api_key"] = "***" if self.api_key else ""
+        return out
 
     @classmethod
     def load(

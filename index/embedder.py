@@ -133,14 +133,18 @@ class Embedder:
         up front, and retrieval, the opening pin and evidence selection then reuse them instead of each
         running the model again on the same question.
         """
-        new = list(dict.fromkeys(t for t in texts if t not in self._query_vectors))
+        memo = self._query_vectors
+        found = {t: memo[t] for t in texts if t in memo}  # another thread may clear the memo meanwhile
+        new = list(dict.fromkeys(t for t in texts if t not in found))
         if new:
-            if len(self._query_vectors) + len(new) > QUERY_MEMO:
-                self._query_vectors.clear()
-            self._query_vectors.update(zip(new, self._encode(self.model.encode_query, new, False)))
+            vectors = dict(zip(new, self._encode(self.model.encode_query, new, False)))
+            if len(memo) + len(new) > QUERY_MEMO:
+                memo.clear()
+            memo.update(vectors)
+            found.update(vectors)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack([self._query_vectors[t] for t in texts])
+        return np.stack([found[t] for t in texts])
 
     def forget_queries(self) -> None:
         """Drop the remembered question vectors (a benchmark timing retrieval asks the same question again)."""

@@ -150,12 +150,18 @@ def render_model(qa: LongDocQA, model: ModelInfo | None) -> None:
     rope = model.rope_scaling or {}
     scaling = f"{rope.get('rope_type', 'none')} × {rope.get('factor', 1):g}" if rope else "none"
     native = rope.get("original_max_position_embeddings")
+    if model.backend == "openai":
+        scaling = scaling if rope else "not reported by the server"
+        how = f"Server: {model.server}  \nTokens counted by: {model.tokenizer}"
+        window = "Window (the server's)"
+    else:
+        how = (f"Decoding: {model.decode_weights} weights, {model.kv_cache_dtype} KV cache, "
+               f"{model.attn_implementation} attention")
+        window = "Effective window"
     st.caption(
         f"Model: {model.name}  \nRoPE scaling: {scaling}"
         + (f" (native {native:,})" if native else "")
-        + f"  \nEffective window: **{model.context_window:,} tokens**"
-        + f"  \nDecoding: {model.decode_weights} weights, {model.kv_cache_dtype} KV cache, "
-        f"{model.attn_implementation} attention"
+        + f"  \n{window}: **{model.context_window:,} tokens**  \n{how}"
     )
 
 

@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 
 @st.cache_resource(show_spinner="Opening the index…")
 def engine() -> tuple[LongDocQA, threading.Lock]:
-    """One LongDocQA for every browser session (the models load once), with the lock that serialises
-    generation and index writes: the generator and the index are not safe to use from two threads at once."""
+    """One LongDocQA for every browser session (the models load once), with the lock that serialises the
+    sessions' uploads and removals. Questions take no lock here: the engine admits one at a time to the
+    in-process model and `generator_concurrency` at a time to a server."""
     return LongDocQA(), threading.Lock()
 
 
@@ -41,13 +42,10 @@ def text_pieces(events: Iterator[str | Answer], final: list[Answer]) -> Iterator
             yield event
 
 
-def stream_answer(qa: LongDocQA, lock: threading.Lock, question: str, options: QueryOptions) -> Answer:
+def stream_answer(qa: LongDocQA, question: str, options: QueryOptions) -> Answer:
     """Stream one answer onto the page and return it; a failure comes back as an Answer carrying `error`."""
     final: list[Answer] = []
     placeholder = st.empty()
-    if not lock.acquire(blocking=False):
-        with st.spinner("Waiting for another question to finish…"):
-            lock.acquire()
     try:
         with placeholder.container(), st.spinner("Finding passages and reading them…"):
             st.write_stream(text_pieces(qa.stream(question, **vars(options)), final))
@@ -56,8 +54,6 @@ def stream_answer(qa: LongDocQA, lock: threading.Lock, question: str, options: Q
     except Exception as exc:  # the page shows a message, the server log keeps the traceback
         log.exception("question failed: %s", question)
         return Answer(question=question, error=f"Unexpected error ({type(exc).__name__}: {exc}). See the server log.")
-    finally:
-        lock.release()
     placeholder.empty()
     return final[0]
 
@@ -111,7 +107,7 @@ def main() -> None:
         with st.chat_message("user"):
             st.markdown(question)
         with st.chat_message("assistant"):
-            answer = stream_answer(qa, lock, question, options)
+            answer = stream_answer(qa, question, options)
             render_answer(answer, doc_lengths, key=f"a{len(history)}")
         history.append(answer)
     with model_and_downloads:

@@ -121,11 +121,10 @@ class ServerGenerator:
         (32768, 'server')
     """
 
-    def __init__(self, settings: Settings, client: openai.OpenAI, http: httpx.Client, served: ServedModel,
-                 tokenizer: Any, tokenizer_name: str) -> None:
+    def __init__(self, settings: Settings, client: openai.OpenAI, served: ServedModel, tokenizer: Any,
+                 tokenizer_name: str) -> None:
         self.settings = settings
         self.client = client
-        self.http = http
         self.served = served
         self.tokenizer = tokenizer
         self.base_url = settings.generator.rstrip("/")
@@ -159,7 +158,7 @@ class ServerGenerator:
             tokenizer, tokenizer_name = ServerTokenizer(http, describe), "server"
         else:
             tokenizer, tokenizer_name = _local_tokenizer(settings, http, served, describe)
-        gen = cls(settings, client, http, served, tokenizer, tokenizer_name)
+        gen = cls(settings, client, served, tokenizer, tokenizer_name)
         log.info("generator %s at %s: window %d, tokens counted by %s", served.id, base, served.context_window,
                  tokenizer_name)
         return gen

@@ -29,30 +29,8 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from app.evals.datasets import DEV_CONTRACTS  # noqa: E402
+from benchmarks.contract_questions import QUESTIONS, pick_contract  # noqa: E402
 
-QUESTIONS = [
-    "Who are the parties to this agreement?",
-    "What is the date of the agreement?",
-    "When does the agreement become effective?",
-    "When does the initial term expire?",
-    "What is the renewal term?",
-    "How much notice is needed to terminate a renewal?",
-    "Which state's law governs the agreement?",
-    "Can a party terminate the agreement for convenience?",
-    "Is consent required to assign the agreement?",
-    "Is there a non-compete clause?",
-    "Is there an exclusivity commitment?",
-    "Is there a cap on liability?",
-    "Are there liquidated damages or a termination fee?",
-    "Does either party have audit rights?",
-    "What insurance must a party maintain?",
-    "Is there a minimum purchase commitment?",
-    "Who owns the intellectual property created under the agreement?",
-    "Does the agreement grant a license?",
-    "What happens on a change of control?",
-    "What warranties does the agreement give and for how long?",
-]
 FULL = {"questions": 20, "tokens": 12_000}
 QUICK = {"questions": 5, "tokens": 4_000}
 GOAL = 0.3
@@ -78,18 +56,6 @@ def longdoc(*argv: str) -> tuple[float, str]:
     if done.returncode != 0:
         raise SystemExit(f"longdoc {' '.join(argv[:2])} failed ({done.returncode}):\n{done.stderr[-2000:]}")
     return time.perf_counter() - started, done.stdout
-
-
-def pick_contract(tokens: int) -> tuple[Path, int]:
-    """The dev contract whose length in generator tokens is closest to `tokens` (the product's own tokenizer)."""
-    from app.generator import Generator
-    from app.settings import Settings
-
-    tokenizer = Generator.load(Settings.load()).tokenizer
-    sizes = [(len(tokenizer(p.read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"]), p)
-             for p in sorted(DEV_CONTRACTS.glob("*.txt"))]
-    n, path = min(sizes, key=lambda s: abs(s[0] - tokens))
-    return path, n
 
 
 contract, contract_tokens = pick_contract(size["tokens"])

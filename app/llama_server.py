@@ -34,6 +34,7 @@ class ServerConfig:
     port: int
     rope_factor: float = 4.0
     native_window: int = 8192
+    rope_scaling: str = "yarn"  # or "linear" (position interpolation), for comparison
     parallel: int = 1
     unified_kv: bool = True
     threads: int = 0  # 0 = llama.cpp's choice
@@ -47,7 +48,7 @@ class ServerConfig:
     def argv(self) -> list[str]:
         args = [sys.executable, "-m", "app.llama_server", str(self.gguf), "--port", str(self.port),
                 "--rope-factor", str(self.rope_factor), "--native-window", str(self.native_window),
-                "--parallel", str(self.parallel), "--threads", str(self.threads)]
+                "--parallel", str(self.parallel), "--threads", str(self.threads), "--rope-scaling", self.rope_scaling]
         return args + (["--alias", self.alias] if self.alias else []) + ([] if self.unified_kv else ["--split-kv"])
 
 
@@ -75,7 +76,9 @@ def serve(config: ServerConfig, stop: threading.Event) -> None:
     if config.api_key:
         params.api_keys = [config.api_key]
     if config.rope_factor > 1:
-        params.rope_scaling_type = xl.llama_rope_scaling_type.LLAMA_ROPE_SCALING_TYPE_YARN
+        kinds = {"yarn": xl.llama_rope_scaling_type.LLAMA_ROPE_SCALING_TYPE_YARN,
+                 "linear": xl.llama_rope_scaling_type.LLAMA_ROPE_SCALING_TYPE_LINEAR}
+        params.rope_scaling_type = kinds[config.rope_scaling]
         params.rope_freq_scale = 1.0 / config.rope_factor
         params.yarn_orig_ctx = config.native_window
     server = xl.Server(params)
@@ -152,10 +155,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--alias", default="")
     parser.add_argument("--split-kv", action="store_true")
+    parser.add_argument("--rope-scaling", choices=("yarn", "linear"), default="yarn")
     args = parser.parse_args(argv)
-    config = ServerConfig(args.gguf, args.port, args.rope_factor, args.native_window, args.parallel,
-                          unified_kv=not args.split_kv, threads=args.threads, alias=args.alias,
-                          api_key=os.environ.get("LONGDOC_SERVE_API_KEY", ""))
+    config = ServerConfig(args.gguf, args.port, rope_factor=args.rope_factor, native_window=args.native_window,
+                          rope_scaling=args.rope_scaling, parallel=args.parallel, unified_kv=not args.split_kv,
+                          threads=args.threads, alias=args.alias, api_key=os.environ.get("LONGDOC_SERVE_API_KEY", ""))
     run_until_signalled(config)
 
 

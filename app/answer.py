@@ -43,6 +43,38 @@ class Evidence:
 
 
 @dataclass
+class Quote:
+    """The shortest span of the passages that states the answer (`app.quote`), located in its document."""
+
+    doc: str
+    char_start: int
+    char_end: int
+    text: str
+    score: float = 0.0
+
+
+@dataclass
+class SentenceSupport:
+    """One sentence of the answer: whether the passages state it, where (a passage sentence), or why not."""
+
+    text: str
+    supported: bool
+    reason: str = ""  # why not: the names or numbers no passage holds, or that no passage sentence is close
+    doc: str | None = None
+    char_start: int | None = None
+    char_end: int | None = None
+
+
+@dataclass
+class Support:
+    """The support check of an answer (`app.support`): "supported", "partly supported", "unsupported", or
+    "unchecked" (no answer sentence or no passage sentence to check against)."""
+
+    verdict: str
+    sentences: list[SentenceSupport] = field(default_factory=list)
+
+
+@dataclass
 class ModelInfo:
     """The model that answered and the window it was budgeted against.
 
@@ -75,6 +107,9 @@ class Answer:
     passages: list[Passage] = field(default_factory=list)
     dropped: list[Passage] = field(default_factory=list)  # retrieved but did not fit the window
     evidence: list[Evidence] = field(default_factory=list)
+    quote: Quote | None = None
+    support: Support | None = None
+    generated: str | None = None  # the model's own sentence, when `answer` is the quote (answer_style extractive)
     abstained: bool = False
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -84,16 +119,20 @@ class Answer:
     def to_dict(self) -> dict[str, Any]:
         """The answer JSON of DESIGN.md (plus `abstained` and `dropped`)."""
         out = asdict(self)
-        order = ["id", "question", "answer", "mode", "model", "passages", "evidence"]
+        order = ["id", "question", "answer", "mode", "model", "passages", "evidence", "quote", "support"]
         return {k: out[k] for k in order} | {k: v for k, v in out.items() if k not in order}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Answer":
         data = dict(data)
         model = data.pop("model", None)
+        quote = data.pop("quote", None)
+        support = data.pop("support", None)
         return cls(
             **{k: v for k, v in data.items() if k not in ("passages", "dropped", "evidence")},
             model=ModelInfo(**model) if model else None,
+            quote=Quote(**quote) if quote else None,
+            support=Support(support["verdict"], [SentenceSupport(**x) for x in support["sentences"]]) if support else None,
             passages=[Passage(**p) for p in data.get("passages", [])],
             dropped=[Passage(**p) for p in data.get("dropped", [])],
             evidence=[Evidence(**e) for e in data.get("evidence", [])],

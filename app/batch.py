@@ -26,7 +26,8 @@ TIMINGS = ("retrieve_s", "prefill_s", "generate_s", "evidence_s", "total_s")  # 
 CSV_FIELDS = [
     "id", "question", "doc", "answer", "mode", "abstained", "error",
     "top_doc", "top_page", "top_section", "top_char_start", "top_char_end", "top_score", "top_text",
-    "zones", "evidence", "prompt_tokens", "completion_tokens", *TIMINGS,
+    "zones", "evidence", "quote", "quote_char_start", "quote_char_end", "generated",
+    "prompt_tokens", "completion_tokens", *TIMINGS,
 ]
 
 
@@ -110,6 +111,10 @@ def flatten(answer: Answer, doc: str | None) -> dict[str, object]:
         "abstained": answer.abstained, "error": answer.error,
         "zones": " ".join(f"{p.rank}:{p.prompt_zone}" for p in by_rank if p.prompt_zone),
         "evidence": " | ".join(e.text for e in answer.evidence),
+        "quote": answer.quote.text if answer.quote else None,
+        "quote_char_start": answer.quote.char_start if answer.quote else None,
+        "quote_char_end": answer.quote.char_end if answer.quote else None,
+        "generated": answer.generated,
         "prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
     }
     if top is not None:

@@ -128,6 +128,9 @@ def _print_passages(answer) -> None:
         table.add_row(str(p.rank), f"{p.score:.3f}", p.doc, where, f"{p.char_start}-{p.char_end}",
                       "" if p.prompt_index is None else str(p.prompt_index), zone)
     console.print(table)
+    if answer.quote is not None:
+        q = answer.quote
+        console.print(f"[bold]quote[/bold] {q.doc} {q.char_start}-{q.char_end}: {q.text}", highlight=False)
     for e in answer.evidence:
         console.print(f"[bold]evidence[/bold] {e.doc} {e.char_start}-{e.char_end}: {e.text}", highlight=False)
     t = answer.timings
@@ -197,7 +200,8 @@ def ui(port: Annotated[int, typer.Option(help="Local port.")] = 8501, index: Ind
         env["LONGDOC_INDEX_DIR"] = str(index)
     script = Path(__file__).resolve().parent.parent / "ui" / "streamlit_app.py"
     cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
-           "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+           "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--client.toolbarMode", "minimal"]  # no "Deploy" button or developer menu for the people asking
     console.print(f"longdoc-qa UI on http://localhost:{port}")
     raise typer.Exit(subprocess.call(cmd, env=env))
 

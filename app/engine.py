@@ -17,11 +17,13 @@ import numpy as np
 
 from app.answer import Answer, Passage
 from app.errors import DocumentNotFound, EmptyIndex, LongDocError
-from app.evidence import select_evidence
+from app.evidence import score_sentences, select_evidence
 from app.generator import Generator, PrefixCache
 from app.prompt import PromptBuilder, PromptPlan
+from app.quote import find_quote
 from app.reorder import REORDERERS
 from app.settings import MODES, REORDER_CHOICES, Settings
+from app.support import check_support
 from index.embedder import Embedder
 from index.retrieval import RetrievedChunk, retrieve
 from index.store import DocumentInfo, IndexStore
@@ -192,7 +194,12 @@ class QueryEngine:
         prefill_s = stats.prefill_s + prefix_prefill_s
         answer.timings.update(prefill_s=round(prefill_s, 4), generate_s=round(stats.generate_s, 4))
         evidence_started = time.perf_counter()
-        answer.evidence = select_evidence(self.embedder, question, answer.answer, answer.passages)
+        scored = score_sentences(self.embedder, question, answer.answer, answer.passages)
+        answer.evidence = select_evidence(scored)
+        answer.quote = find_quote(scored, question, answer.answer)
+        answer.support = check_support(self.embedder, answer.answer, answer.passages, scored)
+        if self.settings.answer_style == "extractive" and answer.quote is not None:
+            answer.generated, answer.answer = answer.answer, answer.quote.text
         answer.timings["evidence_s"] = round(time.perf_counter() - evidence_started, 4)
         answer.timings["total_s"] = round(time.perf_counter() - started, 4)
         yield answer

@@ -8,6 +8,7 @@ when there is one, to the answer; offsets are the passage's offsets plus the sen
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -23,40 +24,55 @@ _BOUNDARY = re.compile(r"""[.!?;]["')\]]*\s+(?=[A-Z0-9"'(\[])|\n\s*""")
 MIN_SENTENCE_CHARS = 20
 
 
-def sentences_with_offsets(passage: Passage) -> list[tuple[int, int, str]]:
-    """(char_start, char_end, text) in document coordinates for each sentence of the passage."""
+def split_sentences(text: str, min_chars: int = MIN_SENTENCE_CHARS) -> list[tuple[int, int, str]]:
+    """(start, end, sentence) of each sentence of `text` at least `min_chars` long, offsets into `text`."""
     out = []
     start = 0
-    text = passage.text
     for boundary in [*_BOUNDARY.finditer(text), None]:
         end = boundary.end() if boundary else len(text)
         raw = text[start:end]
         sentence = raw.strip()
-        if len(sentence) >= MIN_SENTENCE_CHARS:
-            offset = passage.char_start + start + raw.index(sentence)
+        if len(sentence) >= min_chars:
+            offset = start + raw.index(sentence)
             out.append((offset, offset + len(sentence), sentence))
         start = end
     return out
 
 
-def select_evidence(
-    embedder: Embedder,
-    question: str,
-    answer: str,
-    passages: Sequence[Passage],
-    max_sentences: int = 2,
-) -> list[Evidence]:
-    """The best-supported sentences, best first. An empty list when the passages have no sentences."""
-    candidates = [(p, s) for p in passages for s in sentences_with_offsets(p)]
-    if not candidates:
-        return []
+def sentences_with_offsets(passage: Passage) -> list[tuple[int, int, str]]:
+    """(char_start, char_end, text) in document coordinates for each sentence of the passage."""
+    return [(passage.char_start + s, passage.char_start + e, t) for s, e, t in split_sentences(passage.text)]
+
+
+@dataclass
+class ScoredSentences:
+    """The passages' sentences with their mean embedding similarity to the question and the answer.
+
+    Computed once per answer and read by both the evidence and the quote (`app.quote`), so the sentences are
+    embedded once.
+    """
+
+    sentences: list[tuple[Passage, tuple[int, int, str]]]  # (passage, (char_start, char_end, text))
+    vectors: np.ndarray  # (len(sentences), dim), unit length
+    similarity: np.ndarray  # (len(sentences),)
+
+
+def score_sentences(embedder: Embedder, question: str, answer: str, passages: Sequence[Passage]) -> ScoredSentences:
+    """Every sentence of `passages`, scored by embedding similarity to the question and, if any, the answer."""
+    sentences = [(p, s) for p in passages for s in sentences_with_offsets(p)]
+    if not sentences:
+        return ScoredSentences([], np.zeros((0, embedder.dim), dtype=np.float32), np.zeros(0, dtype=np.float32))
     probes = [question] + ([answer] if answer.strip() else [])
-    vectors = embedder.embed_documents([s[2] for _, s in candidates])
-    probe_vectors = embedder.embed_queries(probes)
-    scores = (vectors @ probe_vectors.T).mean(axis=1)
-    best = np.argsort(-scores)[:max_sentences]
+    vectors = embedder.embed_documents([s[2] for _, s in sentences])
+    return ScoredSentences(sentences, vectors, (vectors @ embedder.embed_queries(probes).T).mean(axis=1))
+
+
+def select_evidence(scored: ScoredSentences, max_sentences: int = 2) -> list[Evidence]:
+    """The best-supported sentences, best first. An empty list when the passages have no sentences."""
+    best = np.argsort(-scored.similarity)[:max_sentences]
     return [
-        Evidence(doc=candidates[i][0].doc, char_start=candidates[i][1][0], char_end=candidates[i][1][1],
-                 text=candidates[i][1][2], score=round(float(scores[i]), 4))
+        Evidence(doc=scored.sentences[i][0].doc, char_start=scored.sentences[i][1][0],
+                 char_end=scored.sentences[i][1][1], text=scored.sentences[i][1][2],
+                 score=round(float(scored.similarity[i]), 4))
         for i in best
     ]

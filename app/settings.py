@@ -26,6 +26,7 @@ RETRIEVERS = ("hybrid", "dense")
 REORDER_CHOICES = ("important_first_last", "reverse_rank", "document_order", "none")
 MODES = ("auto", "rag", "full_document")
 KV_CACHE_DTYPES = ("auto", "float32", "bfloat16")
+ANSWER_STYLES = ("generative", "extractive")
 
 
 class SettingsError(ValueError):
@@ -114,6 +115,9 @@ class Settings:
     # 0.25 halves both (README, Answers on the dev contracts; benchmarks/bench_answers.py)
     min_relevance: float = 0.30
     answer_reserve_tokens: int = 256  # kept free in the window for the answer
+    # `extractive`: the answer is the quote, the document's own words (app/quote.py), with the model's sentence
+    # kept beside it in `generated`; for short factual questions (parties, dates, law, terms, amounts)
+    answer_style: str = "generative"
 
     # generation
     max_new_tokens: int = 128
@@ -139,6 +143,7 @@ class Settings:
             ("reorder", REORDER_CHOICES),
             ("mode", MODES),
             ("kv_cache_dtype", KV_CACHE_DTYPES),
+            ("answer_style", ANSWER_STYLES),
         ):
             value = getattr(self, name)
             if value not in allowed:

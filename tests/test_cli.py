@@ -95,6 +95,21 @@ def test_ask_json_follows_the_answer_contract(index):
         assert key in a["timings"]
     t = a["timings"]
     assert t["retrieve_s"] + t["prefill_s"] + t["generate_s"] + t["evidence_s"] <= t["total_s"]
+    q = a["quote"]  # inside a passage the prompt held, exact in its document
+    assert qa.document_text(q["doc"])[q["char_start"]:q["char_end"]] == q["text"]
+    assert any(p["doc"] == q["doc"] and p["char_start"] <= q["char_start"] and q["char_end"] <= p["char_end"]
+               for p in a["passages"])
+
+
+def test_extractive_answer_is_the_quote_with_the_models_sentence_beside_it(index):
+    idx, _ = index
+    result = runner.invoke(app, ["ask", "Which state's law governs the agreement?", "--json", "--mode", "rag",
+                                 "--doc", "ediets_co-branding_agreement.txt", "--index", str(idx)],
+                           env={"LONGDOC_ANSWER_STYLE": "extractive"})
+    assert result.exit_code == 0, result.output
+    a = json.loads(result.stdout)
+    assert a["answer"] == a["quote"]["text"] and a["generated"] and a["generated"] != a["answer"]
+    assert "California" in a["answer"]  # the clause itself: the contract is governed by California law
 
 
 def test_unknown_document_is_one_clear_line(index):

@@ -3,7 +3,8 @@
 import pytest
 
 from app.answer import Passage
-from app.evidence import select_evidence, sentences_with_offsets
+from app.evidence import score_sentences, select_evidence, sentences_with_offsets
+from app.quote import dates, find_quote
 from app.settings import EMBEDDED_EMBEDDER
 from index.embedder import Embedder
 
@@ -35,7 +36,30 @@ def embedder():
 
 def test_evidence_is_the_sentence_that_answers(embedder):
     passages = [passage(0, DOC.index("7.2")), passage(DOC.index("7.2"), len(DOC), rank=2)]
-    evidence = select_evidence(embedder, "Which law governs the agreement?", "New York law [2].", passages)
+    evidence = select_evidence(score_sentences(embedder, "Which law governs the agreement?", "New York law [2].", passages))
     best = evidence[0]
     assert "governed by the laws of the State of New York" in best.text
     assert DOC[best.char_start:best.char_end] == best.text
+
+
+def test_quote_is_the_shortest_clause_holding_the_answers_terms_and_slices_back_exactly(embedder):
+    text = ("12. Notices. Notices go to the addresses above. 13. Governing Law. This Agreement shall be governed by "
+            "the laws of the State of New York; any dispute shall be heard by the courts of Kings County, and each "
+            "party waives a jury trial.")
+    p = Passage(rank=1, score=0.5, doc="m.txt", doc_id="z", char_start=100, char_end=100 + len(text), text=text)
+    document = " " * 100 + text
+    question, answer = "Which law governs the agreement?", "The laws of New York govern it."
+    quote = find_quote(score_sentences(embedder, question, answer, [p]), question, answer)
+    assert document[quote.char_start:quote.char_end] == quote.text
+    assert quote.text == "This Agreement shall be governed by the laws of the State of New York"
+
+
+def test_quote_finds_the_date_the_answer_names_in_another_form(embedder):
+    text = ("This Agreement is made on the 22nd day of August 2005 by Skype and Online BVI. "
+            "The Parties met on March 1, 2004 to discuss the terms of this Agreement.")
+    p = Passage(rank=1, score=0.5, doc="a.txt", doc_id="y", char_start=0, char_end=len(text), text=text)
+    question = "On what date was the agreement made?"
+    quote = find_quote(score_sentences(embedder, question, "It was made on 8/22/05.", [p]), question,
+                       "It was made on 8/22/05.")
+    assert "22nd day of August 2005" in quote.text and "March" not in quote.text
+    assert dates("the 22nd day of August 2005, 8/22/05 and May 22, 2000") == ["8/22/05", "5/22/00", "8/22/05"]

@@ -136,3 +136,30 @@ def test_downloads_hold_every_answer(answer: Answer) -> None:
     assert json.loads(answers_json([answer, answer]))[0]["passages"][0]["prompt_zone"] == "start"
     csv_lines = answers_csv([answer]).splitlines()
     assert csv_lines[0].startswith("question,answer") and "[1] msa.txt (start)" in csv_lines[1]
+
+
+def test_the_quote_is_marked_inside_the_text_around_it(answer: Answer) -> None:
+    from app.answer import Quote
+    from ui.answer_view import quote_in_context
+
+    at = DOC_TEXT.index("the State of Texas")
+    answer.quote = Quote(doc="msa.txt", char_start=at, char_end=at + len("the State of Texas"), text="the State of Texas")
+    shown = quote_in_context(answer)
+    assert '<mark class="quote"' in shown and ">the State of Texas</mark>" in shown
+    assert "governed by the laws of " in shown.split("<mark")[0]  # the words before it, from its passage
+    answer.quote = Quote(doc="other.txt", char_start=at, char_end=at + 5, text="x")
+    assert quote_in_context(answer) is None  # a quote no passage holds is not drawn
+
+
+def test_an_unsupported_sentence_is_underlined_with_its_reason(answer: Answer) -> None:
+    from app.answer import SentenceSupport, Support
+    from ui.answer_view import mark_unsupported
+
+    answer.answer = "Texas law governs [1]. The fee is <$5 million>."
+    answer.support = Support("partly supported", [
+        SentenceSupport("Texas law governs [1].", True, doc="msa.txt", char_start=0, char_end=5),
+        SentenceSupport("The fee is <$5 million>.", False, reason="not in the passages: 5"),
+    ])
+    marked = mark_unsupported(answer)
+    assert marked.startswith("Texas law governs [1]. <span class=\"unsupported\"")
+    assert 'title="not in the passages: 5"' in marked and "&lt;$5 million&gt;.</span>" in marked

@@ -10,6 +10,7 @@ Debian's Chromium is used, never a downloaded browser (`make browser` installs i
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -163,6 +164,19 @@ def test_upload_ask_and_see_answer_passages_and_prompt_map(server: str, page: Pa
     expect(main.get_by_test_id("stVegaLiteChart").first).to_be_visible()
     expect(main.get_by_test_id("stException")).to_have_count(0)
     assert "governed by the laws" in main.text_content(), "the governing-law clause should be among the passages"
+
+    # The quote is marked inside the text around it, and every sentence the support check found unsupported is
+    # underlined on the page with its reason, as the answer the page offers for download records them.
+    expect(main.locator("mark.quote").first).to_be_visible()
+    with page.expect_download() as download:
+        page.get_by_test_id("stSidebar").get_by_role("button", name="JSON").click()
+    saved = json.loads(Path(download.value.path()).read_text(encoding="utf-8"))[0]
+    assert saved["quote"]["text"] == main.locator("mark.quote").first.text_content()
+    unsupported = [s for s in saved["support"]["sentences"] if not s["supported"]]
+    marked = answer.locator("span.unsupported")
+    expect(marked).to_have_count(len(unsupported))
+    for i, sentence in enumerate(unsupported):
+        expect(marked.nth(i)).to_have_attribute("title", sentence["reason"])
 
     shot = tmp_path / "ui.png"
     screenshot(page, shot)

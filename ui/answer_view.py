@@ -36,6 +36,28 @@ def link_citations(text: str, ranks: set[int], key: str) -> str:
     return _CITATION.sub(link, text)
 
 
+def mark_unsupported(answer: Answer) -> str:
+    """The answer's text, HTML-escaped, each sentence the passages do not state underlined, its reason as the
+    tooltip. Sentences are found in order in the text, so a repeated sentence marks the right occurrence."""
+    text = answer.answer
+    if answer.support is None or answer.generated:  # an extractive answer is the document's own words
+        return html.escape(text)
+    out, cursor = [], 0
+    for sentence in answer.support.sentences:
+        at = text.find(sentence.text, cursor)
+        if at < 0:
+            continue
+        out.append(html.escape(text[cursor:at]))
+        piece = html.escape(sentence.text)
+        if not sentence.supported:
+            piece = (f'<span class="unsupported" title="{html.escape(sentence.reason, quote=True)}" '
+                     f'style="text-decoration: underline wavy #c0392b; text-underline-offset: 3px">{piece}</span>')
+        out.append(piece)
+        cursor = at + len(sentence.text)
+    out.append(html.escape(text[cursor:]))
+    return "".join(out)
+
+
 def highlight(passage: Passage, evidence: Sequence[Evidence]) -> str:
     """The passage text as HTML, with the evidence sentences that fall inside it marked.
 
@@ -87,6 +109,37 @@ def passages_frame(passages: Sequence[Passage]) -> pd.DataFrame:
             for p in sorted(passages, key=lambda p: p.rank)
         ]
     )
+
+
+QUOTE_CONTEXT_CHARS = 240  # of the quote's passage shown on each side of it
+
+
+def quote_in_context(answer: Answer) -> str | None:
+    """The quote marked inside the passage text around it, as HTML; None without a quote or its passage.
+
+    Offsets place it, as for the evidence: the text around comes from the passage that holds the quote.
+    """
+    q = answer.quote
+    holder = next((p for p in answer.passages if p.doc == q.doc and p.char_start <= q.char_start
+                   and q.char_end <= p.char_end), None) if q else None
+    if holder is None:
+        return None
+    start = q.char_start - holder.char_start
+    end = q.char_end - holder.char_start
+    lo, hi = max(0, start - QUOTE_CONTEXT_CHARS), min(len(holder.text), end + QUOTE_CONTEXT_CHARS)
+    before, quoted, after = holder.text[lo:start], holder.text[start:end], holder.text[end:hi]
+    return (f'<div style="white-space: pre-wrap; line-height: 1.5">{"…" if lo else ""}{html.escape(before)}'
+            f'<mark class="quote" style="background: #ffe08a; font-weight: 600">{html.escape(quoted)}</mark>'
+            f'{html.escape(after)}{"…" if hi < len(holder.text) else ""}</div>'
+            f'<small>{html.escape(q.doc)}, characters {q.char_start:,}–{q.char_end:,}</small>')
+
+
+def render_quote(answer: Answer) -> None:
+    shown = quote_in_context(answer)
+    if shown is None or answer.abstained:
+        return
+    st.markdown("**Quote**: the words of the document that state the answer")
+    st.html(shown)
 
 
 def render_evidence(answer: Answer) -> None:
@@ -161,7 +214,13 @@ def render_answer_text(answer: Answer, key: str) -> None:
             "Try rephrasing it, choosing another document, or adding the document that holds the answer."
         )
     else:
-        st.markdown(link_citations(answer.answer, {p.rank for p in answer.passages}, key))
+        st.markdown(link_citations(mark_unsupported(answer), {p.rank for p in answer.passages}, key),
+                    unsafe_allow_html=True)
+        if answer.support is not None and answer.support.verdict != "supported":
+            st.caption(f"Support check: {answer.support.verdict}. Underlined: what the passages do not state "
+                       "(hover for why).")
+        if answer.generated:
+            st.caption(f"The model's own answer: {answer.generated}")
 
 
 def render_answer(answer: Answer, doc_lengths: Mapping[str, int], key: str) -> None:
@@ -170,6 +229,7 @@ def render_answer(answer: Answer, doc_lengths: Mapping[str, int], key: str) -> N
     if answer.error:
         return
     render_meta(answer)
+    render_quote(answer)
     render_evidence(answer)
     if answer.passages:
         render_maps(answer, doc_lengths, key)

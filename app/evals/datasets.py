@@ -81,6 +81,7 @@ class EvalQuestion:
     gold: list[tuple[int, int]]  # [start, end) into the document's text; any overlap counts as found
     category: str  # CUAD category, or "qmsum"
     short_answer: bool
+    answer: str = ""  # CUAD's short normalised answer ("5/22/00", "Delaware"), where the category has one
 
 
 @dataclass
@@ -208,6 +209,8 @@ def load_cuad(root: Path | None = None, quick: bool = False) -> EvalSet:
     with (root / CUAD_CLAUSES).open(encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     categories = [c for c in rows[0] if c != "Filename" and not c.rstrip().endswith("Answer")] if rows else []
+    # "<Cat>-Answer", once "<Cat>- Answer" in the CSV
+    answer_columns = {re.sub(r"\s*-\s*Answer$", "", c): c for c in (rows[0] if rows else []) if c.rstrip().endswith("Answer")}
     unknown = [c for c in categories if c.lower() not in asked]
     if unknown:
         raise ValueError(f"{root / CUAD_CLAUSES}: categories without a description: {', '.join(unknown)}")
@@ -238,7 +241,8 @@ def load_cuad(root: Path | None = None, quick: bool = False) -> EvalSet:
             gold, missing = locate_spans(collapsed, spans)
             unlocated += missing
             if gold:
-                questions.append(EvalQuestion(qid, doc.name, question, gold, category, short))
+                answer = row.get(answer_columns.get(category, ""), "") or ""
+                questions.append(EvalQuestion(qid, doc.name, question, gold, category, short, answer.strip()))
     if unlocated:
         logger.warning("CUAD: %d gold span pieces not found in their contracts; left out", unlocated)
     logger.info("CUAD: %d contracts, %d questions with evidence, %d absent", len(documents), len(questions), len(absent))

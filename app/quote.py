@@ -1,0 +1,158 @@
+"""The quote: the shortest span of the passages in the prompt that states the answer, exact in its document.
+
+A small model often writes a wrong sentence with the right clause in front of it; the quote puts the words of
+the document that answer the question first, so the user reads those before the model's paraphrase.
+
+How a span is found (benchmarks/bench_quote.py measures each step against the evidence sentence and the
+generated answer):
+
+1. Candidates are the sentences of the passages the prompt held (`app.evidence.sentences_with_offsets`).
+2. Each is scored by the terms it shares with the answer and with the question: numbers and dates (compared in
+   one normal form, so "May 22, 2000" meets "5/22/00"), capitalised names, and other content words (stemmed,
+   so "expire" meets "expiration"), each weighted by how rare it is among the candidates (a word in every
+   sentence says nothing); plus the mean embedding similarity to the question and the answer, the evidence
+   step's own measure; plus a bonus when the sentence holds what the question asks for: a date for "when" or
+   "what date", a length of time for "how long", "how much notice" or "what period".
+3. The best sentence is narrowed to the shortest run of its clauses (split at ; and :, not at commas, which
+   also sit inside names like "Acme, Inc.") that still holds every answer term the sentence matched; with no
+   answer term matched, the sentence stays whole.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+import numpy as np
+
+from app.answer import Quote
+from app.evidence import ScoredSentences
+
+# words that carry no topic: the question's frame and the contract's boilerplate
+STOPWORDS = frozenset("""
+a an the of to in on at by for from with without as is are was were be been being this that these those it its
+and or nor not no any all each every such which who whom whose what when where how why whether if than then there
+shall will may must can could would should do does did has have had agreement party parties under upon into
+""".split())
+MONTHS = {m: i for i, m in enumerate(
+    "january february march april may june july august september october november december".split(), 1)}
+_WORD = re.compile(r"[A-Za-z][A-Za-z'&.-]*[A-Za-z]|[A-Za-z]|\d[\d,./-]*\d|\d")
+_DATE_WORDS = re.compile(
+    r"\b(?:(?P<d1>\d{1,2})(?:st|nd|rd|th)?(?: day)?(?: of)? (?P<m1>[A-Za-z]+),? (?P<y1>\d{4})"
+    r"|(?P<m2>[A-Za-z]+) (?P<d2>\d{1,2})(?:st|nd|rd|th)?,? (?P<y2>\d{4}))\b")
+_DATE_NUMERIC = re.compile(r"\b(?P<m>\d{1,2})/(?P<d>\d{1,2})/(?P<y>\d{2,4})\b")
+_CLAUSE_END = re.compile(r"[;:]\s+")
+_DURATION = re.compile(r"\b(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten|twelve|thirty|sixty|ninety)\b"
+                       r"(?:\s*\(\d+\))?[\s-]+(?:calendar |business |consecutive )?(?:days?|weeks?|months?|years?)\b",
+                       re.IGNORECASE)
+_ASKS_DATE = re.compile(r"\bwhen\b|\bdate\b|\bwhat day\b", re.IGNORECASE)
+_ASKS_DURATION = re.compile(r"\bhow long\b|\bhow much notice\b|\bhow many (?:days|months|years)\b|\bperiod\b"
+                            r"|\bfor how long\b", re.IGNORECASE)
+NAME_WEIGHT = 1.5  # a capitalised name or a number shared with the answer counts more than a common word
+SIMILARITY_WEIGHT = 2.0  # the embedding similarity (about 0.2-0.7) against the term score (about 0-5)
+ANSWER_TYPE_BONUS = 1.5  # a sentence that holds the kind of thing the question asks for (a date, a duration)
+
+
+@dataclass(frozen=True)
+class Term:
+    """One normalised word, number or date of a text, and whether it names something (a name, number or date)."""
+
+    key: str
+    strong: bool
+
+
+def _date_matches(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, m/d/yy) of every date in `text`."""
+    out = []
+    for m in _DATE_WORDS.finditer(text):
+        month = MONTHS.get((m["m1"] or m["m2"]).lower())
+        if month:
+            out.append((m.start(), m.end(), f"{month}/{int(m['d1'] or m['d2'])}/{(m['y1'] or m['y2'])[-2:]}"))
+    for m in _DATE_NUMERIC.finditer(text):
+        out.append((m.start(), m.end(), f"{int(m['m'])}/{int(m['d'])}/{m['y'][-2:]}"))
+    return out
+
+
+def dates(text: str) -> list[str]:
+    """Every date in `text` in one normal form, m/d/yy: '22nd day of August 2005' and '8/22/05' both '8/22/05'."""
+    return [d for _, _, d in _date_matches(text)]
+
+
+def terms(text: str) -> set[Term]:
+    """The content terms of `text`: stemmed lower-cased words outside STOPWORDS, numbers without commas, dates
+    (each as one term)."""
+    matches = _date_matches(text)
+    found = {Term(d, True) for _, _, d in matches}
+    for m in _WORD.finditer(text):
+        if any(s <= m.start() < e for s, e, _ in matches):
+            continue  # a date's day, month and year are the date term, in whatever form it was written
+        word = m.group()
+        key = word.lower().replace(",", "").strip(".")
+        if not key or key in STOPWORDS or (len(key) < 3 and not key.isdigit()):
+            continue
+        found.add(Term(key if key[0].isdigit() else _stem(key), word[0].isupper() or word[0].isdigit()))
+    return found
+
+
+def answer_type_bonus(question: str, sentence: str) -> float:
+    """ANSWER_TYPE_BONUS when the question asks for a date or a duration and the sentence holds one."""
+    if _ASKS_DURATION.search(question):
+        return ANSWER_TYPE_BONUS if _DURATION.search(sentence) else 0.0
+    if _ASKS_DATE.search(question):
+        return ANSWER_TYPE_BONUS if dates(sentence) else 0.0
+    return 0.0
+
+
+@lru_cache(maxsize=1)
+def _stemmer():
+    import Stemmer  # PyStemmer, the stemmer the keyword index uses
+
+    return Stemmer.Stemmer("english")
+
+
+def _stem(word: str) -> str:
+    return _stemmer().stemWord(word)
+
+
+def clauses(start: int, text: str) -> list[tuple[int, int, str]]:
+    """(char_start, char_end, text) of every run of consecutive clauses of a sentence starting at `start`."""
+    cuts = [0] + [m.end() for m in _CLAUSE_END.finditer(text)] + [len(text)]
+    spans = []
+    for i in range(len(cuts) - 1):
+        for j in range(i + 1, len(cuts)):
+            piece = text[cuts[i]:cuts[j]]
+            stripped = piece.strip().rstrip(";:,").rstrip()
+            if stripped:
+                offset = cuts[i] + piece.index(stripped)
+                spans.append((start + offset, start + offset + len(stripped), stripped))
+    return spans
+
+
+def find_quote(scored: ScoredSentences, question: str, answer: str, narrow: bool = True) -> Quote | None:
+    """The span of the scored sentences that best states `answer` to `question`; None when there are none.
+
+    `narrow=False` keeps the best sentence whole (benchmarks/bench_quote.py measures the narrowing).
+    """
+    candidates = scored.sentences
+    if not candidates:
+        return None
+    sentence_terms = [{t.key for t in terms(s[2])} for _, s in candidates]
+    frequency = Counter(k for keys in sentence_terms for k in keys)
+    rarity = {k: math.log(1 + len(candidates) / n) for k, n in frequency.items()}
+    wanted_answer, wanted_question = terms(answer), terms(question)
+
+    def weight(wanted: set[Term], keys: set[str]) -> float:
+        return sum(rarity[t.key] * (NAME_WEIGHT if t.strong else 1.0) for t in wanted if t.key in keys)
+
+    scores = [weight(wanted_answer, keys) + weight(wanted_question, keys) + SIMILARITY_WEIGHT * float(sim)
+              + answer_type_bonus(question, s[2]) for (_, s), keys, sim in zip(candidates, sentence_terms, scored.similarity)]
+    best = int(np.argmax(scores))
+    passage, (start, end, text) = candidates[best]
+    matched = {t.key for t in wanted_answer if t.key in sentence_terms[best]}
+    span = (start, end, text)
+    if matched and narrow:
+        holding = [c for c in clauses(start, text) if matched <= {t.key for t in terms(c[2])}]
+        span = min(holding, key=lambda c: c[1] - c[0], default=span)
+    return Quote(doc=passage.doc, char_start=span[0], char_end=span[1], text=span[2], score=round(scores[best], 4))

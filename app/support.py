@@ -1,0 +1,66 @@
+"""The support check: for each sentence of the answer, whether the passages in the prompt state it.
+
+A sentence's claims are its names, numbers and dates: each must appear in some passage (dates in any form:
+"May 22, 2000" supports "5/22/00"; words stemmed and case-folded, `app.quote.terms`). A sentence that names
+nothing is held to what it says: it is supported when a passage sentence is close to it in meaning (embedding
+similarity at least `SIMILAR_ENOUGH`). The check works with any model, because it reads only the answer and the
+passages; it says which words the passages do not hold, so the page can show the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from app.answer import Passage, SentenceSupport, Support
+from app.evidence import ScoredSentences, split_sentences
+from app.quote import terms
+from index.embedder import Embedder
+
+SIMILAR_ENOUGH = 0.6  # cosine of an answer sentence without names or numbers to its closest passage sentence
+
+
+def answer_sentences(answer: str) -> list[str]:
+    """The answer cut into sentences where the evidence cuts passages: "7.2" or "Inc. pays" end none."""
+    return [text for _, _, text in split_sentences(answer, min_chars=2)]
+
+
+def claims(sentence: str) -> set[str]:
+    """The normalised names, numbers and dates a sentence asserts. Its first word is not a name for being
+    capitalised, unless it is in capitals throughout."""
+    first, _, rest = sentence.partition(" ")
+    head = first if first.isupper() or first[:1].isdigit() else first.lower()
+    return {t.key for t in terms(f"{head} {rest}") if t.strong}
+
+
+def check_support(embedder: Embedder, answer: str, passages: Sequence[Passage], scored: ScoredSentences) -> Support:
+    """Each answer sentence with whether the passages state it, the passage sentence that does, and why not."""
+    sentences = answer_sentences(answer)
+    if not sentences or not scored.sentences:
+        return Support(verdict="unchecked", sentences=[])
+    known = set().union(*({t.key for t in terms(p.text)} for p in passages))
+    passage_terms = [{t.key for t in terms(s[2])} for _, s in scored.sentences]
+    similarity = embedder.embed_documents(sentences) @ scored.vectors.T  # (answer sentences, passage sentences)
+    checked = []
+    for i, sentence in enumerate(sentences):
+        wanted = claims(sentence)
+        if wanted:
+            missing = sorted(wanted - known)
+            best = int(np.argmax([len(wanted & keys) + float(similarity[i, j])
+                                  for j, keys in enumerate(passage_terms)]))
+            supported = not missing
+            reason = "" if supported else "not in the passages: " + ", ".join(missing)
+        else:
+            best = int(np.argmax(similarity[i]))
+            supported = float(similarity[i, best]) >= SIMILAR_ENOUGH
+            reason = "" if supported else (f"no passage sentence says this (closest similarity "
+                                           f"{float(similarity[i, best]):.2f})")
+        passage, (start, end, _) = scored.sentences[best]
+        checked.append(SentenceSupport(text=sentence, supported=supported, reason=reason,
+                                       doc=passage.doc if supported else None,
+                                       char_start=start if supported else None,
+                                       char_end=end if supported else None))
+    held = sum(s.supported for s in checked)
+    verdict = "supported" if held == len(checked) else "unsupported" if held == 0 else "partly supported"
+    return Support(verdict=verdict, sentences=checked)

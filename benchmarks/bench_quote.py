@@ -1,0 +1,131 @@
+"""Does the quote state the answer? The quote against the evidence sentence and the generated answer, dev CUAD.
+
+Every short-answer question of the dev contracts (parties, dates, law, terms: the ones with a short gold
+answer) is asked as a user asks it (`qa.ask`, default settings, real generation). For each answer:
+
+- overlaps gold: the span shares characters with a gold clause (the generated answer has no offsets);
+- holds the answer: the span contains CUAD's short normalised answer: a date in any form ("the 22nd day of
+  August 2005" holds "8/22/05"), otherwise every word of each part of it (the parties, split at ";", by full
+  name or by the short name in brackets), number words read as digits ("two (2) years" holds "2 years").
+  Some gold answers are computed (an expiry date two years after signing) and in no span: every row misses those.
+
+Rows: the generated answer; the top evidence sentence; the quote as `app.quote` finds it; and the quote's two
+steps apart: the best sentence without narrowing to a clause, and the quote scored without the answer's terms.
+
+    python benchmarks/bench_quote.py [--quick]
+"""
+
+import argparse
+import json
+import logging
+import re
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from tqdm import tqdm
+
+from app import LongDocQA
+from app.answer import Answer
+from app.evals.datasets import load_cuad
+from app.evals.recall import overlaps, write_documents
+from app.evidence import score_sentences
+from app.quote import dates, find_quote
+
+OUT = Path(__file__).resolve().parent / "results"
+WORK = Path(__file__).resolve().parent / "out" / "quote"
+NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve".split())}
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--quick", action="store_true", help="two contracts")
+parser.add_argument("--fresh", action="store_true", help="generate the answers again instead of reading them")
+args = parser.parse_args()
+logging.basicConfig(level=logging.WARNING)
+console = Console()
+
+
+def words(text: str) -> list[str]:
+    text = re.sub(r"\b([a-z]+)\s*\((\d+)\)", r"\2", text.lower())  # "two (2)" -> "2"
+    return [NUMBER_WORDS.get(w, w) for w in re.findall(r"[a-z0-9]+", text)]
+
+
+def holds(span: str, gold: str) -> bool:
+    """Whether `span` states CUAD's short answer `gold` (see the module docstring)."""
+    if not gold or not span:
+        return False
+    if re.fullmatch(r"\d{1,2}/\d{1,2}/\d{2,4}", gold):
+        return dates(gold)[0] in dates(span)
+    have = set(words(span))
+    for part in gold.split(";"):
+        names = [part.split("(")[0]] + re.findall(r"\(\W*([^)]*?)\W*\)", part)
+        if not any(words(n) and set(words(n)) <= have for n in names):
+            return False
+    return True
+
+
+data = load_cuad(quick=args.quick)
+questions = [q for q in data.questions if q.short_answer]
+WORK.mkdir(parents=True, exist_ok=True)
+files = write_documents(data.documents, WORK / "docs")
+qa = LongDocQA(index_dir=WORK / ("index-quick" if args.quick else "index"))
+qa.ingest(files, show_progress=True)
+
+# Answers are generated once and kept (WORK/answers*.jsonl), so the quote's variants are measured on the same
+# answers; --fresh generates them again.
+cache = WORK / ("answers-quick.jsonl" if args.quick else "answers.jsonl")
+answers = {}
+if cache.exists() and not args.fresh:
+    answers = {row["id"]: Answer.from_dict(row) for row in map(json.loads, cache.read_text(encoding="utf-8").splitlines())}
+started = time.perf_counter()
+with cache.open("a", encoding="utf-8") as fh:
+    for q in tqdm([q for q in questions if q.id not in answers], desc="answers", unit="question"):
+        answers[q.id] = qa.ask(q.question, doc=q.doc, id=q.id)
+        fh.write(json.dumps(answers[q.id].to_dict(), ensure_ascii=False) + "\n")
+seconds = time.perf_counter() - started
+
+rows: dict[str, list[tuple[bool, bool, int]]] = {k: [] for k in (
+    "generated answer", "evidence (top sentence)", "quote", "quote: sentence, not narrowed",
+    "quote: without the answer's terms")}
+records = []
+for q in questions:
+    a = answers[q.id]
+    scored = score_sentences(qa.embedder, q.question, a.answer, a.passages)
+    spans = {
+        "evidence (top sentence)": a.evidence[0] if a.evidence else None,
+        "quote": find_quote(scored, q.question, a.answer),
+        "quote: sentence, not narrowed": find_quote(scored, q.question, a.answer, narrow=False),
+        "quote: without the answer's terms": find_quote(scored, q.question, ""),
+    }
+    rows["generated answer"].append((False, holds(a.answer, q.answer), len(a.answer)))
+    for name, span in spans.items():
+        if span is None:
+            rows[name].append((False, False, 0))
+        else:
+            rows[name].append((overlaps((span.char_start, span.char_end), q.gold), holds(span.text, q.answer),
+                               span.char_end - span.char_start))
+    records.append({"id": q.id, "category": q.category, "question": q.question, "gold_answer": q.answer,
+                    "answer": a.answer, "abstained": a.abstained,
+                    **{name: (span.text if span else None) for name, span in spans.items()}})
+
+table = Table(title=f"{len(questions)} short-answer questions, {len(data.documents)} dev CUAD contracts")
+for column in ("what the user reads", "overlaps gold clause", "holds the gold answer", "median chars"):
+    table.add_column(column, justify="right")
+summary = {}
+for name, results in rows.items():
+    n = len(results)
+    lengths = sorted(r[2] for r in results)
+    summary[name] = {"overlaps_gold": round(sum(r[0] for r in results) / n, 3),
+                     "holds_answer": round(sum(r[1] for r in results) / n, 3),
+                     "median_chars": lengths[n // 2]}
+    table.add_row(name, "" if name == "generated answer" else f"{summary[name]['overlaps_gold']:.3f}",
+                  f"{summary[name]['holds_answer']:.3f}", str(summary[name]["median_chars"]))
+console.print(table)
+console.print(f"{seconds:.0f} s generating answers this run")
+OUT.mkdir(parents=True, exist_ok=True)
+path = OUT / ("bench_quote_quick.json" if args.quick else "bench_quote.json")
+path.write_text(json.dumps({"bench": "quote", "questions": len(questions), "summary": summary,
+                            "seconds": round(seconds, 1), "answers": records}, indent=2, ensure_ascii=False),
+                encoding="utf-8")
+console.print(f"wrote {path}")

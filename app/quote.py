@@ -7,12 +7,13 @@ How a span is found (benchmarks/bench_quote.py measures each step against the ev
 generated answer):
 
 1. Candidates are the sentences of the passages the prompt held (`app.evidence.sentences_with_offsets`).
-2. Each is scored by the terms it shares with the answer and with the question: numbers and dates (compared in
+2. Each is scored by the terms it shares with the question and (at half weight) with the answer: numbers and dates (compared in
    one normal form, so "May 22, 2000" meets "5/22/00"), capitalised names, and other content words (stemmed,
    so "expire" meets "expiration"), each weighted by how rare it is among the candidates (a word in every
    sentence says nothing); plus the mean embedding similarity to the question and the answer, the evidence
    step's own measure; plus a bonus when the sentence holds what the question asks for: a date for "when" or
    "what date", a length of time for "how long", "how much notice" or "what period".
+   A question asking what the document is called is answered by the first line of its opening passage.
 3. The best sentence is narrowed to the shortest run of its clauses (split at ; and :, not at commas, which
    also sit inside names like "Acme, Inc.") that still holds every answer term the sentence matched; with no
    answer term matched, the sentence stays whole.
@@ -48,10 +49,15 @@ _DURATION = re.compile(r"\b(?:\d+|one|two|three|four|five|six|seven|eight|nine|t
                        r"(?:\s*\(\d+\))?[\s-]+(?:calendar |business |consecutive )?(?:days?|weeks?|months?|years?)\b",
                        re.IGNORECASE)
 _ASKS_DATE = re.compile(r"\bwhen\b|\bdate\b|\bwhat day\b", re.IGNORECASE)
+_ASKS_END = re.compile(r"\bexpir|\bterminat|\bend\b|\bends\b|\bterm\b", re.IGNORECASE)  # answered by a date or a duration
+_ASKS_TITLE = re.compile(r"\b(?:name|title)\b.*\b(?:agreement|contract|document|report|this)\b", re.IGNORECASE)
 _ASKS_DURATION = re.compile(r"\bhow long\b|\bhow much notice\b|\bhow many (?:days|months|years)\b|\bperiod\b"
                             r"|\bfor how long\b", re.IGNORECASE)
 NAME_WEIGHT = 1.5  # a capitalised name or a number shared with the answer counts more than a common word
 SIMILARITY_WEIGHT = 2.0  # the embedding similarity (about 0.2-0.7) against the term score (about 0-5)
+# the answer's terms count half the question's: the small model's answer is often wrong (a date from the
+# wrong clause), while the question says what is asked
+ANSWER_TERMS_WEIGHT = 0.5
 ANSWER_TYPE_BONUS = 1.5  # a sentence that holds the kind of thing the question asks for (a date, a duration)
 
 
@@ -97,12 +103,29 @@ def terms(text: str) -> set[Term]:
 
 
 def answer_type_bonus(question: str, sentence: str) -> float:
-    """ANSWER_TYPE_BONUS when the question asks for a date or a duration and the sentence holds one."""
+    """ANSWER_TYPE_BONUS when the question asks for a date or a duration and the sentence holds one (when a term
+    ends is stated either way: "expires on June 21, 2000" or "for a period of two years")."""
     if _ASKS_DURATION.search(question):
         return ANSWER_TYPE_BONUS if _DURATION.search(sentence) else 0.0
     if _ASKS_DATE.search(question):
-        return ANSWER_TYPE_BONUS if dates(sentence) else 0.0
+        found = dates(sentence) or (_ASKS_END.search(question) and _DURATION.search(sentence))
+        return ANSWER_TYPE_BONUS if found else 0.0
     return 0.0
+
+
+def title_quote(question: str, passages) -> Quote | None:
+    """For a question asking what the document is called: the first line of its opening, where titles stand."""
+    if not _ASKS_TITLE.search(question):
+        return None
+    opening = next((p for p in passages if p.char_start == 0), None)
+    if opening is None:
+        return None
+    for line in re.finditer(r"[^\n]+", opening.text):
+        text = line.group().strip()
+        if len(text) >= 3:
+            start = line.start() + line.group().index(text)
+            return Quote(doc=opening.doc, char_start=start, char_end=start + len(text), text=text)
+    return None
 
 
 @lru_cache(maxsize=1)
@@ -135,6 +158,9 @@ def find_quote(scored: ScoredSentences, question: str, answer: str, narrow: bool
 
     `narrow=False` keeps the best sentence whole (benchmarks/bench_quote.py measures the narrowing).
     """
+    title = title_quote(question, [p for p, _ in scored.sentences])
+    if title is not None:
+        return title
     candidates = scored.sentences
     if not candidates:
         return None
@@ -146,8 +172,9 @@ def find_quote(scored: ScoredSentences, question: str, answer: str, narrow: bool
     def weight(wanted: set[Term], keys: set[str]) -> float:
         return sum(rarity[t.key] * (NAME_WEIGHT if t.strong else 1.0) for t in wanted if t.key in keys)
 
-    scores = [weight(wanted_answer, keys) + weight(wanted_question, keys) + SIMILARITY_WEIGHT * float(sim)
-              + answer_type_bonus(question, s[2]) for (_, s), keys, sim in zip(candidates, sentence_terms, scored.similarity)]
+    scores = [ANSWER_TERMS_WEIGHT * weight(wanted_answer, keys) + weight(wanted_question, keys)
+              + SIMILARITY_WEIGHT * float(sim) + answer_type_bonus(question, s[2])
+              for (_, s), keys, sim in zip(candidates, sentence_terms, scored.similarity)]
     best = int(np.argmax(scores))
     passage, (start, end, text) = candidates[best]
     matched = {t.key for t in wanted_answer if t.key in sentence_terms[best]}

@@ -179,17 +179,15 @@ def render_passages(answer: Answer, key: str) -> None:
 
 
 def render_maps(answer: Answer, doc_lengths: Mapping[str, int], key: str) -> None:
-    """The prompt map beside the document map, each the width of its column."""
+    """The prompt map, then the document map, each the full width: side by side, the document names left the
+    document map a bar a few pixels wide, its 0% and 100% labels touching."""
     prompt_chart, doc_chart = prompt_map(answer), document_map(answer, doc_lengths)
-    left, right = st.columns([3, 2], gap="large")
     if prompt_chart is not None:
-        with left:
-            st.markdown("**Prompt map**: where each passage sat in the prompt (models read the start and end best)")
-            st.altair_chart(prompt_chart, width="stretch", height=display_height(prompt_chart), key=f"{key}-prompt-map")
+        st.markdown("**Prompt map**: where each passage sat in the prompt (models read the start and end best)")
+        st.altair_chart(prompt_chart, width="stretch", height=display_height(prompt_chart), key=f"{key}-prompt-map")
     if doc_chart is not None:
-        with right:
-            st.markdown("**Document map**: where each passage came from in its document")
-            st.altair_chart(doc_chart, width="stretch", height=display_height(doc_chart), key=f"{key}-doc-map")
+        st.markdown("**Document map**: where each passage came from in its document")
+        st.altair_chart(doc_chart, width="stretch", height=display_height(doc_chart), key=f"{key}-doc-map")
 
 
 def render_meta(answer: Answer) -> None:

@@ -138,8 +138,7 @@ def document_map(answer: Answer, doc_lengths: Mapping[str, int]) -> alt.LayerCha
         alt.Chart(frame.assign(start=0.0, end=1.0))
         .mark_bar(color="#e5e7eb")
         .encode(
-            # one axis for both layers, with the end labels kept inside the plot: two default axes (or "0%" and
-            # "100%" centred on the plot's edges) printed "100%0%" where a narrow column put them side by side
+            # five labels, the end ones kept inside the plot, so "0%" and "100%" never meet at its edges
             x=alt.X("start:Q", scale=x_scale, title="position in the document",
                     axis=alt.Axis(format="%", values=[0, 0.25, 0.5, 0.75, 1], labelFlush=True, labelOverlap=True)),
             x2="end:Q",
@@ -150,7 +149,7 @@ def document_map(answer: Answer, doc_lengths: Mapping[str, int]) -> alt.LayerCha
         alt.Chart(frame)
         .mark_bar()
         .encode(
-            x=alt.X("from:Q", scale=x_scale, axis=None),
+            x=alt.X("from:Q", scale=x_scale),
             x2="to:Q",
             y=y,
             color=alt.Color("score:Q", scale=alt.Scale(scheme=_SCORE_SCHEME), title="relevance"),

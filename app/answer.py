@@ -43,14 +43,8 @@ class Evidence:
 
 
 @dataclass
-class Quote:
+class Quote(Evidence):
     """The shortest span of the passages that states the answer (`app.quote`), located in its document."""
-
-    doc: str
-    char_start: int
-    char_end: int
-    text: str
-    score: float = 0.0
 
 
 @dataclass

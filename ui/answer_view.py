@@ -162,8 +162,9 @@ def render_passages(answer: Answer, key: str) -> None:
         hide_index=True,
         column_config={
             "score": st.column_config.NumberColumn(format="%.3f"),
-            "document": st.column_config.TextColumn(width="medium"),
-            "page / section / speaker": st.column_config.TextColumn(width="large"),
+            # the file name whole: at "medium" a name like sandridge_operations_agreement.docx was cut off
+            "document": st.column_config.TextColumn(width="large"),
+            "page / section / speaker": st.column_config.TextColumn(width="medium"),
         },
         key=f"{key}-table",
     )

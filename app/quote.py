@@ -7,11 +7,12 @@ How a span is found (benchmarks/bench_quote.py measures each step against the ev
 generated answer):
 
 1. Candidates are the sentences of the passages the prompt held (`app.evidence.sentences_with_offsets`).
-2. Each is scored by the terms it shares with the question and (at half weight) with the answer: numbers and dates (compared in
+2. Each is scored by the terms it shares with the question: numbers and dates (compared in
    one normal form, so "May 22, 2000" meets "5/22/00"), capitalised names, and other content words (stemmed,
    so "expire" meets "expiration"), each weighted by how rare it is among the candidates (a word in every
    sentence says nothing); plus the mean embedding similarity to the question and the answer, the evidence
-   step's own measure; plus a bonus when the sentence holds what the question asks for: a date for "when" or
+   step's own measure (the answer's own terms are not counted: a small model's answer often names a date from
+   the wrong clause, and counting its terms lowered the quote's hits on meetings, benchmarks/bench_quote.py); plus a bonus when the sentence holds what the question asks for: a date for "when" or
    "what date", a length of time for "how long", "how much notice" or "what period".
    A question asking what the document is called is answered by the first line of its opening passage.
 3. The best sentence is narrowed to the shortest run of its clauses (split at ; and :, not at commas, which
@@ -55,9 +56,6 @@ _ASKS_DURATION = re.compile(r"\bhow long\b|\bhow much notice\b|\bhow many (?:day
                             r"|\bfor how long\b", re.IGNORECASE)
 NAME_WEIGHT = 1.5  # a capitalised name or a number shared with the answer counts more than a common word
 SIMILARITY_WEIGHT = 2.0  # the embedding similarity (about 0.2-0.7) against the term score (about 0-5)
-# the answer's terms count half the question's: the small model's answer is often wrong (a date from the
-# wrong clause), while the question says what is asked
-ANSWER_TERMS_WEIGHT = 0.5
 ANSWER_TYPE_BONUS = 1.5  # a sentence that holds the kind of thing the question asks for (a date, a duration)
 
 
@@ -172,8 +170,7 @@ def find_quote(scored: ScoredSentences, question: str, answer: str, narrow: bool
     def weight(wanted: set[Term], keys: set[str]) -> float:
         return sum(rarity[t.key] * (NAME_WEIGHT if t.strong else 1.0) for t in wanted if t.key in keys)
 
-    scores = [ANSWER_TERMS_WEIGHT * weight(wanted_answer, keys) + weight(wanted_question, keys)
-              + SIMILARITY_WEIGHT * float(sim) + answer_type_bonus(question, s[2])
+    scores = [weight(wanted_question, keys) + SIMILARITY_WEIGHT * float(sim) + answer_type_bonus(question, s[2])
               for (_, s), keys, sim in zip(candidates, sentence_terms, scored.similarity)]
     best = int(np.argmax(scores))
     passage, (start, end, text) = candidates[best]

@@ -9,10 +9,10 @@ answer) is asked as a user asks it (`qa.ask`, default settings, real generation)
   name or by the short name in brackets), number words read as digits ("two (2) years" holds "2 years").
   Some gold answers are computed (an expiry date two years after signing) and in no span: every row misses those.
 
-Rows: the generated answer; the top evidence sentence; the quote as `app.quote` finds it; and the quote's two
-steps apart: the best sentence without narrowing to a clause, and the quote scored without the answer's terms.
+Rows: the generated answer; the top evidence sentence; the quote as `app.quote` finds it; and the quote's best
+sentence without narrowing to a clause. `--data qmsum` asks the meeting queries instead (overlap only).
 
-    python benchmarks/bench_quote.py [--quick]
+    python benchmarks/bench_quote.py [--quick] [--data qmsum]
 """
 
 import argparse
@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from app import LongDocQA
 from app.answer import Answer
-from app.evals.datasets import load_cuad
+from app.evals.datasets import load_cuad, load_qmsum
 from app.evals.recall import overlaps, write_documents
 from app.evidence import score_sentences
 from app.quote import dates, find_quote
@@ -39,7 +39,9 @@ NUMBER_WORDS = {w: str(i) for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve".split())}
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--quick", action="store_true", help="two contracts")
+parser.add_argument("--quick", action="store_true", help="two documents")
+parser.add_argument("--data", choices=("cuad", "qmsum"), default="cuad",
+                    help="qmsum: meeting queries, whose gold is turns, not a short answer (overlap only)")
 parser.add_argument("--fresh", action="store_true", help="generate the answers again instead of reading them")
 args = parser.parse_args()
 logging.basicConfig(level=logging.WARNING)
@@ -65,8 +67,9 @@ def holds(span: str, gold: str) -> bool:
     return True
 
 
-data = load_cuad(quick=args.quick)
-questions = [q for q in data.questions if q.short_answer]
+data = load_cuad(quick=args.quick) if args.data == "cuad" else load_qmsum(quick=args.quick)
+questions = [q for q in data.questions if q.short_answer or args.data == "qmsum"]
+WORK = WORK / args.data if args.data != "cuad" else WORK
 WORK.mkdir(parents=True, exist_ok=True)
 files = write_documents(data.documents, WORK / "docs")
 qa = LongDocQA(index_dir=WORK / ("index-quick" if args.quick else "index"))
@@ -86,8 +89,7 @@ with cache.open("a", encoding="utf-8") as fh:
 seconds = time.perf_counter() - started
 
 rows: dict[str, list[tuple[bool, bool, int]]] = {k: [] for k in (
-    "generated answer", "evidence (top sentence)", "quote", "quote: sentence, not narrowed",
-    "quote: without the answer's terms")}
+    "generated answer", "evidence (top sentence)", "quote", "quote: sentence, not narrowed")}
 records = []
 for q in questions:
     a = answers[q.id]
@@ -96,7 +98,6 @@ for q in questions:
         "evidence (top sentence)": a.evidence[0] if a.evidence else None,
         "quote": find_quote(scored, q.question, a.answer),
         "quote: sentence, not narrowed": find_quote(scored, q.question, a.answer, narrow=False),
-        "quote: without the answer's terms": find_quote(scored, q.question, ""),
     }
     rows["generated answer"].append((False, holds(a.answer, q.answer), len(a.answer)))
     for name, span in spans.items():
@@ -109,7 +110,8 @@ for q in questions:
                     "answer": a.answer, "abstained": a.abstained,
                     **{name: (span.text if span else None) for name, span in spans.items()}})
 
-table = Table(title=f"{len(questions)} short-answer questions, {len(data.documents)} dev CUAD contracts")
+kind = "short-answer questions, dev CUAD contracts" if args.data == "cuad" else "queries, dev QMSum meetings"
+table = Table(title=f"{len(questions)} {kind.split(',')[0]} over {len(data.documents)} {kind.split(', ')[1]}")
 for column in ("what the user reads", "overlaps gold clause", "holds the gold answer", "median chars"):
     table.add_column(column, justify="right")
 summary = {}
@@ -120,11 +122,12 @@ for name, results in rows.items():
                      "holds_answer": round(sum(r[1] for r in results) / n, 3),
                      "median_chars": lengths[n // 2]}
     table.add_row(name, "" if name == "generated answer" else f"{summary[name]['overlaps_gold']:.3f}",
-                  f"{summary[name]['holds_answer']:.3f}", str(summary[name]["median_chars"]))
+                  f"{summary[name]['holds_answer']:.3f}" if args.data == "cuad" else "(no short answer)",
+                  str(summary[name]["median_chars"]))
 console.print(table)
 console.print(f"{seconds:.0f} s generating answers this run")
 OUT.mkdir(parents=True, exist_ok=True)
-path = OUT / ("bench_quote_quick.json" if args.quick else "bench_quote.json")
+path = OUT / f"bench_quote{'' if args.data == 'cuad' else '_' + args.data}{'_quick' if args.quick else ''}.json"
 path.write_text(json.dumps({"bench": "quote", "questions": len(questions), "summary": summary,
                             "seconds": round(seconds, 1), "answers": records}, indent=2, ensure_ascii=False),
                 encoding="utf-8")

@@ -33,7 +33,7 @@ import openai
 
 from app.answer import ModelInfo
 from app.errors import LongDocError, PromptTooLong
-from app.generator import Generation, PrefixCache
+from app.generator import Generation, Generator, PrefixCache
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -197,12 +197,7 @@ class ServerGenerator:
             model=self.served.id, prompt=list(prefix_ids), max_tokens=1, temperature=0.0))
         return PrefixCache(list(prefix_ids), None, time.perf_counter() - started)
 
-    def generate(self, input_ids: list[int], max_new_tokens: int | None = None,
-                 past: PrefixCache | None = None) -> Generation:
-        for _ in self.stream(input_ids, max_new_tokens=max_new_tokens, past=past):
-            pass
-        assert self.last_stats is not None
-        return self.last_stats
+    generate = Generator.generate  # the same: `stream` run to the end, then `last_stats`
 
     def stream(self, input_ids: list[int], max_new_tokens: int | None = None,
                past: PrefixCache | None = None) -> Iterator[str]:

@@ -197,7 +197,7 @@ class QueryEngine:
         scored = score_sentences(self.embedder, question, answer.answer, answer.passages)
         answer.evidence = select_evidence(scored)
         answer.quote = find_quote(scored, question, answer.answer)
-        answer.support = check_support(self.embedder, answer.answer, answer.passages, scored)
+        answer.support = check_support(self.embedder, question, answer.answer, answer.passages, scored)
         if self.settings.answer_style == "extractive" and answer.quote is not None:
             answer.generated, answer.answer = answer.answer, answer.quote.text
         answer.timings["evidence_s"] = round(time.perf_counter() - evidence_started, 4)

@@ -45,6 +45,8 @@ _DATE_WORDS = re.compile(
     r"\b(?:(?P<d1>\d{1,2})(?:st|nd|rd|th)?(?: day)?(?: of)? (?P<m1>[A-Za-z]+),? (?P<y1>\d{4})"
     r"|(?P<m2>[A-Za-z]+) (?P<d2>\d{1,2})(?:st|nd|rd|th)?,? (?P<y2>\d{4}))\b")
 _DATE_NUMERIC = re.compile(r"\b(?P<m>\d{1,2})/(?P<d>\d{1,2})/(?P<y>\d{2,4})\b")
+_DATE_ISO = re.compile(r"\b(?P<y>\d{4})-(?P<m>\d{1,2})-(?P<d>\d{1,2})\b")
+_DATE_HYPHENS = re.compile(r"\b(?P<d>\d{1,2})-(?P<m>[A-Za-z]{3,9})-(?P<y>\d{4})\b")  # 30-March-2021
 _CLAUSE_END = re.compile(r"[;:]\s+")
 _DURATION = re.compile(r"\b(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten|twelve|thirty|sixty|ninety)\b"
                        r"(?:\s*\(\d+\))?[\s-]+(?:calendar |business |consecutive )?(?:days?|weeks?|months?|years?)\b",
@@ -74,13 +76,19 @@ def _date_matches(text: str) -> list[tuple[int, int, str]]:
         month = MONTHS.get((m["m1"] or m["m2"]).lower())
         if month:
             out.append((m.start(), m.end(), f"{month}/{int(m['d1'] or m['d2'])}/{(m['y1'] or m['y2'])[-2:]}"))
-    for m in _DATE_NUMERIC.finditer(text):
-        out.append((m.start(), m.end(), f"{int(m['m'])}/{int(m['d'])}/{m['y'][-2:]}"))
+    for m in _DATE_HYPHENS.finditer(text):
+        month = MONTHS.get(m["m"].lower())
+        if month:
+            out.append((m.start(), m.end(), f"{month}/{int(m['d'])}/{m['y'][-2:]}"))
+    for pattern in (_DATE_NUMERIC, _DATE_ISO):
+        for m in pattern.finditer(text):
+            out.append((m.start(), m.end(), f"{int(m['m'])}/{int(m['d'])}/{m['y'][-2:]}"))
     return out
 
 
 def dates(text: str) -> list[str]:
-    """Every date in `text` in one normal form, m/d/yy: '22nd day of August 2005' and '8/22/05' both '8/22/05'."""
+    """Every date in `text` in one normal form, m/d/yy: '22nd day of August 2005', '8/22/05', '2005-08-22' and
+    '22-August-2005' all '8/22/05'."""
     return [d for _, _, d in _date_matches(text)]
 
 

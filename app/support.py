@@ -2,8 +2,10 @@
 
 A sentence's claims are its names, numbers and dates: each must appear in some passage (dates in any form:
 "May 22, 2000" supports "5/22/00"; words stemmed and case-folded, `app.quote.terms`). A sentence that names
-nothing is held to what it says: it is supported when a passage sentence is close to it in meaning (embedding
-similarity at least `SIMILAR_ENOUGH`). The check works with any model, because it reads only the answer and the
+nothing and only restates the question ("The agreement becomes effective on the date of the agreement.")
+asserts nothing the passages could state, and is unsupported. Any other sentence that names nothing is held to
+what it says: it is supported when a passage sentence is close to it in meaning (embedding similarity at least
+`SIMILAR_ENOUGH`). benchmarks/bench_support.py measures the check against labelled answer sentences. The check works with any model, because it reads only the answer and the
 passages; it says which words the passages do not hold, so the page can show the reason.
 """
 
@@ -19,6 +21,7 @@ from app.quote import terms
 from index.embedder import Embedder
 
 SIMILAR_ENOUGH = 0.6  # cosine of an answer sentence without names or numbers to its closest passage sentence
+FRAME = frozenset(t.key for t in terms("answer question document text"))  # words that frame an answer, not content
 
 
 def answer_sentences(answer: str) -> list[str]:
@@ -34,11 +37,13 @@ def claims(sentence: str) -> set[str]:
     return {t.key for t in terms(f"{head} {rest}") if t.strong}
 
 
-def check_support(embedder: Embedder, answer: str, passages: Sequence[Passage], scored: ScoredSentences) -> Support:
+def check_support(embedder: Embedder, question: str, answer: str, passages: Sequence[Passage],
+                  scored: ScoredSentences) -> Support:
     """Each answer sentence with whether the passages state it, the passage sentence that does, and why not."""
     sentences = answer_sentences(answer)
     if not sentences or not scored.sentences:
         return Support(verdict="unchecked", sentences=[])
+    asked = {t.key for t in terms(question)} | FRAME
     known = set().union(*({t.key for t in terms(p.text)} for p in passages))
     passage_terms = [{t.key for t in terms(s[2])} for _, s in scored.sentences]
     similarity = embedder.embed_documents(sentences) @ scored.vectors.T  # (answer sentences, passage sentences)
@@ -51,6 +56,8 @@ def check_support(embedder: Embedder, answer: str, passages: Sequence[Passage], 
                                   for j, keys in enumerate(passage_terms)]))
             supported = not missing
             reason = "" if supported else "not in the passages: " + ", ".join(missing)
+        elif not {t.key for t in terms(sentence)} - asked:
+            best, supported, reason = 0, False, "says nothing the question did not"
         else:
             best = int(np.argmax(similarity[i]))
             supported = float(similarity[i, best]) >= SIMILAR_ENOUGH

@@ -19,8 +19,8 @@ def embedder():
     return Embedder.load(EMBEDDED_EMBEDDER)
 
 
-def support(embedder, answer):
-    return check_support(embedder, answer, [PASSAGE], score_sentences(embedder, "q", answer, [PASSAGE]))
+def support(embedder, answer, question="q"):
+    return check_support(embedder, question, answer, [PASSAGE], score_sentences(embedder, question, answer, [PASSAGE]))
 
 
 def test_a_sentence_whose_names_and_dates_are_in_the_passages_is_supported_where_they_are(embedder):
@@ -45,6 +45,18 @@ def test_a_wrong_date_and_an_invented_law_are_unsupported_with_the_words_missing
 def test_a_sentence_without_names_is_held_to_its_meaning(embedder):
     assert support(embedder, "The initial term of this agreement can be renewed.").verdict == "supported"
     assert support(embedder, "Pets are not allowed on the premises.").verdict == "unsupported"
+
+
+def test_a_date_in_another_form_is_the_same_date(embedder):
+    assert support(embedder, "It expires on 2000-06-21.").verdict == "supported"
+    assert support(embedder, "It expires on 21-June-2001.").verdict == "unsupported"
+
+
+def test_a_sentence_that_only_restates_the_question_is_unsupported(embedder):
+    question = "When does the initial term of the agreement expire?"
+    result = support(embedder, "The answer is that the initial term of the agreement expires.", question)
+    assert result.verdict == "unsupported" and result.sentences[0].reason == "says nothing the question did not"
+    assert support(embedder, "The initial term can be renewed.", question).verdict == "supported"
 
 
 def test_sentences_and_claims():

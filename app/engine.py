@@ -25,6 +25,7 @@ from app.reorder import REORDERERS
 from app.settings import MODES, REORDER_CHOICES, Settings
 from app.support import check_support
 from index.embedder import Embedder
+from index.rerank import Reranker, RerankerError
 from index.retrieval import RetrievedChunk, retrieve
 from index.store import DocumentInfo, IndexStore
 
@@ -75,6 +76,7 @@ class QueryEngine:
         self.embedder = embedder
         self._load_generator = load_generator
         self._generator: Generator | None = None
+        self._reranker: Reranker | None = None
         self._loading = threading.Lock()
         self._slots = threading.BoundedSemaphore(settings.generator_concurrency if settings.generator_is_server else 1)
         self._prefix: tuple[tuple[int, ...], PrefixCache] | None = None  # the last document's prefix and KV cache
@@ -87,6 +89,19 @@ class QueryEngine:
                 self._generator = self._load_generator()
         return self._generator
 
+    @property
+    def reranker(self) -> Reranker | None:
+        """The cross-encoder of `settings.reranker`, loaded on first use; None when reranking is off."""
+        if not self.settings.reranker:
+            return None
+        with self._loading:
+            if self._reranker is None or self._reranker.name != self.settings.reranker:
+                try:
+                    self._reranker = Reranker.load(self.settings.reranker)
+                except RerankerError as exc:
+                    raise LongDocError(str(exc)) from None
+        return self._reranker
+
     def resolve_doc(self, doc: str | None) -> DocumentInfo | None:
         if doc is None:
             return None
@@ -97,16 +112,21 @@ class QueryEngine:
         return info
 
     def retrieve(self, question: str, doc: str | None = None, top_k: int | None = None) -> list[Passage]:
-        """The top-k passages, best first, each with its retrieval rank and cosine similarity."""
+        """The top-k passages, best first (by the reranker when there is one), each with its rank and cosine
+        similarity to the question."""
         info = self.resolve_doc(doc)
+        k = top_k or self.settings.top_k
+        reranker = self.reranker
         hits = retrieve(
-            self.store, self.embedder, question, k=top_k or self.settings.top_k,
+            self.store, self.embedder, question, k=max(k, self.settings.rerank_candidates) if reranker else k,
             method=self.settings.retriever, doc_id=info.doc_id if info else None,
         )
+        if reranker:
+            hits = reranker.rerank(question, hits, k)
         passages = [to_passage(i + 1, hit) for i, hit in enumerate(hits)]
         if self.settings.pin_opening and passages:
             query_vec = self.embedder.embed_queries([question])[0]  # remembered from retrieval: no second run
-            passages = self._pin_opening(passages, query_vec, top_k or self.settings.top_k)
+            passages = self._pin_opening(passages, query_vec, k)
         return passages
 
     def _pin_opening(self, passages: list[Passage], query_vec: np.ndarray, k: int) -> list[Passage]:

@@ -104,7 +104,16 @@ class Settings:
     # The opening chunk of the document answering best (title, parties, date: a contract's preamble) is kept
     # at rank 2: the embedder scores "Who are the parties?" low against "made as of ... by and between X".
     pin_opening: bool = True
+    # ... unless the opening's cosine to the question is below this: then it is about something else and the
+    # place goes to the next retrieved passage. On short-answer CUAD 0.15 frees 79 of 414 places, costs 1 answer
+    # that only the opening held and wins back 3 the pin had pushed out (benchmarks/bench_answers.py).
+    pin_min_similarity: float = 0.15
     top_k: int = 5
+    # a sentence-transformers cross-encoder (a directory or a hub id in the local cache) that re-scores the first
+    # `rerank_candidates` retrieved passages and keeps the best `top_k` (index/rerank.py); "" = off, since no
+    # cross-encoder ships in a PyPI package
+    reranker: str = ""
+    rerank_candidates: int = 20
     reorder: str = "important_first_last"
     mode: str = "auto"
     # `auto` reads one document whole when it is at most this many generator tokens: at that size the whole
@@ -149,7 +158,7 @@ class Settings:
             if value not in allowed:
                 raise SettingsError(f"{name}={value!r} is not one of {', '.join(allowed)}")
         positive = ("embed_batch_size", "chunk_max_tokens", "fixed_chunk_tokens", "top_k", "max_new_tokens",
-                "generator_timeout_s", "generator_concurrency")
+                "generator_timeout_s", "generator_concurrency", "rerank_candidates")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive, got {getattr(self, name)}")

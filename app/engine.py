@@ -130,19 +130,22 @@ class QueryEngine:
         return passages
 
     def _pin_opening(self, passages: list[Passage], query_vec: np.ndarray, k: int) -> list[Passage]:
-        """Keep the best document's opening chunk among the k, at rank 2 unless retrieval already ranked it first.
+        """Keep the best document's opening chunk among the k, at rank 2 unless retrieval already ranked it first,
+        when it is not plainly about something else (cosine below `pin_min_similarity`).
 
         A document's opening names it, its parties and its date, which questions ask about constantly and
-        which a sentence embedder matches poorly (engine recall@5 on short-answer CUAD: 0.917 with the pin,
-        0.417 without). Rank 2, not 1: the best retrieved passage keeps the first place, and with
-        `important_first_last` the opening closes the context, next to the question. Pinned at rank 1 it
-        pushed a planted needle out of first place in 16 of 20 NIAH cells.
+        which a sentence embedder matches poorly (recall@5 on short-answer CUAD: 0.945 with the pin, 0.557
+        without; benchmarks/bench_retrieval.py). Rank 2, not 1: the best retrieved passage keeps the first
+        place, and with `important_first_last` the opening closes the context, next to the question. Pinned at
+        rank 1 it pushed a planted needle out of first place in 16 of 20 NIAH cells.
         """
         doc_id = passages[0].doc_id
         opening = self.store.chunks(doc_id)[0]
         rest = [p for p in passages if not (p.doc_id == doc_id and p.char_start == opening.char_start)]
         if len(rest) == len(passages):
             similarity = float(self.store.similarities(query_vec, [opening])[0])
+            if similarity < self.settings.pin_min_similarity:
+                return passages
             hit = RetrievedChunk(opening, score=similarity, similarity=similarity, fused=None,
                                  dense_rank=None, keyword_rank=None)
             pinned = to_passage(2, hit)

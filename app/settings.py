@@ -106,7 +106,7 @@ class Settings:
     pin_opening: bool = True
     # ... unless the opening's cosine to the question is below this: then it is about something else and the
     # place goes to the next retrieved passage. On short-answer CUAD 0.15 frees 79 of 414 places, costs 1 answer
-    # that only the opening held and wins back 3 the pin had pushed out (benchmarks/bench_answers.py).
+    # that only the opening held and wins back 3 the pin had pushed out (benchmarks/bench_retrieval.py).
     pin_min_similarity: float = 0.15
     top_k: int = 5
     # a sentence-transformers cross-encoder (a directory or a hub id in the local cache) that re-scores the first

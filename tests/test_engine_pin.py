@@ -1,4 +1,5 @@
-"""The opening-chunk pin: the document's opening is always among the passages, without taking the best one's place."""
+"""The opening-chunk pin: the document's opening is among the passages, without taking the best one's place,
+unless it is plainly about something else."""
 
 import pytest
 
@@ -40,3 +41,13 @@ def test_an_opening_retrieved_first_stays_first(qa):
 def test_with_one_passage_the_best_one_is_kept(qa):
     passages = qa.engine.retrieve("Which state's law governs this agreement?", top_k=1)
     assert len(passages) == 1 and "Governing Law" in passages[0].text
+
+
+def test_an_opening_about_something_else_is_not_pinned(qa):
+    question = "Where is dock 12?"
+    opening = qa.store.chunks()[0]
+    cosine = float(qa.store.similarities(qa.embedder.embed_queries([question])[0], [opening])[0])
+    assert cosine < qa.settings.pin_min_similarity
+    passages = qa.engine.retrieve(question, top_k=5)
+    assert all(p.char_start != 0 for p in passages)
+    assert len(passages) == 5 and [p.rank for p in passages] == [1, 2, 3, 4, 5]

@@ -105,13 +105,16 @@ class Answer:
     support: Support | None = None
     generated: str | None = None  # the model's own sentence, when `answer` is the quote (answer_style extractive)
     abstained: bool = False
+    # how relevant the retrieved passages are (`app.abstain`): "score" and its signals "passage", "sentence",
+    # "coverage"; the engine abstains when the score is below `min_relevance`
+    relevance: dict[str, float] | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The answer JSON of DESIGN.md (plus `abstained` and `dropped`)."""
+        """The answer JSON of DESIGN.md (plus `abstained`, `relevance` and `dropped`)."""
         out = asdict(self)
         order = ["id", "question", "answer", "mode", "model", "passages", "evidence", "quote", "support"]
         return {k: out[k] for k in order} | {k: v for k, v in out.items() if k not in order}

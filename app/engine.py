@@ -1,9 +1,9 @@
 """The query engine: retrieve, reorder, fit the window, generate, and say where every passage sat.
 
 One question runs straight through `stream`: retrieval over the index (dense or hybrid), abstention when
-nothing is relevant enough, the choice between reading the retrieved passages (`rag`) and reading the
-document whole (`full_document`), prompt assembly within the effective window, streamed generation, and
-evidence sentences located in their documents.
+nothing is relevant enough (`app.abstain`), the choice between reading the retrieved passages (`rag`) and
+reading the document whole (`full_document`), prompt assembly within the effective window, streamed
+generation, and the evidence, quote and support check located in their documents.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from app.abstain import relevance, says_not_stated
 from app.answer import Answer, Passage
 from app.errors import DocumentNotFound, EmptyIndex, LongDocError
 from app.evidence import score_sentences, select_evidence
@@ -31,7 +32,8 @@ from index.store import DocumentInfo, IndexStore
 
 log = logging.getLogger(__name__)
 
-ABSTAIN_ANSWER = "The documents do not answer this question: no passage is relevant enough."
+ABSTAIN_ANSWER = ("The documents do not answer this question: no passage is relevant enough "
+                  "(relevance {score:.2f}, below {threshold:.2f}).")
 
 
 def to_passage(rank: int, hit: RetrievedChunk) -> Passage:
@@ -183,10 +185,14 @@ class QueryEngine:
         ranked = self.retrieve(question, doc=doc, top_k=top_k)
         timings = {"retrieve_s": round(time.perf_counter() - started, 4)}
         answer = Answer(question=question, id=id, model=gen.info, timings=timings)
+        on_question = score_sentences(self.embedder, question, "", ranked)  # reused by the evidence below
+        relevant = relevance(question, ranked, on_question)
+        answer.relevance = relevant.to_dict()
+        timings["relevance_s"] = round(time.perf_counter() - started - timings["retrieve_s"], 4)
 
-        if not ranked or max(p.score for p in ranked) < self.settings.min_relevance:
+        if not ranked or relevant.score < self.settings.min_relevance:
             answer.abstained = True
-            answer.answer = ABSTAIN_ANSWER
+            answer.answer = ABSTAIN_ANSWER.format(score=relevant.score, threshold=self.settings.min_relevance)
             answer.passages = ranked
             answer.mode = "rag" if mode == "auto" else mode
             answer.timings["total_s"] = round(time.perf_counter() - started, 4)
@@ -213,11 +219,12 @@ class QueryEngine:
                 yield piece
             stats = gen.last_stats
         answer.answer = "".join(pieces).strip()
+        answer.abstained = says_not_stated(answer.answer)  # the model's own "the documents do not say"
         answer.completion_tokens = stats.completion_tokens
         prefill_s = stats.prefill_s + prefix_prefill_s
         answer.timings.update(prefill_s=round(prefill_s, 4), generate_s=round(stats.generate_s, 4))
         evidence_started = time.perf_counter()
-        scored = score_sentences(self.embedder, question, answer.answer, answer.passages)
+        scored = score_sentences(self.embedder, question, answer.answer, answer.passages, embedded=on_question)
         answer.evidence = select_evidence(scored)
         answer.quote = find_quote(scored, question, answer.answer)
         answer.support = check_support(self.embedder, question, answer.answer, answer.passages, scored)

@@ -57,13 +57,22 @@ class ScoredSentences:
     similarity: np.ndarray  # (len(sentences),)
 
 
-def score_sentences(embedder: Embedder, question: str, answer: str, passages: Sequence[Passage]) -> ScoredSentences:
-    """Every sentence of `passages`, scored by embedding similarity to the question and, if any, the answer."""
+def score_sentences(embedder: Embedder, question: str, answer: str, passages: Sequence[Passage],
+                    embedded: ScoredSentences | None = None) -> ScoredSentences:
+    """Every sentence of `passages`, scored by embedding similarity to the question and, if any, the answer.
+
+    `embedded`: sentences scored before (the abstention step scores the retrieved passages against the question
+    alone); those of `passages` are not embedded again.
+    """
     sentences = [(p, s) for p in passages for s in sentences_with_offsets(p)]
     if not sentences:
         return ScoredSentences([], np.zeros((0, embedder.dim), dtype=np.float32), np.zeros(0, dtype=np.float32))
+    keys = [(p.doc_id, s[0]) for p, s in sentences]  # a sentence is known by its document and offset
+    known = {(p.doc_id, s[0]): v for (p, s), v in zip(embedded.sentences, embedded.vectors)} if embedded else {}
+    missing = [s[2] for key, (_, s) in zip(keys, sentences) if key not in known]
+    fresh = iter(embedder.embed_documents(missing) if missing else [])
+    vectors = np.stack([known[key] if key in known else next(fresh) for key in keys])
     probes = [question] + ([answer] if answer.strip() else [])
-    vectors = embedder.embed_documents([s[2] for _, s in sentences])
     return ScoredSentences(sentences, vectors, (vectors @ embedder.embed_queries(probes).T).mean(axis=1))
 
 

@@ -119,10 +119,11 @@ class Settings:
     # `auto` reads one document whole when it is at most this many generator tokens: at that size the whole
     # text costs about what the retrieved passages would, and on a CPU a longer prefill costs minutes.
     auto_full_document_max_tokens: int = 2048
-    # abstain when the best passage's cosine similarity is below this. On the 41 dev CUAD contracts it abstains
-    # on 13.5% of questions about clauses a contract lacks and wrongly on 1.3% of those whose clause is there;
-    # 0.25 halves both (README, Answers on the dev contracts; benchmarks/bench_answers.py)
-    min_relevance: float = 0.30
+    # abstain when the passages' relevance (app/abstain.py: best passage, best sentence, question words found) is
+    # below this. On the dev CUAD contracts 0.34 catches 22.2% of questions about clauses a contract lacks and
+    # refuses 1.3% of those whose clause is there, 0.8% of dev meeting queries and none of 30 needles in meetings
+    # (benchmarks/bench_abstain.py); the next step, 0.36, refuses 2.1%
+    min_relevance: float = 0.34
     answer_reserve_tokens: int = 256  # kept free in the window for the answer
     # `extractive`: the answer is the quote, the document's own words (app/quote.py), with the model's sentence
     # kept beside it in `generated`; for short factual questions (parties, dates, law, terms, amounts)

@@ -77,11 +77,13 @@ def test_an_answer_in_history_renders_passages_maps_and_downloads(app_test: AppT
 
 
 def test_abstained_answer_says_no_passage_was_relevant(app_test: AppTest, answer: Answer) -> None:
-    answer.abstained, answer.passages, answer.evidence = True, [], []
+    answer.abstained, answer.passages, answer.evidence, answer.prompt_tokens = True, [], [], 0
+    answer.relevance = {"score": 0.21, "passage": 0.18, "sentence": 0.25, "coverage": 0.2}
     app_test.session_state["history"] = [answer]
     at = app_test.run()
     assert not at.exception
-    assert any("relevant enough" in info.value for info in at.info)
+    assert any("relevant enough" in info.value and "relevance 0.21" in info.value and "20% of the question's words"
+               in info.value for info in at.info)
 
 
 def test_failed_question_shows_its_error_not_a_traceback(app_test: AppTest) -> None:

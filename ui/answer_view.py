@@ -198,18 +198,24 @@ def render_meta(answer: Answer) -> None:
         parts.append(f"{answer.prompt_tokens:,} prompt tokens")
     if answer.model:
         parts.append(f"{answer.model.name} (window {answer.model.context_window:,})")
+    if answer.relevance:
+        parts.append(f"relevance {answer.relevance['score']:.2f}")
     if "total_s" in timings:
         parts.append(f"{timings['total_s']:.1f} s")
     st.caption(" · ".join(parts))
 
 
 def render_answer_text(answer: Answer, key: str) -> None:
-    """The answer itself, or why there is none: the error, or that no passage was relevant enough."""
+    """The answer itself, or why there is none: the error, or that no passage was relevant enough (then the model
+    never read them); an answer in which the model says the passages do not state it is shown with a note."""
     if answer.error:
         st.error(answer.error)
-    elif answer.abstained:
+    elif answer.abstained and not answer.prompt_tokens:  # refused before the model read anything
+        r = answer.relevance or {}
+        why = (f" (relevance {r['score']:.2f}: best passage {r['passage']:.2f}, best sentence {r['sentence']:.2f}, "
+               f"{r['coverage']:.0%} of the question's words found)") if r else ""
         st.info(
-            "No passage in the library was relevant enough to answer this question. "
+            f"No passage in the library was relevant enough to answer this question{why}. "
             "Try rephrasing it, choosing another document, or adding the document that holds the answer."
         )
     else:
@@ -220,6 +226,8 @@ def render_answer_text(answer: Answer, key: str) -> None:
                        "(hover for why).")
         if answer.generated:
             st.caption(f"The model's own answer: {answer.generated}")
+        if answer.abstained:
+            st.caption("The model says the passages do not state this: check the passages below.")
 
 
 def render_answer(answer: Answer, doc_lengths: Mapping[str, int], key: str) -> None:

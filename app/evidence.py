@@ -22,6 +22,11 @@ from index.embedder import Embedder
 # them is ambiguous when a sentence repeats.
 _BOUNDARY = re.compile(r"""[.!?;]["')\]]*\s+(?=[A-Z0-9"'(\[])|\n\s*""")
 MIN_SENTENCE_CHARS = 20
+# A period after these ends no sentence: "Section No. 258", "U.S. Bank", "Mr. Smith" (nor after an initial: "John
+# A. Smith"); after a company suffix only when a bracket or quote follows: "Acme, Inc. (the Company)".
+ABBREVIATIONS = frozenset("mr mrs ms dr prof st no nos sec secs art arts para vs u.s u.k e.g i.e approx dept".split())
+COMPANY_SUFFIXES = frozenset("inc corp co ltd llc l.l.c lp l.p plc n.a s.a ag gmbh bv nv pty".split())
+_LAST_WORD = re.compile(r"([A-Za-z][A-Za-z.]*)\.$")
 
 
 def split_sentences(text: str, min_chars: int = MIN_SENTENCE_CHARS) -> list[tuple[int, int, str]]:
@@ -29,6 +34,8 @@ def split_sentences(text: str, min_chars: int = MIN_SENTENCE_CHARS) -> list[tupl
     out = []
     start = 0
     for boundary in [*_BOUNDARY.finditer(text), None]:
+        if boundary is not None and _after_abbreviation(text, boundary):
+            continue
         end = boundary.end() if boundary else len(text)
         raw = text[start:end]
         sentence = raw.strip()
@@ -37,6 +44,18 @@ def split_sentences(text: str, min_chars: int = MIN_SENTENCE_CHARS) -> list[tupl
             out.append((offset, offset + len(sentence), sentence))
         start = end
     return out
+
+
+def _after_abbreviation(text: str, boundary: re.Match) -> bool:
+    """Whether the boundary is the period of an abbreviation or an initial rather than a sentence's end."""
+    if not boundary.group().startswith("."):
+        return False
+    word = _LAST_WORD.search(text, 0, boundary.start() + 1)
+    if word is None:
+        return False
+    token, following = word.group(1).lower().rstrip("."), text[boundary.end():boundary.end() + 1]
+    return (token in ABBREVIATIONS or (len(token) == 1 and word.group(1).isupper())
+            or (token in COMPANY_SUFFIXES and following in "(\"'“"))
 
 
 def sentences_with_offsets(passage: Passage) -> list[tuple[int, int, str]]:

@@ -53,12 +53,16 @@ _DURATION = re.compile(r"\b(?:\d+|one|two|three|four|five|six|seven|eight|nine|t
                        re.IGNORECASE)
 _ASKS_DATE = re.compile(r"\bwhen\b|\bdate\b|\bwhat day\b", re.IGNORECASE)
 _ASKS_END = re.compile(r"\bexpir|\bterminat|\bend\b|\bends\b|\bterm\b", re.IGNORECASE)  # answered by a date or a duration
-_ASKS_TITLE = re.compile(r"\b(?:name|title)\b.*\b(?:agreement|contract|document|report|this)\b", re.IGNORECASE)
+_ASKS_TITLE = re.compile(r"\b(?:name|title)\b.*\b(?P<noun>agreement|contract|lease|plan|amendment|document|report"
+                         r"|this)\b", re.IGNORECASE)
+_LABEL = re.compile(r"(?:exhibit|source:|page\b|\d+\s*$)", re.IGNORECASE)  # filing labels above a title
+_ASKS_PARTIES = re.compile(r"\bwho\b.*\bpart(?:y|ies)\b|\bwhich (?:companies|parties|entities)\b", re.IGNORECASE)
+_NAMES_PARTIES = re.compile(r"\b(?:between|among)\b", re.IGNORECASE)  # "by and between X and Y"
 _ASKS_DURATION = re.compile(r"\bhow long\b|\bhow much notice\b|\bhow many (?:days|months|years)\b|\bperiod\b"
                             r"|\bfor how long\b", re.IGNORECASE)
 NAME_WEIGHT = 1.5  # a capitalised name or a number shared with the answer counts more than a common word
 SIMILARITY_WEIGHT = 2.0  # the embedding similarity (about 0.2-0.7) against the term score (about 0-5)
-ANSWER_TYPE_BONUS = 1.5  # a sentence that holds the kind of thing the question asks for (a date, a duration)
+ANSWER_TYPE_BONUS = 3.0  # a sentence that holds the kind of thing the question asks for (parties, a date, a duration)
 
 
 @dataclass(frozen=True)
@@ -109,8 +113,11 @@ def terms(text: str) -> set[Term]:
 
 
 def answer_type_bonus(question: str, sentence: str) -> float:
-    """ANSWER_TYPE_BONUS when the question asks for a date or a duration and the sentence holds one (when a term
-    ends is stated either way: "expires on June 21, 2000" or "for a period of two years")."""
+    """ANSWER_TYPE_BONUS when the sentence holds what the question asks for: the parties ("between X and Y"), a
+    duration, or a date (when a term ends is stated either way: "expires on June 21, 2000" or "for a period of
+    two years")."""
+    if _ASKS_PARTIES.search(question):
+        return ANSWER_TYPE_BONUS if _NAMES_PARTIES.search(sentence) else 0.0
     if _ASKS_DURATION.search(question):
         return ANSWER_TYPE_BONUS if _DURATION.search(sentence) else 0.0
     if _ASKS_DATE.search(question):
@@ -119,19 +126,40 @@ def answer_type_bonus(question: str, sentence: str) -> float:
     return 0.0
 
 
+def _title_in(text: str, noun: str) -> tuple[int, int] | None:
+    """(start, end) of the first title naming `noun` in `text`: a run of capitalised words ending in it ("THIS
+    CO-BRANDING AGREEMENT", "Software License Agreement"), at least two words, a leading "This"/"The" left out."""
+    upper = rf"(?:(?=[A-Z0-9&'.#-]*[A-Z])[A-Z0-9&'.#-]+[ \t]+){{1,8}}{noun.upper()}\b"  # WORDS IN CAPITALS
+    title = rf"(?:[A-Z][a-z][\w&'.-]*[ \t]+(?:(?:and|of|for|to|&)[ \t]+)?){{1,8}}{noun.capitalize()}\b"  # Title Case
+    found = [m for pattern in (upper, title) for m in re.finditer(pattern, text)]
+    for m in sorted(found, key=lambda m: m.start()):
+        lead = re.match(r"(?:THIS|This|The|THE)\s+", m.group())
+        start = m.start() + (lead.end() if lead else 0)
+        if len(text[start:m.end()].split()) >= 2:
+            return start, m.end()
+    return None
+
+
 def title_quote(question: str, passages) -> Quote | None:
-    """For a question asking what the document is called: the first line of its opening, where titles stand."""
-    if not _ASKS_TITLE.search(question):
+    """For a question asking what the document is called: in its opening, the first title naming what the
+    question calls it ("agreement", "contract"), else the first line that is not an exhibit or page label."""
+    asked = _ASKS_TITLE.search(question)
+    if not asked:
         return None
     opening = next((p for p in passages if p.char_start == 0), None)
     if opening is None:
         return None
-    for line in re.finditer(r"[^\n]+", opening.text):
-        text = line.group().strip()
-        if len(text) >= 3:
-            start = line.start() + line.group().index(text)
-            return Quote(doc=opening.doc, char_start=start, char_end=start + len(text), text=text)
-    return None
+    noun = asked["noun"].lower()
+    span = _title_in(opening.text, noun) if noun not in ("document", "this") else None
+    if span is None:
+        lines = [(m.start() + m.group().index(m.group().strip()), m.group().strip())
+                 for m in re.finditer(r"[^\n]+", opening.text)]
+        start, text = next(((s, t) for s, t in lines if len(t) >= 3 and not _LABEL.match(t)), (None, ""))
+        if start is None:
+            return None
+        span = (start, start + len(text))
+    return Quote(doc=opening.doc, char_start=opening.char_start + span[0], char_end=opening.char_start + span[1],
+                 text=opening.text[span[0]:span[1]])
 
 
 @lru_cache(maxsize=1)

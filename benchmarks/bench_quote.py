@@ -82,7 +82,7 @@ answers = {}
 if cache.exists() and not args.fresh:
     answers = {row["id"]: Answer.from_dict(row) for row in map(json.loads, cache.read_text(encoding="utf-8").splitlines())}
 started = time.perf_counter()
-with cache.open("a", encoding="utf-8") as fh:
+with cache.open("w" if args.fresh else "a", encoding="utf-8") as fh:
     for q in tqdm([q for q in questions if q.id not in answers], desc="answers", unit="question"):
         answers[q.id] = qa.ask(q.question, doc=q.doc, id=q.id)
         fh.write(json.dumps(answers[q.id].to_dict(), ensure_ascii=False) + "\n")

@@ -63,3 +63,24 @@ def test_quote_finds_the_date_the_answer_names_in_another_form(embedder):
                        "It was made on 8/22/05.")
     assert "22nd day of August 2005" in quote.text and "March" not in quote.text
     assert dates("the 22nd day of August 2005, 8/22/05 and May 22, 2000") == ["8/22/05", "5/22/00", "8/22/05"]
+
+
+def test_a_title_under_an_exhibit_label_is_the_title_not_the_label(embedder):
+    text = ("Exhibit 10.4 Confidential Treatment Requested   SOFTWARE LICENSE AND MAINTENANCE AGREEMENT This Agreement "
+            "is made on May 1, 2000 between Garman Routing Systems, Inc. and Sparkling Spring Water Group Limited.")
+    p = Passage(rank=2, score=0.2, doc="s.txt", doc_id="s", char_start=0, char_end=len(text), text=text)
+    question = "What is the name or title of this agreement?"
+    quote = find_quote(score_sentences(embedder, question, "", [p]), question, "")
+    assert quote.text == "SOFTWARE LICENSE AND MAINTENANCE AGREEMENT"
+    assert text[quote.char_start:quote.char_end] == quote.text
+
+
+def test_the_parties_are_quoted_from_the_sentence_that_names_them_between_company_suffixes(embedder):
+    text = ("Each party shall keep the Confidential Information of the other party secret. This Agreement is made by "
+            "and between RMF Empire, Inc. (\"WCC\") and Bosch International, LLC (\"Bosch\"). Either party may "
+            "assign this Agreement to an affiliate of the party.")
+    p = Passage(rank=1, score=0.4, doc="b.txt", doc_id="b", char_start=0, char_end=len(text), text=text)
+    question = "Who are the parties to this agreement?"
+    quote = find_quote(score_sentences(embedder, question, "", [p]), question, "")
+    assert quote.text.startswith("This Agreement is made by and between RMF Empire, Inc.")
+    assert "Bosch International" in quote.text

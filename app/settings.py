@@ -124,7 +124,6 @@ class Settings:
     # refuses 1.3% of those whose clause is there, 0.8% of dev meeting queries and none of 30 needles in meetings
     # (benchmarks/bench_abstain.py); the next step, 0.36, refuses 2.1%
     min_relevance: float = 0.34
-    answer_reserve_tokens: int = 256  # kept free in the window for the answer
     # `extractive`: the answer is the quote, the document's own words (app/quote.py), with the model's sentence
     # kept beside it in `generated`; for short factual questions (parties, dates, law, terms, amounts)
     answer_style: str = "generative"

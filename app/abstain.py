@@ -31,7 +31,7 @@ from app.evidence import ScoredSentences
 from app.quote import terms
 
 WEIGHTS = {"passage": 0.3, "sentence": 0.5, "coverage": 0.2}
-_NOT_STATED = re.compile(r"\bnot (?:stated|mentioned|specified|provided|given|found)|\bdoes not (?:say|state|"
+_NOT_STATED = re.compile(r"\bnot (?:stated|mentioned|specified|provided|given|found)|\bdo(?:es)? not (?:say|state|"
                          r"mention|specify)|\bno (?:information|mention)\b", re.IGNORECASE)
 
 

@@ -12,9 +12,12 @@ generated answer):
    so "expire" meets "expiration"), each weighted by how rare it is among the candidates (a word in every
    sentence says nothing); plus the mean embedding similarity to the question and the answer, the evidence
    step's own measure (the answer's own terms are not counted: a small model's answer often names a date from
-   the wrong clause, and counting its terms lowered the quote's hits on meetings, benchmarks/bench_quote.py); plus a bonus when the sentence holds what the question asks for: a date for "when" or
-   "what date", a length of time for "how long", "how much notice" or "what period".
-   A question asking what the document is called is answered by the first line of its opening passage.
+   the wrong clause, and counting its terms lowered the quote's hits on meetings, benchmarks/bench_quote.py);
+   plus a bonus when the sentence holds what the question asks for: the parties ("between X and Y"), a date
+   for "when" or "what date", a length of time for "how long", "how much notice" or "what period"; plus, for
+   each question word in the sentence's file name, what the rarest shared name would count, so that "the
+   co-branding agreement's governing law" is quoted from that agreement when several are retrieved.
+   A question asking what the document is called is answered by the title in its opening passage.
 3. The best sentence is narrowed to the shortest run of its clauses (split at ; and :, not at commas, which
    also sit inside names like "Acme, Inc.") that still holds every answer term the sentence matched; with no
    answer term matched, the sentence stays whole.
@@ -27,6 +30,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 import numpy as np
 
 from app.answer import Quote
@@ -206,8 +210,12 @@ def find_quote(scored: ScoredSentences, question: str, answer: str, narrow: bool
     def weight(wanted: set[Term], keys: set[str]) -> float:
         return sum(rarity[t.key] * (NAME_WEIGHT if t.strong else 1.0) for t in wanted if t.key in keys)
 
+    asked = {t.key for t in wanted_question}
+    rarest = math.log(1 + len(candidates)) * NAME_WEIGHT  # what the rarest shared name would count
+    in_name = {p.doc: rarest * len(asked & {t.key for t in terms(re.sub(r"[_.]+", " ", Path(p.doc).stem))})
+               for p, _ in candidates}
     scores = [weight(wanted_question, keys) + SIMILARITY_WEIGHT * float(sim) + answer_type_bonus(question, s[2])
-              for (_, s), keys, sim in zip(candidates, sentence_terms, scored.similarity)]
+              + in_name[p.doc] for (p, s), keys, sim in zip(candidates, sentence_terms, scored.similarity)]
     best = int(np.argmax(scores))
     passage, (start, end, text) = candidates[best]
     matched = {t.key for t in wanted_answer if t.key in sentence_terms[best]}

@@ -84,3 +84,15 @@ def test_the_parties_are_quoted_from_the_sentence_that_names_them_between_compan
     quote = find_quote(score_sentences(embedder, question, "", [p]), question, "")
     assert quote.text.startswith("This Agreement is made by and between RMF Empire, Inc.")
     assert "Bosch International" in quote.text
+
+
+def test_a_question_naming_a_document_is_quoted_from_that_document(embedder):
+    filler = " Notices shall be sent to the addresses above. Each party shall pay its own costs and expenses."
+    texts = {"sandridge_operations_agreement.docx": "This Agreement shall be governed by the laws of the State of "
+                                                    "Texas." + filler,
+             "ediets_co-branding_agreement.txt": "This Agreement shall be governed by California law." + filler}
+    passages = [Passage(rank=i + 1, score=0.4, doc=doc, doc_id=doc, char_start=0, char_end=len(t), text=t)
+                for i, (doc, t) in enumerate(texts.items())]
+    question = "Which state's law governs the co-branding agreement?"
+    quote = find_quote(score_sentences(embedder, question, "", passages), question, "")
+    assert quote.doc == "ediets_co-branding_agreement.txt" and "California" in quote.text

@@ -128,6 +128,15 @@ def _print_passages(answer) -> None:
         table.add_row(str(p.rank), f"{p.score:.3f}", p.doc, where, f"{p.char_start}-{p.char_end}",
                       "" if p.prompt_index is None else str(p.prompt_index), zone)
     console.print(table)
+    if answer.relevance:
+        r = answer.relevance
+        console.print(f"[bold]relevance[/bold] {r['score']:.2f} (best passage {r['passage']:.2f}, best sentence "
+                      f"{r['sentence']:.2f}, {r['coverage']:.0%} of the question's words found)", highlight=False)
+    if answer.support is not None and answer.support.sentences:
+        console.print(f"[bold]support[/bold] {answer.support.verdict}", highlight=False)
+        for s in answer.support.sentences:
+            if not s.supported:
+                console.print(f"  [red]unsupported[/red] {s.text} [dim]({s.reason})[/dim]", highlight=False)
     if answer.quote is not None:
         q = answer.quote
         console.print(f"[bold]quote[/bold] {q.doc} {q.char_start}-{q.char_end}: {q.text}", highlight=False)
@@ -254,4 +263,7 @@ def main() -> None:
     logging.basicConfig(
         level=os.environ.get("LONGDOC_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
     )
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # its "Loading weights" bar on every start says nothing to a user
     app()

@@ -11,6 +11,7 @@ passages; it says which words the passages do not hold, so the page can show the
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import numpy as np
@@ -21,6 +22,7 @@ from app.quote import terms
 from index.embedder import Embedder
 
 SIMILAR_ENOUGH = 0.6  # cosine of an answer sentence without names or numbers to its closest passage sentence
+_YEAR = re.compile(r"\b(?:1[89]|20)\d\d\b")
 FRAME = frozenset(t.key for t in terms("answer question document text"))  # words that frame an answer, not content
 
 
@@ -45,6 +47,7 @@ def check_support(embedder: Embedder, question: str, answer: str, passages: Sequ
         return Support(verdict="unchecked", sentences=[])
     asked = {t.key for t in terms(question)} | FRAME
     known = set().union(*({t.key for t in terms(p.text)} for p in passages))
+    known |= {y for p in passages for y in _YEAR.findall(p.text)}  # "2000" alone, though "May 22, 2000" is one date
     passage_terms = [{t.key for t in terms(s[2])} for _, s in scored.sentences]
     similarity = embedder.embed_documents(sentences) @ scored.vectors.T  # (answer sentences, passage sentences)
     checked = []

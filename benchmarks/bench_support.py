@@ -1,6 +1,6 @@
 """The support check against labels: precision and recall of "unsupported" on answer sentences of dev contracts.
 
-`benchmarks/data/support_labels.jsonl` holds 130 sentences of 88 answers the embedded model gave to short-answer
+`benchmarks/data/support_labels.jsonl` holds 127 sentences of 88 answers the embedded model gave to short-answer
 questions on the dev CUAD contracts (`bench_quote.py`'s answers, a seeded shuffle), each labelled by reading it
 against the passages its prompt held: `supported` when everything it asserts (names, dates, numbers, what they
 are said to be) is stated there; a sentence that asserts nothing checkable ("What was asked.") or mixes a right

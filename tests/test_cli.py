@@ -112,6 +112,18 @@ def test_extractive_answer_is_the_quote_with_the_models_sentence_beside_it(index
     assert "California" in a["answer"]  # the clause itself: the contract is governed by California law
 
 
+def test_ask_prints_the_relevance_the_support_check_and_the_quote_from_the_named_agreement(index):
+    idx, _ = index
+    result = runner.invoke(app, ["ask", "Which state's law governs the co-branding agreement?", "--mode", "rag",
+                                 "--index", str(idx)])
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.stdout.split())
+    assert "relevance " in out and "of the question's words found" in out
+    assert "support " in out  # the verdict; any sentence it does not support is listed with the reason
+    quote = out[out.index("quote "):]
+    assert quote.startswith("quote ediets_co-branding_agreement.txt") and "California" in quote
+
+
 def test_unknown_document_is_one_clear_line(index):
     idx, _ = index
     result = runner.invoke(app, ["ask", "Who?", "--doc", "nope.pdf", "--index", str(idx)])

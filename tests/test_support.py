@@ -47,6 +47,11 @@ def test_a_sentence_without_names_is_held_to_its_meaning(embedder):
     assert support(embedder, "Pets are not allowed on the premises.").verdict == "unsupported"
 
 
+def test_a_year_of_a_date_in_the_passages_is_in_the_passages(embedder):
+    assert support(embedder, "The term ended in 2000.").verdict == "supported"
+    assert "2001" in support(embedder, "The term ended in 2001.").sentences[0].reason
+
+
 def test_a_date_in_another_form_is_the_same_date(embedder):
     assert support(embedder, "It expires on 2000-06-21.").verdict == "supported"
     assert support(embedder, "It expires on 21-June-2001.").verdict == "unsupported"

@@ -56,6 +56,8 @@ _DURATION = re.compile(r"\b(?:\d+|one|two|three|four|five|six|seven|eight|nine|t
                        r"(?:\s*\(\d+\))?[\s-]+(?:calendar |business |consecutive )?(?:days?|weeks?|months?|years?)\b",
                        re.IGNORECASE)
 _ASKS_DATE = re.compile(r"\bwhen\b|\bdate\b|\bwhat day\b", re.IGNORECASE)
+_STATES_TERM = re.compile(r"\b(?:continue|remain)s?\b[^.;]{0,40}?\b(?:in (?:full )?(?:force|effect)|for|until)\b"
+                          r"|\bin (?:full )?(?:force|effect) until\b|\banniversary\b", re.IGNORECASE)
 _ASKS_END = re.compile(r"\bexpir|\bterminat|\bend\b|\bends\b|\bterm\b", re.IGNORECASE)  # answered by a date or a duration
 _ASKS_TITLE = re.compile(r"\b(?:name|title)\b.*\b(?P<noun>agreement|contract|lease|plan|amendment|document|report"
                          r"|this)\b", re.IGNORECASE)
@@ -119,14 +121,17 @@ def terms(text: str) -> set[Term]:
 def answer_type_bonus(question: str, sentence: str) -> float:
     """ANSWER_TYPE_BONUS when the sentence holds what the question asks for: the parties ("between X and Y"), a
     duration, or a date (when a term ends is stated either way: "expires on June 21, 2000" or "for a period of
-    two years")."""
+    two years"); for when a term ends, once more when the sentence says how long the agreement lasts ("shall
+    remain in full force and effect for"), which a renewal or notice clause naming a period does not."""
     if _ASKS_PARTIES.search(question):
         return ANSWER_TYPE_BONUS if _NAMES_PARTIES.search(sentence) else 0.0
     if _ASKS_DURATION.search(question):
         return ANSWER_TYPE_BONUS if _DURATION.search(sentence) else 0.0
     if _ASKS_DATE.search(question):
-        found = dates(sentence) or (_ASKS_END.search(question) and _DURATION.search(sentence))
-        return ANSWER_TYPE_BONUS if found else 0.0
+        ends = bool(_ASKS_END.search(question))
+        found = dates(sentence) or (ends and _DURATION.search(sentence))
+        lasts = ends and _STATES_TERM.search(sentence)  # "shall continue in full force and effect for ..."
+        return ANSWER_TYPE_BONUS * (bool(found) + bool(lasts))
     return 0.0
 
 

@@ -125,10 +125,19 @@ for name, results in rows.items():
                   f"{summary[name]['holds_answer']:.3f}" if args.data == "cuad" else "(no short answer)",
                   str(summary[name]["median_chars"]))
 console.print(table)
+by_category: dict[str, list[int]] = {}  # category -> [questions, quotes overlapping the gold clause]
+for q, (overlapping, _, _) in zip(questions, rows["quote"]):
+    counts = by_category.setdefault(q.category, [0, 0])
+    counts[0] += 1
+    counts[1] += overlapping
+if args.data == "cuad":
+    console.print("quote overlaps the gold clause, by category: "
+                  + "; ".join(f"{c} {hit} of {n}" for c, (n, hit) in by_category.items()))
 console.print(f"{seconds:.0f} s generating answers this run")
 OUT.mkdir(parents=True, exist_ok=True)
 path = OUT / f"bench_quote{'' if args.data == 'cuad' else '_' + args.data}{'_quick' if args.quick else ''}.json"
 path.write_text(json.dumps({"bench": "quote", "questions": len(questions), "summary": summary,
+                            "quote_overlaps_by_category": by_category,
                             "seconds": round(seconds, 1), "answers": records}, indent=2, ensure_ascii=False),
                 encoding="utf-8")
 console.print(f"wrote {path}")

@@ -96,3 +96,13 @@ def test_a_question_naming_a_document_is_quoted_from_that_document(embedder):
     question = "Which state's law governs the co-branding agreement?"
     quote = find_quote(score_sentences(embedder, question, "", passages), question, "")
     assert quote.doc == "ediets_co-branding_agreement.txt" and "California" in quote.text
+
+
+def test_when_a_term_ends_is_quoted_from_the_sentence_saying_how_long_it_lasts(embedder):
+    text = ("This Agreement shall automatically renew for successive terms of twelve (12) months at the end of the "
+            "Initial Term unless either party gives notice. This Agreement shall become effective on the Effective "
+            "Date and shall remain in full force and effect for a period of two (2) years.")
+    p = Passage(rank=1, score=0.4, doc="t.txt", doc_id="t", char_start=0, char_end=len(text), text=text)
+    question = "When does the initial term of the agreement expire?"
+    quote = find_quote(score_sentences(embedder, question, "", [p]), question, "")
+    assert "two (2) years" in quote.text and "renew" not in quote.text

@@ -1,4 +1,4 @@
-"""Retrieval on the dev CUAD contracts: dense against hybrid, and the opening-chunk pin with its threshold.
+"""Retrieval on the dev CUAD contracts (or meetings): dense against hybrid, and the opening pin with its threshold.
 
 Every (contract, category) question whose clause the contract has is retrieved within its contract, as
 `longdoc ask --doc` does, and scored by recall@5: a passage overlaps a gold span.
@@ -11,7 +11,10 @@ Every (contract, category) question whose clause the contract has is retrieved w
 - with `--reranker PATH`, hybrid retrieval re-scored by that cross-encoder (`reranker`, 20 candidates), no pin.
   No cross-encoder ships in a PyPI package, so the default run has no such row.
 
-    python benchmarks/bench_retrieval.py [--quick] [--reranker PATH]
+`--data qmsum` asks the dev QMSum meeting queries of their meetings instead (no short-answer column), to
+check the pin where a document's opening is rarely the answer.
+
+    python benchmarks/bench_retrieval.py [--quick] [--data qmsum] [--reranker PATH]
 """
 
 import argparse
@@ -25,7 +28,7 @@ from rich.table import Table
 from tqdm import tqdm
 
 from app import LongDocQA
-from app.evals.datasets import load_cuad
+from app.evals.datasets import load_cuad, load_qmsum
 from app.evals.recall import overlaps, write_documents
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -34,13 +37,15 @@ PIN_THRESHOLDS = [-1.0, 0.05, 0.1, 0.15, 0.2, 0.25]
 K = 5
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--quick", action="store_true", help="two contracts")
+parser.add_argument("--quick", action="store_true", help="two documents")
+parser.add_argument("--data", choices=("cuad", "qmsum"), default="cuad")
 parser.add_argument("--reranker", default="", help="a cross-encoder directory or cached hub id to measure")
 args = parser.parse_args()
 logging.basicConfig(level=logging.WARNING)
 console = Console(width=140)
 
-data = load_cuad(quick=args.quick)
+data = load_cuad(quick=args.quick) if args.data == "cuad" else load_qmsum(quick=args.quick)
+WORK = WORK if args.data == "cuad" else WORK / args.data
 WORK.mkdir(parents=True, exist_ok=True)
 qa = LongDocQA(index_dir=WORK / ("index-quick" if args.quick else "index"))
 qa.ingest(write_documents(data.documents, WORK / "docs"), show_progress=True)
@@ -87,19 +92,19 @@ for t in PIN_THRESHOLDS:
 qa.engine.settings = qa.settings
 
 table = Table("retrieval", "recall@5 (all)", "recall@5 (short-answer)", "pin places freed", "lost", "won back",
-              title=f"CUAD dev, {len(data.questions)} questions ({len(short)} short-answer), k={K}")
+              title=f"{args.data} dev, {len(data.questions)} questions ({len(short)} short-answer), k={K}")
 for name, (all_, short_, _) in rows.items():
-    table.add_row(name, f"{all_:.3f}", f"{short_:.3f}", "", "", "")
+    table.add_row(name, f"{all_:.3f}", f"{short_:.3f}" if short else "", "", "", "")
 for p in pin:
     label = "hybrid, pin always" if p["threshold"] < 0 else f"hybrid, pin when cosine >= {p['threshold']:.2f}"
     if p["threshold"] == qa.settings.pin_min_similarity:
         label += " (default)"
-    table.add_row(label, f"{p['recall@5']:.3f}", f"{p['recall@5_short']:.3f}", str(p["places_freed"]),
+    table.add_row(label, f"{p['recall@5']:.3f}", f"{p['recall@5_short']:.3f}" if short else "", str(p["places_freed"]),
                   str(p["lost"]), str(p["won_back"]))
 console.print(table)
 
 OUT.mkdir(parents=True, exist_ok=True)
-path = OUT / ("bench_retrieval_quick.json" if args.quick else "bench_retrieval.json")
+path = OUT / f"bench_retrieval{'' if args.data == 'cuad' else '_' + args.data}{'_quick' if args.quick else ''}.json"
 path.write_text(json.dumps({"bench": "retrieval", "k": K, "questions": len(data.questions), "short": len(short),
                             "rows": {n: {"recall@5": r[0], "recall@5_short": r[1], "seconds": r[2]}
                                      for n, r in rows.items()}, "pin": pin}, indent=2))

@@ -102,9 +102,11 @@ def dates(text: str) -> list[str]:
     return [d for _, _, d in _date_matches(text)]
 
 
-def terms(text: str) -> set[Term]:
+@lru_cache(maxsize=8192)
+def terms(text: str) -> frozenset[Term]:
     """The content terms of `text`: stemmed lower-cased words outside STOPWORDS, numbers without commas, dates
-    (each as one term)."""
+    (each as one term). Remembered: the relevance, the quote and the support check read the same passages and
+    sentences for every answer."""
     matches = _date_matches(text)
     found = {Term(d, True) for _, _, d in matches}
     for m in _WORD.finditer(text):
@@ -115,7 +117,7 @@ def terms(text: str) -> set[Term]:
         if not key or key in STOPWORDS or (len(key) < 3 and not key.isdigit()):
             continue
         found.add(Term(key if key[0].isdigit() else _stem(key), word[0].isupper() or word[0].isdigit()))
-    return found
+    return frozenset(found)
 
 
 def answer_type_bonus(question: str, sentence: str) -> float:

@@ -83,8 +83,8 @@ cosine = {kind: np.array([r["passage"] for r in rows]) for kind, rows in (("pres
 names = list(WEIGHTS)
 X = np.array([[r[n] for n in names] for r in present + absent])
 y = np.array([0] * len(present) + [1] * len(absent))  # 1: absent
-groups = np.array([cuad.documents.index(next(d for d in cuad.documents if d.name == r["doc"]))
-                   for r in present + absent])
+contract = {d.name: i for i, d in enumerate(cuad.documents)}
+groups = np.array([contract[r["doc"]] for r in present + absent])
 
 
 def best_point(p_absent: np.ndarray) -> tuple[float, float]:

@@ -34,6 +34,16 @@ def embedder():
     return Embedder.load(EMBEDDED_EMBEDDER)
 
 
+def whole(doc: str, text: str, rank: int = 1) -> Passage:
+    """A passage holding a whole short document."""
+    return Passage(rank=rank, score=0.4, doc=doc, doc_id=doc, char_start=0, char_end=len(text), text=text)
+
+
+def quote_for(embedder, question: str, passages: list[Passage]):
+    """The quote for `question` before any answer is generated."""
+    return find_quote(score_sentences(embedder, question, "", passages), question, "")
+
+
 def test_evidence_is_the_sentence_that_answers(embedder):
     passages = [passage(0, DOC.index("7.2")), passage(DOC.index("7.2"), len(DOC), rank=2)]
     evidence = select_evidence(score_sentences(embedder, "Which law governs the agreement?", "New York law [2].", passages))
@@ -68,9 +78,7 @@ def test_quote_finds_the_date_the_answer_names_in_another_form(embedder):
 def test_a_title_under_an_exhibit_label_is_the_title_not_the_label(embedder):
     text = ("Exhibit 10.4 Confidential Treatment Requested   SOFTWARE LICENSE AND MAINTENANCE AGREEMENT This Agreement "
             "is made on May 1, 2000 between Garman Routing Systems, Inc. and Sparkling Spring Water Group Limited.")
-    p = Passage(rank=2, score=0.2, doc="s.txt", doc_id="s", char_start=0, char_end=len(text), text=text)
-    question = "What is the name or title of this agreement?"
-    quote = find_quote(score_sentences(embedder, question, "", [p]), question, "")
+    quote = quote_for(embedder, "What is the name or title of this agreement?", [whole("s.txt", text)])
     assert quote.text == "SOFTWARE LICENSE AND MAINTENANCE AGREEMENT"
     assert text[quote.char_start:quote.char_end] == quote.text
 
@@ -79,9 +87,7 @@ def test_the_parties_are_quoted_from_the_sentence_that_names_them_between_compan
     text = ("Each party shall keep the Confidential Information of the other party secret. This Agreement is made by "
             "and between RMF Empire, Inc. (\"WCC\") and Bosch International, LLC (\"Bosch\"). Either party may "
             "assign this Agreement to an affiliate of the party.")
-    p = Passage(rank=1, score=0.4, doc="b.txt", doc_id="b", char_start=0, char_end=len(text), text=text)
-    question = "Who are the parties to this agreement?"
-    quote = find_quote(score_sentences(embedder, question, "", [p]), question, "")
+    quote = quote_for(embedder, "Who are the parties to this agreement?", [whole("b.txt", text)])
     assert quote.text.startswith("This Agreement is made by and between RMF Empire, Inc.")
     assert "Bosch International" in quote.text
 
@@ -91,10 +97,8 @@ def test_a_question_naming_a_document_is_quoted_from_that_document(embedder):
     texts = {"sandridge_operations_agreement.docx": "This Agreement shall be governed by the laws of the State of "
                                                     "Texas." + filler,
              "ediets_co-branding_agreement.txt": "This Agreement shall be governed by California law." + filler}
-    passages = [Passage(rank=i + 1, score=0.4, doc=doc, doc_id=doc, char_start=0, char_end=len(t), text=t)
-                for i, (doc, t) in enumerate(texts.items())]
-    question = "Which state's law governs the co-branding agreement?"
-    quote = find_quote(score_sentences(embedder, question, "", passages), question, "")
+    passages = [whole(doc, t, rank=i + 1) for i, (doc, t) in enumerate(texts.items())]
+    quote = quote_for(embedder, "Which state's law governs the co-branding agreement?", passages)
     assert quote.doc == "ediets_co-branding_agreement.txt" and "California" in quote.text
 
 
@@ -102,7 +106,5 @@ def test_when_a_term_ends_is_quoted_from_the_sentence_saying_how_long_it_lasts(e
     text = ("This Agreement shall automatically renew for successive terms of twelve (12) months at the end of the "
             "Initial Term unless either party gives notice. This Agreement shall become effective on the Effective "
             "Date and shall remain in full force and effect for a period of two (2) years.")
-    p = Passage(rank=1, score=0.4, doc="t.txt", doc_id="t", char_start=0, char_end=len(text), text=text)
-    question = "When does the initial term of the agreement expire?"
-    quote = find_quote(score_sentences(embedder, question, "", [p]), question, "")
+    quote = quote_for(embedder, "When does the initial term of the agreement expire?", [whole("t.txt", text)])
     assert "two (2) years" in quote.text and "renew" not in quote.text

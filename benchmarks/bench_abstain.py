@@ -32,7 +32,7 @@ from tqdm import tqdm
 from app import LongDocQA
 from app.abstain import WEIGHTS, relevance, says_not_stated
 from app.answer import Answer
-from app.evals.datasets import load_cuad, load_qmsum
+from app.evals.datasets import CUAD_DIR, QMSUM_FILE, load_cuad, load_qmsum, require_dev_data
 from app.evals.niah import Needle, found, plant, size_label
 from app.evals.recall import write_documents
 from app.evidence import score_sentences
@@ -52,6 +52,7 @@ GENERATED_SAMPLE = 60  # short-answer questions of each kind generated for the "
 parser = argparse.ArgumentParser()
 parser.add_argument("--quick", action="store_true", help="two contracts, two meetings, 8K needles, 10 generated")
 args = parser.parse_args()
+require_dev_data(CUAD_DIR, QMSUM_FILE)
 logging.basicConfig(level=logging.WARNING)
 console = Console(width=160)
 WORK.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from app.evals.datasets import DEV_CONTRACTS
+from app.evals.datasets import DEV_CONTRACTS, require_dev_data
 from app.generator import Generator
 from app.settings import Settings
 from decode_steps import decode_step_ms
@@ -31,6 +31,7 @@ CONTEXTS = (16, 2000, 8000)
 STEPS = 10
 PPL_TOKENS = 1024
 
+require_dev_data(DEV_CONTRACTS)
 gen = Generator.load(Settings.load(quantized_decode=False, kv_cache_dtype="float32"))
 text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(DEV_CONTRACTS.glob("*.txt"))[:3])
 body = gen.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
 
-from app.evals.datasets import load_cuad
+from app.evals.datasets import CUAD_DIR, load_cuad, require_dev_data
 from app.settings import Settings
 from ingest.chunkers import make_chunker
 from ingest.loaders.text import text_document
@@ -40,6 +40,7 @@ PASSES = 2
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch.ao.quantization points to torchao
 warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")  # same deprecation
 console = Console(width=150)
+require_dev_data(CUAD_DIR)
 settings = Settings.load()
 fp32 = Embedder.load(settings.embedder, batch_size=settings.embed_batch_size)
 cuad = load_cuad()

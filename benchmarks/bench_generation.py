@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 from transformers.generation.streamers import BaseStreamer
 
-from app.evals.datasets import DEV_CONTRACTS
+from app.evals.datasets import DEV_CONTRACTS, require_dev_data
 from app.generator import EMBEDDED_GGUF, EMBEDDED_PACKAGE, Generator
 from app.settings import Settings
 
@@ -37,6 +37,7 @@ REPEATS = 5  # rounds; each row keeps its best and reports its median decode too
 SETTINGS = Settings.load()
 BASELINE, LLAMA_CPP = "transformers model.generate", "llama.cpp (Q4_1)"  # row names the ratios are taken against
 
+require_dev_data(DEV_CONTRACTS)
 gen = Generator.load(SETTINGS)
 gen_kv32 = Generator.load(SETTINGS.replace(kv_cache_dtype="float32"))
 gen_fp32 = Generator.load(SETTINGS.replace(quantized_decode=False, kv_cache_dtype="float32"))

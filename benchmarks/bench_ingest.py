@@ -55,7 +55,7 @@ from rich.table import Table
 from tqdm.auto import tqdm
 
 from app.api import LongDocQA
-from app.evals.datasets import CollapsedText, EvalSet, load_cuad, load_qmsum
+from app.evals.datasets import CUAD_DIR, QMSUM_FILE, CollapsedText, EvalSet, load_cuad, load_qmsum, require_dev_data
 from app.evals.recall import (
     BUDGET_TOKENS,
     DEPTH,
@@ -165,6 +165,7 @@ def score(eval_set: EvalSet, rank: Any, budget: TokenBudget, desc: str,
 
 
 # ---- run ------------------------------------------------------------------------------------------------------
+require_dev_data(CUAD_DIR, QMSUM_FILE)
 sets = {"cuad": load_cuad(), "qmsum": load_qmsum()}
 for name, limit in (("cuad", CUAD_DOCS), ("qmsum", QMSUM_DOCS)):
     if limit:

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from transformers import DynamicCache
 
-from app.evals.datasets import DEV_CONTRACTS
+from app.evals.datasets import DEV_CONTRACTS, require_dev_data
 from app.generator import Generator
 from app.kv_cache import growing_cache
 from app.settings import Settings
@@ -21,6 +21,7 @@ from decode_steps import decode_step_ms
 CONTEXTS = (2000, 8000, 16000)
 STEPS = 10
 
+require_dev_data(DEV_CONTRACTS)
 gen = Generator.load(Settings.load(kv_cache_dtype="float32"))  # both caches compared hold float32
 text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(DEV_CONTRACTS.glob("*.txt"))[:4])
 body = gen.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from app import LongDocQA
 from app.answer import Answer
-from app.evals.datasets import load_cuad, load_qmsum
+from app.evals.datasets import CUAD_DIR, QMSUM_FILE, load_cuad, load_qmsum, require_dev_data
 from app.evals.recall import overlaps, write_documents
 from app.evidence import score_sentences
 from app.quote import dates, find_quote
@@ -44,6 +44,7 @@ parser.add_argument("--data", choices=("cuad", "qmsum"), default="cuad",
                     help="qmsum: meeting queries, whose gold is turns, not a short answer (overlap only)")
 parser.add_argument("--fresh", action="store_true", help="generate the answers again instead of reading them")
 args = parser.parse_args()
+require_dev_data(CUAD_DIR if args.data == "cuad" else QMSUM_FILE)
 logging.basicConfig(level=logging.WARNING)
 console = Console()
 

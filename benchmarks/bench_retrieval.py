@@ -28,7 +28,7 @@ from rich.table import Table
 from tqdm import tqdm
 
 from app import LongDocQA
-from app.evals.datasets import load_cuad, load_qmsum
+from app.evals.datasets import CUAD_DIR, QMSUM_FILE, load_cuad, load_qmsum, require_dev_data
 from app.evals.recall import overlaps, write_documents
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -41,6 +41,7 @@ parser.add_argument("--quick", action="store_true", help="two documents")
 parser.add_argument("--data", choices=("cuad", "qmsum"), default="cuad")
 parser.add_argument("--reranker", default="", help="a cross-encoder directory or cached hub id to measure")
 args = parser.parse_args()
+require_dev_data(CUAD_DIR if args.data == "cuad" else QMSUM_FILE)
 logging.basicConfig(level=logging.WARNING)
 console = Console(width=140)
 

@@ -34,7 +34,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from app.evals.datasets import DEV_CONTRACTS  # noqa: E402
+from app.evals.datasets import DEV_CONTRACTS, require_dev_data  # noqa: E402
 from app.generator import Generator, embedded_gguf  # noqa: E402
 from app.llama_server import ServerConfig, start_server, stop_server  # noqa: E402
 from app.perplexity import LOGIT_CHUNK  # noqa: E402
@@ -49,6 +49,7 @@ OUT = ROOT / "benchmarks" / "results" / "bench_server_yarn.json"
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--per-segment", type=int, default=32, help="positions sampled in each 1,024-token segment")
 args = parser.parse_args()
+require_dev_data(TEXT)
 console = Console()
 
 gen = Generator.load(Settings.load())  # YaRN x4, the default

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from app.answer import Passage
-from app.evals.datasets import DEV_CONTRACTS
+from app.evals.datasets import DEV_CONTRACTS, require_dev_data
 from app.evidence import score_sentences
 from app.settings import EMBEDDED_EMBEDDER
 from app.support import answer_sentences, check_support
@@ -30,6 +30,7 @@ from index.embedder import Embedder
 LABELS = Path(__file__).resolve().parent / "data" / "support_labels.jsonl"
 OUT = Path(__file__).resolve().parent / "results"
 
+require_dev_data(DEV_CONTRACTS)
 logging.basicConfig(level=logging.WARNING)
 console = Console(width=140)
 embedder = Embedder.load(EMBEDDED_EMBEDDER)

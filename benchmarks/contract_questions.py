@@ -3,7 +3,7 @@ that ask them one by one and as a batch (bench_batch.py, bench_server.py)."""
 
 from pathlib import Path
 
-from app.evals.datasets import DEV_CONTRACTS
+from app.evals.datasets import DEV_CONTRACTS, require_dev_data
 
 QUESTIONS = [
     "Who are the parties to this agreement?",
@@ -34,6 +34,7 @@ def pick_contract(tokens: int) -> tuple[Path, int]:
     from app.generator import Generator
     from app.settings import Settings
 
+    require_dev_data(DEV_CONTRACTS)
     tokenizer = Generator.load(Settings.load()).tokenizer
     sizes = [(len(tokenizer(p.read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"]), p)
              for p in sorted(DEV_CONTRACTS.glob("*.txt"))]

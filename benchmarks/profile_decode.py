@@ -9,7 +9,7 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from app.evals.datasets import DEV_CONTRACTS
+from app.evals.datasets import DEV_CONTRACTS, require_dev_data
 from app.generator import Generator
 from app.settings import Settings
 
@@ -19,6 +19,7 @@ STEPS = 10
 parser = argparse.ArgumentParser()
 parser.add_argument("--quantized-decode", default="true")
 args = parser.parse_args()
+require_dev_data(DEV_CONTRACTS)
 gen = Generator.load(Settings.load(quantized_decode=args.quantized_decode))
 text = sorted(DEV_CONTRACTS.glob("*.txt"))[0].read_text(encoding="utf-8")
 ids = gen.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -31,6 +31,7 @@ def qa(tmp_path_factory):
     return qa
 
 
+@pytest.mark.slow  # asks: loads the generator
 def test_a_fact_in_a_chunk_of_small_talk_is_answered_and_quoted(qa):
     answer = qa.ask("What is the access code for the Larkspur vault?")
     assert not answer.abstained
@@ -38,6 +39,7 @@ def test_a_fact_in_a_chunk_of_small_talk_is_answered_and_quoted(qa):
     assert "7391-QX" in answer.quote.text
 
 
+@pytest.mark.slow  # asks: the generator is loaded before relevance is judged
 def test_a_question_the_meeting_never_touches_is_abstained_on_with_its_relevance(qa):
     answer = qa.ask("Does the contract cap the supplier's liability for indirect damages?")
     assert answer.abstained

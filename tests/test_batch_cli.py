@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every batch answers with the generator
+
 ROOT = Path(__file__).resolve().parents[1]
 LONGDOC = [sys.executable, "-c", "from app.cli import main; main()"]
 QUESTIONS = [

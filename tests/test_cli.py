@@ -79,6 +79,7 @@ def test_docs_lists_every_ingested_document(index):
     assert "latin1.txt" in result.output
 
 
+@pytest.mark.slow  # asks: loads the generator
 def test_ask_json_follows_the_answer_contract(index):
     idx, _ = index
     result = runner.invoke(app, ["ask", "Which state's law governs the agreement?", "--json", "--mode", "rag",
@@ -101,6 +102,7 @@ def test_ask_json_follows_the_answer_contract(index):
                for p in a["passages"])
 
 
+@pytest.mark.slow
 def test_extractive_answer_is_the_quote_with_the_models_sentence_beside_it(index):
     idx, _ = index
     result = runner.invoke(app, ["ask", "Which state's law governs the agreement?", "--json", "--mode", "rag",
@@ -112,6 +114,7 @@ def test_extractive_answer_is_the_quote_with_the_models_sentence_beside_it(index
     assert "California" in a["answer"]  # the clause itself: the contract is governed by California law
 
 
+@pytest.mark.slow
 def test_ask_prints_the_relevance_the_support_check_and_the_quote_from_the_named_agreement(index):
     idx, _ = index
     result = runner.invoke(app, ["ask", "Which state's law governs the co-branding agreement?", "--mode", "rag",
@@ -124,6 +127,7 @@ def test_ask_prints_the_relevance_the_support_check_and_the_quote_from_the_named
     assert quote.startswith("quote ediets_co-branding_agreement.txt") and "California" in quote
 
 
+@pytest.mark.slow  # asks: the generator is loaded before the document is looked up
 def test_unknown_document_is_one_clear_line(index):
     idx, _ = index
     result = runner.invoke(app, ["ask", "Who?", "--doc", "nope.pdf", "--index", str(idx)])

@@ -1,6 +1,7 @@
 """`longdoc eval niah` and `longdoc eval position` run end to end on tiny inputs and write well-formed results.
 
-The figures are not asserted (a 135M model on 2 cores is not the point here): the files a user reads are.
+The figures are not asserted (a 135M model on 2 cores is not the point here): the files a user reads are. The
+inputs are the fixtures' CUAD contracts (the haystack) and NQ questions, so nothing outside the repository is read.
 """
 
 import json
@@ -10,10 +11,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from app.evals.cli import eval_app
-from app.evals.position import NQ_ORACLE
 from app.reorder import REORDERERS
+from conftest import FIXTURES
 
 runner = CliRunner()
+HAYSTACK = FIXTURES / "cuad_dev" / "contracts"
+# The first 40 questions of the NQ oracle set: distractors come from these questions' passages (embedding all 800
+# is slow).
+NQ_QUESTIONS = FIXTURES / "nq_dev" / "nq-open-oracle-dev.jsonl"
 pytestmark = pytest.mark.slow  # loads the generator
 
 
@@ -23,7 +28,8 @@ def _png_ok(path):
 
 
 def test_niah_writes_a_cell_per_mode_length_and_depth_and_a_heatmap_per_mode(tmp_path):
-    result = runner.invoke(eval_app, ["niah", "--quick", "--lengths", "512", "--depths", "0,100", "--out", str(tmp_path)])
+    result = runner.invoke(eval_app, ["niah", "--quick", "--lengths", "512", "--depths", "0,100",
+                                      "--haystack", str(HAYSTACK), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "niah.json").read_text())
     assert report["lengths"] == [512] and report["depths"] == [0, 100]
@@ -42,7 +48,7 @@ def test_niah_writes_a_cell_per_mode_length_and_depth_and_a_heatmap_per_mode(tmp
 
 def test_niah_modes_restrict_the_run_and_a_bad_mode_is_refused(tmp_path):
     result = runner.invoke(eval_app, ["niah", "--lengths", "512", "--depths", "50", "--modes", "full_document",
-                                      "--out", str(tmp_path)])
+                                      "--haystack", str(HAYSTACK), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "niah.json").read_text())
     assert {(c["mode"], c["variant"]) for c in report["cells"]} == {("full_document", "yarn"), ("full_document", "none")}
@@ -51,9 +57,7 @@ def test_niah_modes_restrict_the_run_and_a_bad_mode_is_refused(tmp_path):
 
 
 def test_position_writes_an_accuracy_per_gold_rank_and_strategy_and_the_u_curve(tmp_path):
-    data = tmp_path / "nq.jsonl"  # distractors come from these 40 questions' passages: embedding all 800 is slow
-    data.write_text("".join(NQ_ORACLE.read_text(encoding="utf-8").splitlines(keepends=True)[:40]), encoding="utf-8")
-    result = runner.invoke(eval_app, ["position", "--quick", "--n", "2", "--k", "4", "--data", str(data),
+    result = runner.invoke(eval_app, ["position", "--quick", "--n", "2", "--k", "4", "--data", str(NQ_QUESTIONS),
                                       "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "position.json").read_text())

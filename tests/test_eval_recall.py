@@ -1,4 +1,8 @@
-"""The recall evaluation: gold evidence lands on the right characters, and `longdoc eval recall` writes its files."""
+"""The recall evaluation: gold evidence lands on the right characters, and `longdoc eval recall` writes its files.
+
+The gold checks run on the fixtures (`tests/fixtures/`: three CUAD contracts with their rows of the master CSV, and
+two QMSum meetings), laid out like the dev data, so they run in a plain clone.
+"""
 
 from __future__ import annotations
 
@@ -19,14 +23,18 @@ from app.evals.datasets import (
     OMITTED,
     QMSUM_FILE,
     CollapsedText,
+    DataMissing,
     load_cuad,
     load_qmsum,
+    missing_data,
+    require_dev_data,
     transcript_text,
 )
+from conftest import FIXTURES
 from ingest.loaders.transcript import looks_like_speaker_lines, parse_speaker_lines
 
-needs_cuad = pytest.mark.skipif(not (DATA_ROOT / CUAD_DIR / CUAD_CLAUSES).is_file(), reason="CUAD dev data not present")
-needs_qmsum = pytest.mark.skipif(not (DATA_ROOT / QMSUM_FILE).is_file(), reason="QMSum dev data not present")
+CUAD = FIXTURES / CUAD_DIR
+QMSUM = FIXTURES / QMSUM_FILE
 
 
 def collapse(s: str) -> str:
@@ -40,12 +48,12 @@ def test_collapsed_search_maps_back_to_exact_offsets():
     assert CollapsedText(text).find("the laws of Texas") is None
 
 
-@needs_cuad
 def test_cuad_gold_spans_slice_back_to_the_annotated_clauses():
-    cuad = load_cuad()
-    assert cuad.unlocated == 0 and len(cuad.documents) == 41
-    with (DATA_ROOT / CUAD_DIR / CUAD_CLAUSES).open(encoding="utf-8", newline="") as fh:
+    cuad = load_cuad(CUAD)
+    with (CUAD / CUAD_CLAUSES).open(encoding="utf-8", newline="") as fh:
         rows = {Path(r["Filename"]).stem.lower(): r for r in csv.DictReader(fh)}
+    # every row of the master CSV found its contract, and every contract has its row
+    assert cuad.unlocated == 0 and len(cuad.documents) == len(rows) == len(list((CUAD / "contracts").glob("*.txt")))
     for q in cuad.questions:
         row = rows[Path(q.doc).stem.lower()]
         pieces = {collapse(p) for span in ast.literal_eval(row[q.category]) for p in span.split(OMITTED) if p.strip()}
@@ -58,11 +66,10 @@ def test_cuad_gold_spans_slice_back_to_the_annotated_clauses():
     assert {q.category for q in cuad.questions if q.short_answer} >= {"Parties", "Governing Law", "Agreement Date"}
 
 
-@needs_qmsum
 def test_qmsum_gold_covers_exactly_the_query_turns():
-    qmsum = load_qmsum()
-    meetings = [json.loads(line) for line in (DATA_ROOT / QMSUM_FILE).open(encoding="utf-8")]
-    assert len(qmsum.questions) > 200
+    qmsum = load_qmsum(QMSUM)
+    meetings = [json.loads(line) for line in QMSUM.open(encoding="utf-8")]
+    assert len(qmsum.questions) == sum(len(m["specific_query_list"]) for m in meetings)  # every query has its gold
     for q in qmsum.questions:
         i, j = (int(x) for x in q.id.split("-")[1:])
         turns = meetings[i]["meeting_transcripts"]
@@ -123,3 +130,15 @@ def test_eval_recall_quick_writes_json_and_png(tmp_path, monkeypatch):
         assert 0.0 <= report["groups"]["all"][key] <= 1.0
     assert {"id", "first_hit_rank", "hit_at_k", "hit_in_budget"} <= set(report["results"][0])
     assert (out / "recall_qmsum_fixed_dense.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_data_is_one_line_saying_where_the_dev_data_belongs(tmp_path):
+    """The dev data is not in the repository: `longdoc eval` and the benchmarks say so in one line."""
+    message = str(missing_data(DATA_ROOT / CUAD_DIR))
+    assert "\n" not in message and "../shared/data" in message and message.endswith("or pass --data PATH")
+    with pytest.raises(DataMissing, match=r"contracts does not exist$"):
+        load_cuad(tmp_path / CUAD_DIR)
+    with pytest.raises(DataMissing, match=r"val\.jsonl does not exist$"):
+        load_qmsum(tmp_path / QMSUM_FILE)
+    with pytest.raises(SystemExit, match=r"^error: .*nowhere does not exist$"):
+        require_dev_data(tmp_path / "nowhere")

@@ -10,14 +10,14 @@ import pytest
 from reportlab.lib.pagesizes import letter
 from reportlab.pdfgen import canvas
 
-from conftest import DEV_DATA
+from conftest import FIXTURES
 from ingest.loaders import SUPPORTED_EXTENSIONS, load_document
 from ingest.pipeline import find_files
 from ingest.types import IngestError
 
-CONTRACT = DEV_DATA / "cuad_dev/contracts/SANDRIDGEENERGYINC_08_06_2009-EX-10.6-OPERATIONS AND MAINTENANCE AGREEMENT.txt"
+CONTRACT = FIXTURES / "cuad_dev/contracts/SANDRIDGEENERGYINC_08_06_2009-EX-10.6-OPERATIONS AND MAINTENANCE AGREEMENT.txt"
 SAMPLE_DOCS = Path(__file__).resolve().parent.parent / "sample_docs"
-CONTRACT_INLINE = DEV_DATA / "cuad_dev/contracts/ABILITYINC_06_15_2020-EX-4.25-SERVICES AGREEMENT.txt"  # no line breaks
+CONTRACT_INLINE = FIXTURES / "cuad_dev/contracts/ABILITYINC_06_15_2020-EX-4.25-SERVICES AGREEMENT.txt"  # no line breaks
 
 
 def write_pdf(path: Path, pages: list[list[str]], **canvas_kw) -> Path:
@@ -34,7 +34,8 @@ def write_pdf(path: Path, pages: list[list[str]], **canvas_kw) -> Path:
 
 
 def qmsum_transcript(path: Path, meeting: int = 0) -> Path:
-    with open(DEV_DATA / "qmsum_dev/val.jsonl", encoding="utf-8") as f:
+    """A QMSum meeting (the fixture's first: an ICSI meeting) written as one `Speaker: content` line per turn."""
+    with open(FIXTURES / "qmsum_dev/val.jsonl", encoding="utf-8") as f:
         record = json.loads(f.readlines()[meeting])
     path.write_text("\n".join(f"{t['speaker']}: {t['content']}" for t in record["meeting_transcripts"]), encoding="utf-8")
     return path

@@ -10,8 +10,9 @@ from app.answer import Passage
 from app.errors import PromptTooLong
 from app.prompt import PromptBuilder
 from app.reorder import important_first_last, no_reorder
+from conftest import FIXTURES
 
-CONTRACT = sorted(Path(__file__).resolve().parents[2].joinpath("shared/data/cuad_dev/contracts").glob("*.txt"))[0]
+CONTRACT = FIXTURES / "cuad_dev" / "contracts" / "ABILITYINC_06_15_2020-EX-4.25-SERVICES AGREEMENT.txt"
 
 
 @pytest.fixture(scope="module")

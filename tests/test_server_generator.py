@@ -23,6 +23,8 @@ from app.prompt import SYSTEM_PROMPT, passage_header, render_user_message
 from app.server_generator import ServerError, ServerGenerator, char_offsets
 from app.settings import Settings
 
+pytestmark = pytest.mark.slow  # each test loads the generator: in a llama.cpp server, or here in process
+
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACT = ROOT / "sample_docs" / "ediets_co-branding_agreement.txt"
 MEETING = ROOT / "sample_docs" / "ami_remote_control_design_meeting.txt"

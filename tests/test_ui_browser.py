@@ -23,12 +23,14 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-pytestmark = pytest.mark.browser
+from conftest import FIXTURES
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # the page answers with the generator
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 QUESTION = "Which state's law governs this agreement?"
-CUAD_CONTRACT = (ROOT.parent / "shared" / "data" / "cuad_dev" / "contracts"
+CUAD_CONTRACT = (FIXTURES / "cuad_dev" / "contracts"
                  / "OPTIMIZEDTRANSPORTATIONMANAGEMENT,INC_07_26_2000-EX-6.6-DISTRIBUTOR AGREEMENT.txt")
 # Loading the model and generating on two CPU cores takes about a minute; on a busy machine, minutes.
 ANSWER_TIMEOUT_MS = 600_000
@@ -36,7 +38,8 @@ INGEST_TIMEOUT_MS = 300_000
 
 
 def sample_contract() -> Path:
-    """A contract with a governing-law clause: one from sample_docs/ if there is one, else a CUAD contract."""
+    """A contract with a governing-law clause: one from sample_docs/ if there is one, else a CUAD contract from the
+    fixtures."""
     for path in sorted((ROOT / "sample_docs").glob("*.txt")):
         if "governed by the laws" in path.read_text(encoding="utf-8", errors="ignore"):
             return path

@@ -32,6 +32,7 @@ def recall(
     out: Annotated[Path, typer.Option(help="Folder for the JSON and PNG.")] = Path("eval-results"),
 ) -> None:
     """Evidence recall@k, MRR and recall at an equal token budget on a question set with gold spans."""
+    from app.errors import LongDocError
     from app.evals.datasets import load_eval_set
     from app.evals.recall import recall_table, run_recall, write_report
 
@@ -40,6 +41,9 @@ def recall(
         settings = Settings.load(chunker=chunker, retriever=retriever)
     except ValueError as exc:  # SettingsError is a ValueError
         raise typer.BadParameter(str(exc)) from None
+    except LongDocError as exc:  # DataMissing: the dev data is not beside the repository
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     console.print(f"{eval_set.name}: {len(eval_set.documents)} documents, {len(eval_set.questions)} questions")
     report = run_recall(eval_set, settings, k=k, budget_tokens=budget, budget_tokenizer=budget_tokenizer,
                         show_progress=True)
@@ -80,7 +84,7 @@ def niah(
     except ValueError as exc:  # a depth that is not a number; SettingsError
         raise typer.BadParameter(str(exc)) from None
     except LongDocError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     console.print(report.table())
     paths = report.save(out)
@@ -107,7 +111,7 @@ def position(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     except LongDocError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     for table in report.tables():
         console.print(table)

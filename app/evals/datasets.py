@@ -27,9 +27,12 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.errors import LongDocError
+
 logger = logging.getLogger(__name__)
 
-# The dev data sits beside the repository (`../shared/data`); `--data PATH` points anywhere else.
+# The dev data sits beside the repository (`../shared/data`); `--data PATH` points anywhere else. A plain
+# clone has no such folder: the tests read the few files they need from `tests/fixtures/`, laid out alike.
 DATA_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data"
 CUAD_DIR = "cuad_dev"
 DEV_CONTRACTS = DATA_ROOT / CUAD_DIR / "contracts"  # haystacks and prompts for the evals and benchmarks
@@ -61,6 +64,38 @@ QUESTION_OVERRIDES = {
         "What exceptions or carve-outs apply to the non-compete, exclusivity or no-solicit of customers restrictions?"
     ),
 }
+
+
+class DataMissing(LongDocError):
+    """A question set's files are not where they were looked for: one line saying where, and what to do."""
+
+
+def missing_data(path: Path, instead: str = "pass --data PATH") -> DataMissing:
+    """The error for a file or folder of a question set that does not exist.
+
+    The dev data is not part of the repository, so for a path under `DATA_ROOT` the message says where it
+    belongs, and `instead` what a user can pass in its place ("" for nothing).
+    """
+    if not Path(path).is_relative_to(DATA_ROOT):
+        return DataMissing(f"{path} does not exist")
+    message = f"{path} does not exist: the dev data is not part of the repository; place it beside the checkout as " \
+              "../shared/data"
+    return DataMissing(message + (f", or {instead}" if instead else ""))
+
+
+def require_dev_data(*paths: str | Path) -> None:
+    """For the benchmark scripts, which read the dev data: exit with one line naming the first missing path,
+    rather than a traceback from deep inside a loader.
+
+    Args:
+        paths: relative to `DATA_ROOT` (`CUAD_DIR`, `QMSUM_FILE`) or absolute (`DEV_CONTRACTS`).
+
+    Example:
+        >>> require_dev_data(CUAD_DIR, QMSUM_FILE)  # doctest: +SKIP
+    """
+    for path in paths:
+        if not (DATA_ROOT / path).exists():
+            raise SystemExit(f"error: {missing_data(DATA_ROOT / path, instead='')}")
 
 
 @dataclass(frozen=True)
@@ -200,10 +235,17 @@ def load_cuad(root: Path | None = None, quick: bool = False) -> EvalSet:
     """The CUAD dev contracts and one question per (contract, category).
 
     Args:
-        root: the `cuad_dev` folder (holding `contracts/`, the master CSV and the descriptions).
+        root: the `cuad_dev` folder (holding `contracts/`, the master CSV and the descriptions); default: the
+            one in `DATA_ROOT`.
         quick: keep two contracts (`quick_pick`).
+
+    Raises:
+        DataMissing: one of those three is not there.
     """
     root = Path(root) if root else DATA_ROOT / CUAD_DIR
+    for needed in (root / "contracts", root / CUAD_CLAUSES, root / CUAD_DESCRIPTIONS):
+        if not needed.exists():
+            raise missing_data(needed)
     files = {_key(p.stem): p for p in sorted((root / "contracts").glob("*.txt"))}
     asked = cuad_questions(root)
     with (root / CUAD_CLAUSES).open(encoding="utf-8", newline="") as fh:
@@ -267,10 +309,15 @@ def load_qmsum(path: Path | None = None, quick: bool = False) -> EvalSet:
     """QMSum meetings and their specific queries, gold = the character ranges of the queries' turns.
 
     Args:
-        path: the `val.jsonl` file (one meeting a line).
+        path: the `val.jsonl` file (one meeting a line); default: the one in `DATA_ROOT`.
         quick: keep two meetings (`quick_pick`).
+
+    Raises:
+        DataMissing: the file is not there.
     """
     path = Path(path) if path else DATA_ROOT / QMSUM_FILE
+    if not path.is_file():
+        raise missing_data(path)
     with path.open(encoding="utf-8") as fh:
         meetings = [json.loads(line) for line in fh if line.strip()]
     built = [(i, *transcript_text(m["meeting_transcripts"]), m) for i, m in enumerate(meetings)]
@@ -299,6 +346,10 @@ def load_eval_set(data: str, quick: bool = False) -> EvalSet:
     """`cuad`, `qmsum`, or a path: a folder laid out like `cuad_dev`, or a QMSum-style `.jsonl` file.
 
     `quick` keeps two documents of moderate length, so a run takes well under a minute on 2 cores.
+
+    Raises:
+        DataMissing: `cuad` or `qmsum` and the dev data is not beside the repository.
+        ValueError: a path that is neither kind of question set.
     """
     if data == "cuad":
         return load_cuad(quick=quick)

@@ -32,7 +32,7 @@ from rich.table import Table
 from tqdm.auto import tqdm
 
 from app.errors import LongDocError, PromptTooLong
-from app.evals.datasets import DEV_CONTRACTS  # the default haystack; users pass --haystack with their own files
+from app.evals.datasets import DEV_CONTRACTS, missing_data  # the default haystack; or --haystack with one's own
 from app.reorder import REORDERERS
 from app.settings import Settings
 
@@ -320,6 +320,10 @@ def run_niah(
     Returns:
         NiahReport; `.save(out)` writes the JSON and the heatmaps.
 
+    Raises:
+        LongDocError: no haystack given and the dev contracts are not beside the repository (`DataMissing`),
+            or too little text in the haystack.
+
     Example:
         >>> report = run_niah(Settings.load(), [1024], [0, 100])   # doctest: +SKIP
         >>> report.summary()["rag/important_first_last"]["accuracy"]  # doctest: +SKIP
@@ -331,6 +335,8 @@ def run_niah(
 
     started = time.perf_counter()
     sources = [Path(p) for p in haystack] or [DEV_CONTRACTS]
+    if not haystack and not DEV_CONTRACTS.is_dir():
+        raise missing_data(DEV_CONTRACTS, instead="pass --haystack with files or folders of your own")
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="longdoc-niah-") as tmp:
         tmp_dir = Path(tmp)

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from app.answer import Passage
 from app.errors import LongDocError
-from app.evals.datasets import DATA_ROOT
+from app.evals.datasets import DATA_ROOT, missing_data
 from app.reorder import REORDERERS
 from app.settings import Settings
 
@@ -80,6 +80,8 @@ class NQItem:
 def load_nq(path: Path) -> list[NQItem]:
     """Every question of the oracle file with its answers and its one gold passage (`ctxs[0]`)."""
     if not path.is_file():
+        if path.is_relative_to(DATA_ROOT):  # the default: the dev copy, not beside the repository
+            raise missing_data(path, instead="pass --data with the NQ oracle .jsonl")
         raise LongDocError(f"{path}: no such file; pass --data with the NQ oracle .jsonl (nq-open-oracle-dev)")
     items = []
     with path.open(encoding="utf-8") as fh:

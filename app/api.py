@@ -14,7 +14,9 @@ from app.generator import Generator
 from app.ingestion import IngestReport, ingest_files
 from app.settings import Settings
 from index.embedder import Embedder
-from index.store import DocumentInfo, IndexStore
+from index.base import DocumentInfo, LibraryMeta
+from index.copy import CopyReport, copy_library
+from index.stores import open_store
 from ingest.chunkers import Chunker, make_chunker, mean_word_vectors
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,8 @@ class LongDocQA:
             settings = settings.replace(**overrides, **({"index_dir": Path(index_dir)} if index_dir else {}))
         self.settings = settings
         self.embedder = Embedder.load(settings.embedder, batch_size=settings.embed_batch_size, int8=settings.embed_int8)
-        self.store = IndexStore.open(settings.index_dir, settings.embedder, self.embedder.dim, self.embedder.precision)
+        meta = LibraryMeta(settings.embedder, self.embedder.dim, self.embedder.precision)
+        self.store = open_store(settings.vector_store, settings.index_dir, meta)
         self.engine = QueryEngine(settings, self.store, self.embedder, lambda: load_generator(settings))
 
     def ingest(
@@ -65,10 +68,13 @@ class LongDocQA:
     ) -> IngestReport:
         """Ingest files and folders; unchanged files are skipped, changed ones replaced, bad ones reported.
 
-        A file counts as changed when its content, its name or the chunking (chunker and its settings) differs.
+        A file counts as changed when its content or the chunking (chunker and its settings) differs. A file
+        whose bytes are already in the library under another name is stored once: the document answers to
+        both names.
 
         Returns:
-            IngestReport with `.ingested`, `.unchanged` (DocumentInfo lists) and `.skipped` ((file, reason) pairs).
+            IngestReport with `.ingested`, `.unchanged` (DocumentInfo lists), `.duplicates` ((name, document)
+            pairs) and `.skipped` ((file, reason) pairs).
         """
         if isinstance(paths, (str, Path)):
             paths = [paths]
@@ -98,8 +104,33 @@ class LongDocQA:
         return self.store.document_text(self._info(doc).doc_id)
 
     def remove(self, doc: str) -> DocumentInfo:
-        """Remove a document (by name or id) and its chunks from the index."""
-        return self.store.remove(self._info(doc).doc_id)
+        """Remove a document (by name or id) and its chunks from the index.
+
+        A document that answers to several names (the same bytes ingested under each) loses only the name
+        given, and goes with its last name; an id removes it whatever its names.
+
+        Returns:
+            The document as it was before.
+        """
+        self._info(doc)
+        return self.store.remove(doc)
+
+    def copy_library(self, vector_store: str, index_dir: str | Path | None = None,
+                     show_progress: bool = False) -> CopyReport:
+        """Copy this library (texts, chunks, vectors, names) to another backend, without embedding again.
+
+        Args:
+            vector_store: the target, as the setting takes it ("faiss", "postgresql://...", "milvus://...").
+            index_dir: the target folder when it is "faiss".
+
+        Example:
+            >>> qa.copy_library("postgresql://longdoc:pw@db:5432/library").copied   # doctest: +SKIP
+        """
+        target = open_store(vector_store, Path(index_dir or self.settings.index_dir).expanduser(), self.store.meta)
+        try:
+            return copy_library(self.store, target, show_progress=show_progress)
+        finally:
+            target.close()
 
     def model_info(self) -> ModelInfo:
         """The generator's name, RoPE scaling, effective window and attention; loads the model if needed."""

@@ -67,9 +67,13 @@ def ingest(
     report = _qa(index).ingest(paths, show_progress=True)
     for file, reason in report.skipped:
         err.print(f"[yellow]skipped[/yellow] {file}: {reason}", highlight=False)
+    for name, info in report.duplicates:
+        console.print(f"{name}: the same content as {info.name}; stored once, it answers to both names",
+                      highlight=False)
     console.print(
         f"{len(report.ingested)} ingested ({report.chunks} chunks, {report.tokens:,} tokens), "
-        f"{len(report.unchanged)} unchanged, {len(report.skipped)} skipped in {report.seconds:.1f} s"
+        f"{len(report.unchanged)} unchanged, {len(report.duplicates)} duplicate, {len(report.skipped)} skipped "
+        f"in {report.seconds:.1f} s"
     )
 
 
@@ -82,15 +86,19 @@ def docs(index: IndexOpt = None) -> None:
         return
     table = Table("name", "id", "type", "pages", "chunks", "tokens", "ingested at")
     for d in documents:
-        table.add_row(d.name, d.doc_id, d.doc_type, str(d.pages), str(d.chunks), f"{d.tokens:,}", d.ingested_at)
+        table.add_row("\n".join(d.names), d.doc_id, d.doc_type, str(d.pages), str(d.chunks), f"{d.tokens:,}", d.ingested_at)
     console.print(table)
 
 
 @command
 def remove(doc: Annotated[str, typer.Argument(help="Document name or id.")], index: IndexOpt = None) -> None:
-    """Remove a document and its chunks from the index."""
+    """Remove a document and its chunks from the index (or one of its names, when it has several)."""
     info = _qa(index).remove(doc)
-    console.print(f"removed {info.name} ({info.chunks} chunks)")
+    others = [n for n in info.names if n != doc]
+    if doc in info.names and others:
+        console.print(f"removed the name {doc}; the document stays as {', '.join(others)}")
+    else:
+        console.print(f"removed {info.name} ({info.chunks} chunks)")
 
 
 @command
@@ -256,6 +264,59 @@ def serve(
     run_until_signalled(config)
 
 
+index_app = typer.Typer(help="Move a library between the embedded store and an engine.", no_args_is_help=True)
+
+
+@index_app.command("copy")
+def index_copy(
+    to: Annotated[str, typer.Option("--to", help="Target: an engine URL (postgresql://..., milvus://...) or a "
+                                                  "folder for the embedded store.")],
+    source: Annotated[Optional[str], typer.Option("--from", help="Source, the same way (default: the "
+                                                                  "configured vector_store and --index).")] = None,
+    index: IndexOpt = None,
+) -> None:
+    """Copy every document, its chunks, vectors and names to another backend, without embedding again."""
+    try:
+        qa = _qa(index, **({} if source is None else _library_overrides(source)))
+        report = qa.copy_library(**_library_overrides(to), show_progress=True)
+    except user_errors() as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    console.print(f"{len(report.copied)} copied ({report.chunks} chunks), {len(report.present)} already there, "
+                  f"in {report.seconds:.1f} s", highlight=False)
+
+
+def _library_overrides(location: str) -> dict:
+    """`vector_store` (and `index_dir` for a folder) from a URL or a folder path."""
+    if "://" in location:
+        return {"vector_store": location}
+    return {"vector_store": "faiss", "index_dir": Path(location)}
+
+
+@command
+def engine(
+    kind: Annotated[str, typer.Argument(help="postgres (PostgreSQL + pgvector) or milvus (milvus-lite).")],
+    data_dir: Annotated[Path, typer.Option(help="Where the engine keeps its data.")] = Path("~/.longdoc/engine"),
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (default: the engine's usual one).")] = 0,
+) -> None:
+    """Run a vector engine on 127.0.0.1 to try a backend (the password comes from LONGDOC_ENGINE_PASSWORD)."""
+    from app.local_engines import start_milvus, start_postgres, wait_until_signalled
+
+    data_dir = data_dir.expanduser() / kind
+    if kind == "postgres":
+        password = os.environ.get("LONGDOC_ENGINE_PASSWORD", "longdoc")
+        running = start_postgres(data_dir, port or 5432, password)
+    elif kind == "milvus":
+        running = start_milvus(data_dir, port or 19530)
+    else:
+        raise LongDocError(f"engine {kind!r}: choose postgres or milvus")
+    shown = running.url.replace(f":{password}@", ":***@") if kind == "postgres" else running.url
+    console.print(f"{kind} on 127.0.0.1 (pid {running.pid}), data in {data_dir}. Ctrl-C stops it.\n"
+                  f"  LONGDOC_VECTOR_STORE={shown} longdoc ingest ...", highlight=False)
+    wait_until_signalled(running)
+
+
+app.add_typer(index_app, name="index")
 app.add_typer(eval_app, name="eval")
 
 

@@ -28,7 +28,7 @@ from app.support import check_support
 from index.embedder import Embedder
 from index.rerank import Reranker, RerankerError
 from index.retrieval import RetrievedChunk, retrieve
-from index.store import DocumentInfo, IndexStore
+from index.base import DocumentInfo, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class QueryEngine:
     def __init__(
         self,
         settings: Settings,
-        store: IndexStore,
+        store: VectorStore,
         embedder: Embedder,
         load_generator: Callable[[], Generator],
     ) -> None:

@@ -27,7 +27,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     from app.rope import RopeError
     from app.settings import SettingsError
     from index.embedder import EmbedderError
-    from index.store import StoreError
+    from index.base import StoreError
     from ingest.types import IngestError
 
     return (LongDocError, SettingsError, RopeError, StoreError, EmbedderError, IngestError)

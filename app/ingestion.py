@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 from tqdm.auto import tqdm
 
 from index.embedder import Embedder
-from index.store import DocumentInfo, IndexStore
+from index.base import DocumentInfo, StoreError, VectorStore
 from ingest import IngestError
 from ingest.chunkers import Chunker
 from ingest.loaders import load_document
@@ -28,10 +28,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class IngestReport:
-    """What one `ingest` call did: new or replaced documents, unchanged ones, and skipped files with reasons."""
+    """What one `ingest` call did: new or replaced documents, unchanged ones, duplicates, and skipped files with
+    reasons.
+
+    A duplicate is a file whose bytes are already in the library under another name (a signed and a final
+    copy): it is stored once and the document answers to both names, so `doc="<either name>"` finds it.
+    """
 
     ingested: list[DocumentInfo] = field(default_factory=list)
     unchanged: list[DocumentInfo] = field(default_factory=list)
+    duplicates: list[tuple[str, DocumentInfo]] = field(default_factory=list)  # (the file's name, the document)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
     seconds: float = 0.0
 
@@ -55,7 +61,7 @@ def content_id(path: Path) -> str:
 
 def ingest_files(
     paths: Iterable[str | Path],
-    store: IndexStore,
+    store: VectorStore,
     embedder: Embedder,
     chunker: Chunker,
     max_bytes: int,
@@ -63,7 +69,8 @@ def ingest_files(
     on_file: Callable[[Path, int, int], None] | None = None,
     names: dict[Path, str] | None = None,
 ) -> IngestReport:
-    """Ingest files and folders into `store`.
+    """Ingest files and folders into `store`, file by file: a file that cannot be read, parsed or stored is
+    reported in `skipped` with its reason, and the others go on.
 
     Args:
         paths: files or folders (folders are walked for supported files).
@@ -83,9 +90,16 @@ def ingest_files(
         except OSError as exc:
             report.skipped.append((str(path), f"cannot read: {exc.strerror or exc}"))
             continue
-        existing = store.get(doc_id)
-        if existing is not None and existing.name == name and existing.chunking == chunker.signature:
-            report.unchanged.append(existing)
+        try:
+            existing = store.get(doc_id)
+            if existing is not None and existing.chunking == chunker.signature:
+                if name in existing.names:
+                    report.unchanged.append(existing)
+                else:  # the same bytes under another name: one more name for the stored document, nothing embedded
+                    report.duplicates.append((name, store.add_name(doc_id, name)))
+                continue
+        except StoreError as exc:  # an engine that went away: this file fails, the next may find it back
+            report.skipped.append((str(path), str(exc)))
             continue
         try:
             doc = load_document(path, max_bytes=max_bytes, name=name)
@@ -111,8 +125,11 @@ def ingest_files(
             ingested_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             chunking=chunker.signature,
         )
-        store.add(info, doc.text, chunks, vectors)
+        try:
+            report.ingested.append(store.add(info, doc.text, chunks, vectors))
+        except StoreError as exc:  # the write is atomic: nothing of this file is stored, the rest go on
+            report.skipped.append((str(path), f"not stored: {exc}"))
+            continue
         log.info("ingested %s: %d chunks", name, len(chunks))
-        report.ingested.append(info)
     report.seconds = time.perf_counter() - started
     return report

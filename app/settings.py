@@ -17,6 +17,9 @@ from typing import Any, Mapping
 
 import platformdirs
 
+from index.base import StoreError
+from index.stores import backend_kind, redact
+
 EMBEDDED_EMBEDDER = "embedded:all-MiniLM-L6-v2"
 EMBEDDED_GENERATOR = "embedded:SmolLM2-135M-Instruct"
 
@@ -50,7 +53,9 @@ class Settings:
         8
     """
 
-    # storage
+    # storage: the library's backend, `faiss` (embedded, in index_dir) or an engine's URL,
+    # postgresql://USER[:PASS]@HOST:PORT/DB (pgvector) or milvus://HOST:PORT (index/stores.py)
+    vector_store: str = field(default="faiss", repr=False)  # repr would show a URL's password; to_dict hides it
     index_dir: Path = field(default_factory=_default_index_dir)
     cache_dir: Path = field(default_factory=_default_cache_dir)  # converted model weights
 
@@ -157,6 +162,10 @@ class Settings:
             value = getattr(self, name)
             if value not in allowed:
                 raise SettingsError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+        try:
+            backend_kind(self.vector_store)
+        except StoreError as exc:
+            raise SettingsError(str(exc)) from None
         positive = ("embed_batch_size", "chunk_max_tokens", "fixed_chunk_tokens", "top_k", "max_new_tokens",
                 "generator_timeout_s", "generator_concurrency", "rerank_candidates")
         for name in positive:
@@ -188,6 +197,7 @@ class Settings:
         """Every value, paths as strings; the API key only as whether one is set."""
         out = {f.name: (str(v) if isinstance(v := getattr(self, f.name), Path) else v) for f in fields(self)}
         out["api_key"] = "***" if self.api_key else ""
+        out["vector_store"] = redact(self.vector_store)
         return out
 
     @classmethod

@@ -1,16 +1,20 @@
-"""Embeddings, the FAISS store with its chunk records on disk, and retrieval. Knows nothing of files."""
+"""Embeddings, the library (one interface over the embedded FAISS store and the engines), and retrieval.
+Knows nothing of files."""
 
+from index.base import DocumentInfo, LibraryMeta, StoreError, VectorStore
 from index.embedder import Embedder, EmbedderError
 from index.retrieval import RetrievedChunk, reciprocal_rank_fusion, retrieve
-from index.store import DocumentInfo, IndexStore, StoreError
+from index.stores import open_store
 
 __all__ = [
     "DocumentInfo",
     "Embedder",
     "EmbedderError",
-    "IndexStore",
+    "LibraryMeta",
     "RetrievedChunk",
     "StoreError",
+    "VectorStore",
+    "open_store",
     "reciprocal_rank_fusion",
     "retrieve",
 ]

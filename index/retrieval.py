@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from index.embedder import Embedder
-from index.store import IndexStore
+from index.base import VectorStore
 from ingest.types import Chunk
 
 RRF_K = 60  # Cormack, Clarke & Buettcher (SIGIR 2009): damps the weight of the very top ranks
@@ -63,14 +63,14 @@ def reciprocal_rank_fusion(
     return [(chunks[cid], scores[cid]) for cid in order[: max(k, 0)]]
 
 
-def _dense(store: IndexStore, query_vec: np.ndarray, query: str, k: int, doc_id: str | None) -> list[RetrievedChunk]:
+def _dense(store: VectorStore, query_vec: np.ndarray, query: str, k: int, doc_id: str | None) -> list[RetrievedChunk]:
     return [
         RetrievedChunk(chunk, score=_unit(sim), similarity=sim, fused=None, dense_rank=rank, keyword_rank=None)
         for rank, (chunk, sim) in enumerate(store.search(query_vec, k, doc_id), start=1)
     ]
 
 
-def _hybrid(store: IndexStore, query_vec: np.ndarray, query: str, k: int, doc_id: str | None) -> list[RetrievedChunk]:
+def _hybrid(store: VectorStore, query_vec: np.ndarray, query: str, k: int, doc_id: str | None) -> list[RetrievedChunk]:
     depth = max(k, CANDIDATES)
     dense = store.search(query_vec, depth, doc_id)
     keyword = store.keyword_search(query, depth, doc_id)
@@ -100,7 +100,7 @@ RETRIEVAL_METHODS = {
 
 
 def retrieve(
-    store: IndexStore,
+    store: VectorStore,
     embedder: Embedder,
     query: str,
     k: int,

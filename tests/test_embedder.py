@@ -9,7 +9,8 @@ import pytest
 
 from index.embedder import Embedder, EmbedderError
 from index.retrieval import retrieve
-from index.store import DocumentInfo, IndexStore
+from index.base import DocumentInfo, LibraryMeta
+from index.faiss_store import FaissStore
 from ingest.types import Chunk
 
 PACKAGED = "embedded:all-MiniLM-L6-v2"
@@ -99,7 +100,7 @@ def test_hybrid_retrieval_finds_the_clause_and_reports_similarity(embedder: Embe
     for i, p in enumerate(paragraphs):
         chunks.append(Chunk("d1", "msa.txt", i, p, start, start + len(p), embedder.count_tokens(p)))
         start += len(p) + 1
-    store = IndexStore.open(tmp_path / "index", embedder.name, embedder.dim)
+    store = FaissStore.open(tmp_path / "index", LibraryMeta(embedder.name, embedder.dim))
     info = DocumentInfo("d1", "msa.txt", "txt", "msa.txt", 1, 3, 30, len(text), "2025-01-01T00:00:00+00:00")
     store.add(info, text, chunks, embedder.embed_documents(paragraphs))
     for method in ("dense", "hybrid"):

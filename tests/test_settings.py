@@ -58,3 +58,16 @@ def test_bad_values_name_the_setting_and_the_choices(tmp_path):
 def test_missing_explicit_config_file_is_an_error(tmp_path):
     with pytest.raises(SettingsError, match="config file not found"):
         Settings.load(config_file=tmp_path / "nope.toml", env={})
+
+
+def test_vector_store_names_a_backend_and_its_password_is_never_shown():
+    url = "postgresql://longdoc:s3cret@db.example:5432/library"
+    settings = Settings.load(env={"LONGDOC_VECTOR_STORE": url})
+    assert settings.vector_store == url
+    assert settings.to_dict()["vector_store"] == "postgresql://longdoc:***@db.example:5432/library"
+    assert "s3cret" not in repr(settings.to_dict())
+    assert Settings.load(env={"LONGDOC_VECTOR_STORE": "milvus://127.0.0.1:19530"}).to_dict()["vector_store"] == \
+        "milvus://127.0.0.1:19530"
+    with pytest.raises(SettingsError, match=r"vector_store='redis://h:1' names no backend: use 'faiss'"):
+        Settings.load(env={"LONGDOC_VECTOR_STORE": "redis://h:1"})
+    assert "s3cret" not in repr(settings)

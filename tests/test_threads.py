@@ -2,10 +2,11 @@
 
 import torch
 
-from index.store import IndexStore
+from index.base import LibraryMeta
+from index.faiss_store import FaissStore
 
 
 def test_opening_the_index_keeps_torch_threads(tmp_path):
     before = torch.get_num_threads()
-    IndexStore.open(tmp_path / "index", "embedded:test", 8)
+    FaissStore.open(tmp_path / "index", LibraryMeta("embedded:test", 8))
     assert torch.get_num_threads() == before

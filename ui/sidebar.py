@@ -17,7 +17,7 @@ from app.answer import ModelInfo
 from app.errors import LongDocError
 from app.ingestion import IngestReport
 from app.settings import MODES, REORDER_CHOICES
-from index.store import DocumentInfo
+from index.base import DocumentInfo
 from ui.uploads import UPLOAD_TYPES, UploadRejected, save_upload
 
 
@@ -64,7 +64,7 @@ def ingest_uploads(qa: LongDocQA, lock: threading.Lock, files) -> None:
         failed += [(Path(file).name, reason) for file, reason in report.skipped]
         st.session_state.ingest_log = ingest_messages(report, failed)
         render_ingest_log()
-        state = "error" if failed and not (report.ingested or report.unchanged) else "complete"
+        state = "error" if failed and not (report.ingested or report.unchanged or report.duplicates) else "complete"
         status.update(label=ingest_label(report, failed), state=state, expanded=bool(failed))
 
 
@@ -72,6 +72,8 @@ def ingest_label(report: IngestReport, failed: list[tuple[str, str]]) -> str:
     parts = [f"{len(report.ingested)} added"]
     if report.unchanged:
         parts.append(f"{len(report.unchanged)} already in the library")
+    if report.duplicates:
+        parts.append(f"{len(report.duplicates)} duplicate")
     if failed:
         parts.append(f"{len(failed)} failed")
     return ", ".join(parts) + f" ({report.seconds:.1f} s)"
@@ -81,6 +83,8 @@ def ingest_messages(report: IngestReport, failed: list[tuple[str, str]]) -> list
     """(kind, text) lines kept in the session, so a failed file's reason stays on screen after the next rerun."""
     lines = [("success", f"Added {d.name}: {d.chunks} chunks, {d.tokens:,} tokens") for d in report.ingested]
     lines += [("info", f"{d.name} is already in the library") for d in report.unchanged]
+    lines += [("info", f"{name} has the same content as {d.name}: stored once, it answers to both names")
+              for name, d in report.duplicates]
     lines += [("error", f"{name}: {reason}") for name, reason in failed]
     return lines
 
@@ -112,6 +116,8 @@ def describe(doc: DocumentInfo) -> str:
     if doc.pages:
         parts.append(f"{doc.pages} page{'s' * (doc.pages != 1)}")
     parts += [f"{doc.chunks} chunks", f"{doc.tokens:,} tokens", doc.ingested_at.replace("T", " ")[:16]]
+    if doc.aliases:
+        parts.append(f"also named {', '.join(doc.aliases)}")
     return " · ".join(parts)
 
 

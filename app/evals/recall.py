@@ -267,22 +267,29 @@ def run_recall(
     with tempfile.TemporaryDirectory(prefix="longdoc-eval-") as tmp:
         tmp_path = Path(tmp)
         paths = write_documents(eval_set.documents, tmp_path / "docs")
+        # The embedded store goes in a folder of its own; on an engine (vector_store is a URL) the documents go
+        # into the library it names, and those this run added are removed again at the end.
         qa = LongDocQA(settings=settings.replace(index_dir=tmp_path / "index"))
         started = time.perf_counter()
         report = qa.ingest(paths, show_progress=show_progress)
         ingest_s = time.perf_counter() - started
-        if report.skipped:
-            raise RuntimeError(f"documents not ingested: {report.skipped}")
-        for doc in eval_set.documents:
-            if qa.document_text(doc.name) != doc.text:  # the contract every offset relies on
-                raise AssertionError(f"{doc.name}: ingested text differs from the evaluation text")
-        budget = budget_for(settings, qa.embedder, budget_tokenizer, budget_tokens)
+        try:
+            if report.skipped:
+                raise RuntimeError(f"documents not ingested: {report.skipped}")
+            for doc in eval_set.documents:
+                if qa.document_text(doc.name) != doc.text:  # the contract every offset relies on
+                    raise AssertionError(f"{doc.name}: ingested text differs from the evaluation text")
+            budget = budget_for(settings, qa.embedder, budget_tokenizer, budget_tokens)
 
-        results = []
-        for q in tqdm(eval_set.questions, desc="Questions", unit="q", disable=not show_progress):
-            passages = qa.engine.retrieve(q.question, doc=q.doc, top_k=max(k, DEPTH))
-            results.append(score_question(q, [(p.char_start, p.char_end, p.text) for p in passages], k, budget))
-        logger.info("recall over %d questions in %.1f s", len(results), time.perf_counter() - started - ingest_s)
+            results = []
+            for q in tqdm(eval_set.questions, desc="Questions", unit="q", disable=not show_progress):
+                passages = qa.engine.retrieve(q.question, doc=q.doc, top_k=max(k, DEPTH))
+                results.append(score_question(q, [(p.char_start, p.char_end, p.text) for p in passages], k, budget))
+            logger.info("recall over %d questions in %.1f s", len(results), time.perf_counter() - started - ingest_s)
+        finally:
+            for info in report.ingested:
+                qa.remove(info.doc_id)
+            qa.store.close()
 
     return RecallReport(
         data=eval_set.name,

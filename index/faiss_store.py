@@ -1,4 +1,5 @@
-"""The index on disk: every document's text, chunk records and vectors, and a manifest that says which are live.
+"""The embedded backend (`vector_store = "faiss"`, the default): every document's text, chunk records and vectors
+in one folder, and a manifest that says which are live.
 
 Layout of an index directory:
 
@@ -24,6 +25,9 @@ Why this shape:
   `IndexIDMap2` lets a removed or replaced document's vectors be taken out by id; llama-index's
   `FaissVectorStore` cannot delete, which is why it is not used here. Each document's vectors get a
   contiguous id range, so a search restricted to one document is an `IDSelectorRange`, not a Python filter.
+- Names. A document's names (`DocumentInfo.name` and `aliases`) live in its manifest entry, so renaming is a
+  manifest commit and touches no segment; chunk records keep the name they were ingested under and are given
+  the current one when loaded.
 - Several processes (the CLI and the UI) may share one index. Writers take a file lock and always start from
   the manifest on disk; readers take no lock, see the last committed manifest, and pick up another process's
   writes on their next call (one `stat` of the manifest decides whether anything changed).
@@ -40,49 +44,34 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import faiss
 import numpy as np
 from filelock import FileLock
 
+from index.base import (
+    DocumentInfo,
+    LibraryMeta,
+    StoreError,
+    VectorStore,
+    WritePlan,
+    plan_add,
+    plan_add_name,
+    plan_remove,
+    renamed,
+)
 from ingest.types import Chunk
 
 if TYPE_CHECKING:
-    import bm25s
-    import Stemmer
+    from index.keyword import KeywordIndex
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
 MARKER_FILE = "longdoc-index.json"
 MANIFEST_FILE = "MANIFEST.json"
 SEGMENTS_DIR = "segments"
 LOCK_FILE = ".lock"
-MIN_ID_PREFIX = 4  # shorter strings are more likely a mistyped name than a document id
-# The same tokenisation llama-index's BM25Retriever uses, so keyword scores match what it would give.
-BM25_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
-BM25_STOPWORDS = "en"
-
-
-class StoreError(Exception):
-    """The index cannot do what was asked; the message says what is wrong and what to do about it."""
-
-
-@dataclass
-class DocumentInfo:
-    """One ingested document, as `longdoc docs` lists it."""
-
-    doc_id: str  # sha256 of the file bytes, first 16 hex digits
-    name: str  # file name as the user knows it
-    doc_type: str
-    source: str
-    pages: int
-    chunks: int
-    tokens: int
-    chars: int
-    ingested_at: str  # ISO-8601 UTC
-    chunking: str = ""  # the chunker's signature; ingesting with another one re-chunks ("" from older indexes)
 
 
 @dataclass
@@ -95,30 +84,12 @@ class _Entry:
     chunks: list[Chunk]
 
 
-@dataclass
-class _KeywordIndex:
-    """BM25 over every chunk, in store order; `ranges` maps a doc_id to its slice of that order."""
+class FaissStore(VectorStore):
+    """Chunks, their vectors and their documents' texts, persisted under one directory and searched in memory."""
 
-    bm25: bm25s.BM25
-    stemmer: Stemmer.Stemmer
-    chunks: list[Chunk]
-    ranges: dict[str, tuple[int, int]]
-
-
-class IndexStore:
-    """Chunks, their vectors and their documents' texts, persisted under one directory.
-
-    Example:
-        >>> store = IndexStore.open(Path("/tmp/idx"), "embedded:all-MiniLM-L6-v2", 384)
-        >>> store.add(info, text, chunks, vectors)          # vectors: float32 (len(chunks), 384)
-        >>> [(c.doc_name, c.char_start, round(s, 2)) for c, s in store.search(query_vec, k=3)]
-        [('msa.pdf', 40211, 0.83), ...]
-    """
-
-    def __init__(self, index_dir: Path, embedder_name: str, dim: int) -> None:
+    def __init__(self, index_dir: Path, meta: LibraryMeta) -> None:
+        super().__init__(meta, str(index_dir))
         self.index_dir = index_dir
-        self.embedder_name = embedder_name
-        self.dim = dim
         self._manifest_path = index_dir / MANIFEST_FILE
         self._segments_dir = index_dir / SEGMENTS_DIR
         self._file_lock = FileLock(str(index_dir / LOCK_FILE))
@@ -129,18 +100,17 @@ class IndexStore:
         self._generation = 0  # a missing manifest is generation 0: the empty index
         self._next_id = 0
         self._docs: dict[str, _Entry] = {}
+        self._names: dict[str, str] = {}  # every name and alias -> doc_id
         self._by_fid: dict[int, Chunk] = {}
         self._fid: dict[str, int] = {}  # chunk_id -> FAISS id
-        self._faiss = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._faiss = faiss.IndexIDMap2(faiss.IndexFlatIP(meta.dim))
         # No faiss.omp_set_num_threads here: faiss and torch share one OpenMP runtime, and capping faiss at
         # one thread silently capped the generator and the embedder too (prefill ran at half speed).
-        self._keyword: _KeywordIndex | None = None
+        self._keyword: KeywordIndex | None = None  # built on the first keyword search, then kept up to date
 
     @classmethod
-    def open(cls, index_dir: Path, embedder_name: str, dim: int, precision: str = "float32") -> "IndexStore":
+    def open(cls, index_dir: Path, meta: LibraryMeta) -> "FaissStore":
         """Open the index in `index_dir`, creating it if missing.
-
-        `precision` is the embedder's ("float32" or "int8"): the same model quantized gives other vectors.
 
         Raises:
             StoreError: the index was made by another embedder or precision, with another vector size, or by
@@ -149,7 +119,6 @@ class IndexStore:
         index_dir = Path(index_dir).expanduser()
         index_dir.mkdir(parents=True, exist_ok=True)
         marker_path = index_dir / MARKER_FILE
-        wanted = {"format": FORMAT_VERSION, "embedder": embedder_name, "dim": dim, "precision": precision}
         if not marker_path.exists():
             with FileLock(str(index_dir / LOCK_FILE)):
                 if not marker_path.exists():
@@ -159,82 +128,81 @@ class IndexStore:
                             f"{index_dir} is not empty ({', '.join(others[:5])}) and has no {MARKER_FILE}: it is not a "
                             "longdoc index. Choose an empty or new directory for --index."
                         )
-                    _write_atomic(marker_path, json.dumps(wanted, indent=2).encode())
-                    logger.info("created index %s (embedder %s in %s, dim %d)", index_dir, embedder_name, precision, dim)
+                    _write_atomic(marker_path, json.dumps(meta.to_dict(), indent=2).encode())
+                    logger.info("created index %s (embedder %s in %s, dim %d)", index_dir, meta.embedder,
+                                meta.precision, meta.dim)
         try:
             found = json.loads(marker_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise StoreError(f"{marker_path}: unreadable version marker ({exc})") from None
-        _check_marker(index_dir, found, wanted)
-        store = cls(index_dir, embedder_name, dim)
+        meta.check(found, str(index_dir))
+        store = cls(index_dir, meta)
         store._refresh()
         return store
 
     # ---- reading ----------------------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        """Number of chunks."""
         with self._mutex:
             self._refresh()
             return self._faiss.ntotal
 
     def documents(self) -> list[DocumentInfo]:
-        """Every live document, in the order they were added."""
         with self._mutex:
             self._refresh()
             return [entry.info for entry in self._docs.values()]
 
-    def has(self, doc_id: str) -> bool:
+    def _by_id(self, doc_id: str) -> DocumentInfo | None:
         with self._mutex:
             self._refresh()
-            return doc_id in self._docs
-
-    def get(self, name_or_id: str) -> DocumentInfo | None:
-        """A document by doc_id, by name, or by a unique doc_id prefix (at least 4 characters).
-
-        Raises:
-            StoreError: the prefix matches several documents.
-        """
-        with self._mutex:
-            self._refresh()
-            entry = self._find(name_or_id)
+            entry = self._docs.get(doc_id)
             return entry.info if entry else None
 
-    def document_text(self, name_or_id: str) -> str:
-        """The extracted text that the document's chunk offsets index."""
+    def _by_name(self, name: str) -> DocumentInfo | None:
         with self._mutex:
             self._refresh()
-            entry = self._require(name_or_id)
+            doc_id = self._names.get(name)
+            return self._docs[doc_id].info if doc_id else None
+
+    def _by_id_prefix(self, prefix: str, limit: int) -> list[DocumentInfo]:
+        with self._mutex:
+            self._refresh()
+            return [e.info for doc_id, e in self._docs.items() if doc_id.startswith(prefix)][:limit]
+
+    def _text(self, doc_id: str) -> str:
+        with self._mutex:
+            self._refresh()
+            entry = self._entry(doc_id)
             try:
                 data = (self._segments_dir / entry.segment / "text.txt").read_bytes()
             except FileNotFoundError:  # another process replaced or removed it since the last refresh
                 self._refresh(force=True)
-                entry = self._require(name_or_id)
-                data = (self._segments_dir / entry.segment / "text.txt").read_bytes()
+                data = (self._segments_dir / self._entry(doc_id).segment / "text.txt").read_bytes()
         return data.decode("utf-8", errors="surrogatepass")
 
     def chunks(self, doc_id: str | None = None) -> list[Chunk]:
-        """All chunks in store order, or one document's in document order."""
         with self._mutex:
             self._refresh()
             if doc_id is not None:
-                return list(self._require_id(doc_id).chunks)
+                return list(self._entry(doc_id).chunks)
             return [chunk for entry in self._docs.values() for chunk in entry.chunks]
 
-    def search(self, query_vec: np.ndarray, k: int, doc_id: str | None = None) -> list[tuple[Chunk, float]]:
-        """The k chunks most similar to `query_vec` (unit length, shape (dim,)), best first, with cosine similarity.
+    def vectors(self, doc_id: str) -> np.ndarray:
+        with self._mutex:
+            self._refresh()
+            entry = self._entry(doc_id)
+            ids = np.arange(entry.id_base, entry.id_base + len(entry.chunks), dtype=np.int64)
+            return self._faiss.reconstruct_batch(ids)  # (chunks, dim)
 
-        Fewer than k come back when the index (or the document) holds fewer chunks.
-        """
-        query = np.ascontiguousarray(query_vec, dtype=np.float32).reshape(1, -1)  # (1, dim)
-        if query.shape[1] != self.dim:
-            raise ValueError(f"query vector has {query.shape[1]} dimensions; this index holds {self.dim}")
+    def search(self, query_vec: np.ndarray, k: int, doc_id: str | None = None) -> list[tuple[Chunk, float]]:
+        """Exact: a flat index compares the query with every vector (or every vector of one document)."""
+        query = self._check_query(query_vec).reshape(1, -1)  # (1, dim)
         with self._mutex:
             self._refresh()
             params = None
             available = self._faiss.ntotal
             if doc_id is not None:
-                entry = self._require_id(doc_id)
+                entry = self._entry(doc_id)
                 selector = faiss.IDSelectorRange(entry.id_base, entry.id_base + len(entry.chunks))
                 params = faiss.SearchParameters(sel=selector)
                 available = len(entry.chunks)
@@ -245,46 +213,23 @@ class IndexStore:
             return [(self._by_fid[int(i)], float(s)) for s, i in zip(scores[0], ids[0]) if i != -1]
 
     def keyword_search(self, query: str, k: int, doc_id: str | None = None) -> list[tuple[Chunk, float]]:
-        """The k chunks with the highest BM25 score for `query`, best first; chunks sharing no term are left out.
+        """BM25 (index/keyword.py: bm25s's scores with llama-index's BM25Retriever's tokenisation), kept up to
+        date document by document, so an upload costs the next search that document's tokens, not the library's.
 
-        bm25s is used directly rather than llama-index's BM25Retriever, with the retriever's tokenisation:
-        the retriever fixes its document filter and k when it is built (so a per-question `doc_id` would mean
-        rebuilding it or mutating a shared object), raises on an empty corpus, and turns every hit back into
-        a node through a metadata dict. `get_scores` gives the whole score vector, and one document is a slice.
+        Neither llama-index's BM25Retriever nor bm25s is used to hold it: both build an index of the whole corpus
+        at once, which every change would throw away (4.0 s at 52,680 chunks, a minute at a million).
         """
         with self._mutex:
             self._refresh()
             if doc_id is not None:
-                self._require_id(doc_id)
+                self._entry(doc_id)
             if k <= 0 or not self._by_fid:
                 return []
-            keyword = self._keyword_index()
-            import bm25s  # already imported by _keyword_index
-
-            tokens = bm25s.tokenize(
-                [query],
-                stopwords=BM25_STOPWORDS,
-                stemmer=keyword.stemmer,
-                token_pattern=BM25_TOKEN_PATTERN,
-                return_ids=False,
-                show_progress=False,
-            )[0]
-            tokens = [t for t in tokens if t in keyword.bm25.vocab_dict]
-            if not tokens:
-                return []
-            scores = keyword.bm25.get_scores(tokens)  # (n_chunks,)
-            lo, hi = keyword.ranges[doc_id] if doc_id is not None else (0, len(scores))
-            window = scores[lo:hi]
-            hits = np.flatnonzero(window > 0)
-            best = hits[np.argsort(-window[hits], kind="stable")[:k]]
-            return [(keyword.chunks[lo + i], float(window[i])) for i in best]
+            hits = self._keyword_index().search(query, k, key=doc_id)
+            return [(self._docs[key].chunks[position], score) for key, position, score in hits]
 
     def similarities(self, query_vec: np.ndarray, chunks: list[Chunk]) -> np.ndarray:
-        """Cosine similarity of `query_vec` to each chunk's stored vector, shape (len(chunks),).
-
-        Lets a chunk found by keyword alone carry the same relevance measure as a dense hit.
-        """
-        query = np.asarray(query_vec, dtype=np.float32).reshape(-1)  # (dim,)
+        query = self._check_query(query_vec)
         with self._mutex:
             self._refresh()
             if not chunks:
@@ -294,56 +239,50 @@ class IndexStore:
 
     # ---- writing ----------------------------------------------------------------------------------------
 
-    def add(self, info: DocumentInfo, text: str, chunks: list[Chunk], vectors: np.ndarray) -> None:
-        """Store a document, its text, chunks and their vectors; committed to disk before this returns.
-
-        A live document with the same doc_id or the same name is replaced: its chunks, vectors and text go.
-
-        Raises:
-            ValueError: vectors do not match the chunks or the index dimension, or chunks name another document.
-        """
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.shape != (len(chunks), self.dim):
-            raise ValueError(f"vectors have shape {vectors.shape}; expected ({len(chunks)}, {self.dim})")
-        if info.chunks != len(chunks):
-            raise ValueError(f"info.chunks is {info.chunks} but {len(chunks)} chunks were given")
-        strays = [c.chunk_id for c in chunks if (c.doc_id, c.doc_name) != (info.doc_id, info.name)]
-        if strays:
-            raise ValueError(f"chunks {strays[:3]} do not belong to document {info.name} ({info.doc_id})")
-        # Cosine similarity is an inner product only between unit vectors; renormalising costs nothing.
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)  # (n, 1)
-        vectors = vectors / np.where(norms > 0, norms, 1.0)
-
+    def _add(self, info: DocumentInfo, text: str, chunks: list[Chunk], vectors: np.ndarray) -> DocumentInfo:
         started = time.perf_counter()
         with self._writing():
-            replaced = [e for e in self._docs.values() if info.doc_id == e.info.doc_id or info.name == e.info.name]
+            same_id = self._docs.get(info.doc_id)
+            holder = self._docs.get(self._names.get(info.name, ""))
+            plan = plan_add(info, same_id.info if same_id else None, holder.info if holder else None)
             segment = f"{self._next_id:012d}-{info.doc_id}"
             self._write_segment(segment, text, chunks, vectors)
-            gone = {e.segment for e in replaced}
-            kept = [e for e in self._docs.values() if e.segment not in gone]
-            self._commit(kept + [_Entry(info, segment, self._next_id, chunks)], next_id=self._next_id + len(chunks))
-            self._delete_segments(e.segment for e in replaced)
-            self._refresh(force=True)
+            self._carry_out(plan, _Entry(plan.insert, segment, self._next_id, chunks), self._next_id + len(chunks))
         logger.info(
             "added %s (%s, %d chunks)%s in %.3f s",
             info.name, info.doc_id, len(chunks),
-            f", replacing {', '.join(e.info.doc_id for e in replaced)}" if replaced else "",
+            f", replacing {', '.join(plan.delete)}" if plan.delete else "",
             time.perf_counter() - started,
         )
+        return plan.insert
+
+    def add_name(self, doc_id: str, name: str) -> DocumentInfo:
+        with self._writing():
+            info = self._entry(doc_id).info
+            holder = self._docs.get(self._names.get(name, ""))
+            plan = plan_add_name(info, name, holder.info if holder else None)
+            self._carry_out(plan, None, self._next_id)
+        return plan.update[0]
 
     def remove(self, name_or_id: str) -> DocumentInfo:
-        """Remove a document (by name, doc_id or unique prefix) with its chunks, vectors and text.
-
-        Raises:
-            StoreError: no such document.
-        """
         with self._writing():
-            entry = self._require(name_or_id)
-            self._commit([e for e in self._docs.values() if e.segment != entry.segment], next_id=self._next_id)
-            self._delete_segments([entry.segment])
-            self._refresh(force=True)
-        logger.info("removed %s (%s)", entry.info.name, entry.info.doc_id)
-        return entry.info
+            info = self.require(name_or_id)
+            self._carry_out(plan_remove(info, name_or_id), None, self._next_id)
+        logger.info("removed %s from %s (%s)", name_or_id, info.name, info.doc_id)
+        return info
+
+    def _carry_out(self, plan: WritePlan, new: _Entry | None, next_id: int) -> None:
+        """Commit the manifest that `plan` describes, then delete the segments it dropped."""
+        updated = {info.doc_id: info for info in plan.update}
+        gone = [self._docs[doc_id] for doc_id in plan.delete]
+        kept = [
+            _Entry(updated.get(e.info.doc_id, e.info), e.segment, e.id_base, e.chunks)
+            for e in self._docs.values()
+            if e.info.doc_id not in plan.delete
+        ]
+        self._commit(kept + ([new] if new else []), next_id=next_id)
+        self._delete_segments(e.segment for e in gone)
+        self._refresh(force=True)
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -376,7 +315,7 @@ class IndexStore:
         }
         _write_atomic(self._manifest_path, json.dumps(manifest, indent=1).encode())
 
-    def _delete_segments(self, segments) -> None:
+    def _delete_segments(self, segments: Iterable[str]) -> None:
         for segment in segments:
             shutil.rmtree(self._segments_dir / segment, ignore_errors=True)
 
@@ -447,26 +386,34 @@ class IndexStore:
                 for i, chunk in enumerate(entry.chunks):
                     del self._by_fid[entry.id_base + i]
                     del self._fid[chunk.chunk_id]
+                if self._keyword is not None:
+                    self._keyword.remove(entry.info.doc_id)
         docs: dict[str, _Entry] = {}
         for segment, d in wanted.items():
-            if segment in current:
-                docs[d["doc_id"]] = current[segment]
-                continue
-            chunks, vectors = loaded[segment]
-            ids = np.arange(d["id_base"], d["id_base"] + len(chunks), dtype=np.int64)
-            self._faiss.add_with_ids(vectors, ids)
-            for fid, chunk in zip(ids.tolist(), chunks):
-                self._by_fid[fid] = chunk
-                self._fid[chunk.chunk_id] = fid
-            docs[d["doc_id"]] = _Entry(DocumentInfo(**{k: d[k] for k in info_fields if k in d}), segment, d["id_base"], chunks)
+            info = DocumentInfo(**{k: d[k] for k in info_fields if k in d})
+            fresh = segment not in current
+            if fresh:
+                chunks, vectors = loaded[segment]
+                ids = np.arange(d["id_base"], d["id_base"] + len(chunks), dtype=np.int64)
+                self._faiss.add_with_ids(vectors, ids)
+                if self._keyword is not None:
+                    self._keyword.add(info.doc_id, _keyword_texts(chunks))
+            else:
+                chunks = current[segment].chunks
+            if fresh or any(c.doc_name != info.name for c in chunks):  # new, or renamed since it was loaded
+                chunks = renamed(chunks, info.name)
+                for i, chunk in enumerate(chunks):
+                    self._by_fid[d["id_base"] + i] = chunk
+                    self._fid[chunk.chunk_id] = d["id_base"] + i
+            docs[info.doc_id] = _Entry(info, segment, d["id_base"], chunks)
         logger.debug(
             "index %s: generation %d -> %d (+%d documents)",
             self.index_dir, self._generation, manifest["generation"], len(loaded),
         )
         self._docs = docs
+        self._names = {name: doc_id for doc_id, e in docs.items() for name in e.info.names}
         self._generation = manifest["generation"]
         self._next_id = manifest["next_id"]
-        self._keyword = None
 
     def _load_segment(self, segment: str) -> tuple[list[Chunk], np.ndarray]:
         folder = self._segments_dir / segment
@@ -480,78 +427,28 @@ class IndexStore:
             )
         return chunks, np.ascontiguousarray(vectors, dtype=np.float32)
 
-    def _keyword_index(self) -> _KeywordIndex:
-        """BM25 over all chunks, built on first keyword search after a change (so ingesting pays nothing)."""
+    def _keyword_index(self) -> KeywordIndex:
+        """BM25 over all chunks, built on the first keyword search (so opening and ingesting pay nothing)."""
         if self._keyword is None:
             started = time.perf_counter()
-            chunks, ranges = [], {}
-            for doc_id, entry in self._docs.items():
-                ranges[doc_id] = (len(chunks), len(chunks) + len(entry.chunks))
-                chunks.extend(entry.chunks)
-            # The section title joins the text: a clause deep inside "12. Governing Law" is still about it.
-            texts = [f"{c.section}\n{c.text}" if c.section else c.text for c in chunks]
-            # Imported here, not at the top: bm25s pulls in scipy (0.3 s), which listing or ingesting never needs.
-            import bm25s
-            import Stemmer
+            from index.keyword import KeywordIndex  # bm25s pulls in scipy (0.3 s), which listing never needs
 
-            logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets itself to DEBUG on import
-            stemmer = Stemmer.Stemmer("english")
-            tokens = bm25s.tokenize(
-                texts,
-                stopwords=BM25_STOPWORDS,
-                stemmer=stemmer,
-                token_pattern=BM25_TOKEN_PATTERN,
-                show_progress=False,
-            )
-            bm25 = bm25s.BM25()
-            bm25.index(tokens, show_progress=False)
-            self._keyword = _KeywordIndex(bm25, stemmer, chunks, ranges)
-            logger.debug("built BM25 over %d chunks in %.2f s", len(chunks), time.perf_counter() - started)
+            self._keyword = KeywordIndex()
+            for doc_id, entry in self._docs.items():
+                self._keyword.add(doc_id, _keyword_texts(entry.chunks))
+            logger.debug("built BM25 over %d chunks in %.2f s", len(self._keyword), time.perf_counter() - started)
         return self._keyword
 
-    def _find(self, name_or_id: str) -> _Entry | None:
-        if name_or_id in self._docs:
-            return self._docs[name_or_id]
-        for entry in self._docs.values():
-            if entry.info.name == name_or_id:
-                return entry
-        if len(name_or_id) < MIN_ID_PREFIX:
-            return None
-        matches = [e for doc_id, e in self._docs.items() if doc_id.startswith(name_or_id)]
-        if len(matches) > 1:
-            names = ", ".join(f"{e.info.name} ({e.info.doc_id})" for e in matches)
-            raise StoreError(f"{name_or_id!r} matches several documents: {names}; give more of the id or the name")
-        return matches[0] if matches else None
-
-    def _require(self, name_or_id: str) -> _Entry:
-        entry = self._find(name_or_id)
-        if entry is None:
-            raise StoreError(f"no document {name_or_id!r} in the index; `longdoc docs` lists them")
-        return entry
-
-    def _require_id(self, doc_id: str) -> _Entry:
+    def _entry(self, doc_id: str) -> _Entry:
         if doc_id not in self._docs:
             raise StoreError(f"no document with id {doc_id!r} in the index; `longdoc docs` lists them")
         return self._docs[doc_id]
 
 
-def _check_marker(index_dir: Path, found: dict, wanted: dict) -> None:
-    """Refuse an index this code or this embedder cannot use, saying what differs and what to do."""
-    if found.get("format") != wanted["format"]:
-        raise StoreError(
-            f"{index_dir} has index format {found.get('format')}, this longdoc-qa reads format {wanted['format']}. "
-            "Use a longdoc-qa version that matches it, or ingest the documents again into a new --index directory."
-        )
-    found = {"precision": "float32", **found}  # indexes from before int8 embedding have no precision: float32
-    keys = ("embedder", "dim", "precision")
-    if tuple(found.get(k) for k in keys) != tuple(wanted[k] for k in keys):
-        raise StoreError(
-            f"{index_dir} was built with embedder {found.get('embedder')!r} in {found['precision']} "
-            f"({found.get('dim')} dimensions), but the embedder now is {wanted['embedder']!r} in "
-            f"{wanted['precision']} ({wanted['dim']} dimensions); their vectors cannot be compared. "
-            f"Set embedder = {found.get('embedder')!r} and embed_int8 = {str(found['precision'] == 'int8').lower()}, "
-            "or use a new --index directory and ingest again."
-        )
+def _keyword_texts(chunks: list[Chunk]) -> list[str]:
+    """What BM25 reads of each chunk: the section title joins the text, so a clause deep inside
+    "12. Governing Law" is still about governing law."""
+    return [f"{c.section}\n{c.text}" if c.section else c.text for c in chunks]
 
 
 def _stat_signature(st: os.stat_result) -> tuple[int, ...]:

@@ -1,0 +1,83 @@
+"""Which backend holds the library: the `vector_store` setting, read in one place.
+
+    faiss                                     the embedded store in `index_dir` (the default)
+    postgresql://USER[:PASS]@HOST:PORT/DB     PostgreSQL with pgvector (`postgres://` too)
+    milvus://HOST:PORT[/PREFIX]               Milvus, its gRPC port; PREFIX names the collections (default longdoc)
+
+The engines' clients are imported only when their backend is chosen, so the embedded default needs neither.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit, urlunsplit
+
+from index.base import LibraryMeta, StoreError, VectorStore
+
+EMBEDDED = "faiss"
+
+
+def _open_faiss(location: str, index_dir: Path, meta: LibraryMeta) -> VectorStore:
+    from index.faiss_store import FaissStore
+
+    return FaissStore.open(index_dir, meta)
+
+
+def _open_pgvector(location: str, index_dir: Path, meta: LibraryMeta) -> VectorStore:
+    from index.pgvector_store import PgVectorStore
+
+    return PgVectorStore.open(location, meta)
+
+
+def _open_milvus(location: str, index_dir: Path, meta: LibraryMeta) -> VectorStore:
+    from index.milvus_store import MilvusStore
+
+    return MilvusStore.open(location, meta)
+
+
+# One opener per kind, all with one signature; the scheme of `vector_store` picks the key.
+BACKENDS: dict[str, Callable[[str, Path, LibraryMeta], VectorStore]] = {
+    EMBEDDED: _open_faiss,
+    "postgresql": _open_pgvector,
+    "postgres": _open_pgvector,
+    "milvus": _open_milvus,
+}
+
+
+def backend_kind(location: str) -> str:
+    """The BACKENDS key for a `vector_store` value.
+
+    Raises:
+        StoreError: a value that names no backend.
+    """
+    kind = EMBEDDED if location == EMBEDDED else urlsplit(location).scheme
+    if kind not in BACKENDS or (kind != EMBEDDED and "://" not in location):
+        raise StoreError(
+            f"vector_store={redact(location)!r} names no backend: use 'faiss', "
+            "'postgresql://USER[:PASS]@HOST:PORT/DB' or 'milvus://HOST:PORT'"
+        )
+    return kind
+
+
+def open_store(location: str, index_dir: Path, meta: LibraryMeta) -> VectorStore:
+    """Open (creating if new) the library `location` names, built with the embedder `meta` describes.
+
+    Example:
+        >>> store = open_store("faiss", Path("~/.longdoc/index"), LibraryMeta("embedded:all-MiniLM-L6-v2", 384))
+        >>> store = open_store("postgresql://longdoc:pw@127.0.0.1:5432/library", Path(), meta)   # doctest: +SKIP
+
+    Raises:
+        StoreError: no such backend, the engine cannot be reached or refuses us, or the library was built
+            with another embedder.
+    """
+    return BACKENDS[backend_kind(location)](location, index_dir, meta)
+
+
+def redact(location: str) -> str:
+    """The URL without its password, for messages and `to_dict`."""
+    parts = urlsplit(location)
+    if parts.password is None:
+        return location
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

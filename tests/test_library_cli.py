@@ -1,0 +1,109 @@
+"""`longdoc ingest / ask / docs / remove / index copy` with the library on each backend, as a user meets them:
+`LONGDOC_VECTOR_STORE` set to a real engine's URL (started by the tests), the same commands, the same answers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from app import LongDocQA
+from app.cli import app
+from engine_fixtures import (  # noqa: F401
+    BACKENDS,
+    library,
+    milvus_engine,
+    new_milvus_library,
+    new_postgres_library,
+    postgres_engine,
+)
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_docs"
+CONTRACT = SAMPLES / "ediets_co-branding_agreement.txt"
+MEETING = SAMPLES / "ami_remote_control_design_meeting.txt"
+runner = CliRunner()
+
+
+def longdoc(library: tuple[str, Path], *args: str, **env: str):
+    location, index_dir = library
+    result = runner.invoke(app, [*args, "--index", str(index_dir)],
+                           env={"LONGDOC_VECTOR_STORE": location, "LONGDOC_MAX_NEW_TOKENS": "24", "COLUMNS": "200", **env})
+    assert "Traceback" not in result.output
+    return result
+
+
+@pytest.mark.slow
+def test_ingest_ask_docs_remove(library) -> None:
+    ingested = longdoc(library, "ingest", str(CONTRACT), str(MEETING))
+    assert ingested.exit_code == 0 and "2 ingested" in ingested.output, ingested.output
+
+    listed = longdoc(library, "docs")
+    assert CONTRACT.name in listed.output and MEETING.name in listed.output
+
+    asked = longdoc(library, "ask", "Which state's law governs the agreement?", "--json", "--mode", "rag",
+                    "--doc", CONTRACT.name)
+    assert asked.exit_code == 0, asked.output
+    answer = json.loads(asked.stdout)  # progress bars go to stderr
+    text = CONTRACT.read_text(encoding="utf-8")
+    assert answer["passages"] and all(p["doc"] == CONTRACT.name for p in answer["passages"])
+    assert all(text[p["char_start"]:p["char_end"]] == p["text"] for p in answer["passages"])
+    assert any("governed by" in p["text"].lower() for p in answer["passages"])
+
+    removed = longdoc(library, "remove", MEETING.name)
+    assert removed.exit_code == 0 and f"removed {MEETING.name}" in removed.output
+    assert MEETING.name not in longdoc(library, "docs").output
+
+
+def test_same_bytes_under_two_names_is_stored_once_and_answers_to_both(library, tmp_path: Path) -> None:
+    signed, final = tmp_path / "msa_signed.txt", tmp_path / "msa_final.txt"
+    shutil.copy(CONTRACT, signed)
+    shutil.copy(CONTRACT, final)
+    result = longdoc(library, "ingest", str(signed), str(final))
+    assert result.exit_code == 0, result.output
+    assert "1 ingested" in result.output and "1 duplicate" in result.output
+    assert "msa_signed.txt: the same content as msa_final.txt" in result.output or \
+        "msa_final.txt: the same content as msa_signed.txt" in result.output
+
+    qa = LongDocQA(index_dir=library[1], vector_store=library[0])
+    (info,) = qa.documents()
+    assert sorted(info.names) == ["msa_final.txt", "msa_signed.txt"]
+    for name in info.names:
+        passages = qa.engine.retrieve("Which state's law governs the agreement?", doc=name)
+        assert passages and {p.doc_id for p in passages} == {info.doc_id}
+    qa.store.close()
+
+    again = longdoc(library, "ingest", str(signed), str(final))
+    assert "0 ingested" in again.output and "2 unchanged" in again.output
+
+
+@pytest.mark.parametrize("engine", [b for b in BACKENDS if b != "faiss"])
+def test_index_copy_moves_a_library_to_an_engine_and_back(engine: str, request, tmp_path: Path) -> None:
+    """Nothing is embedded again: the vectors travel, so the same question finds the same passages."""
+    make_url = {"postgresql": new_postgres_library, "milvus": new_milvus_library}[engine]
+    url = make_url(request.getfixturevalue(f"{engine}_engine"))
+    home, back = tmp_path / "home", tmp_path / "back"
+    assert longdoc(("faiss", home), "ingest", str(CONTRACT), str(MEETING)).exit_code == 0
+    shutil.copy(CONTRACT, tmp_path / "alias.txt")
+    assert "1 duplicate" in longdoc(("faiss", home), "ingest", str(tmp_path / "alias.txt")).output
+
+    there = longdoc(("faiss", home), "index", "copy", "--to", url)
+    assert there.exit_code == 0 and "2 copied" in there.output, there.output
+    twice = longdoc(("faiss", home), "index", "copy", "--to", url)
+    assert "0 copied" in twice.output and "2 already there" in twice.output
+    returned = longdoc(("faiss", back), "index", "copy", "--from", url, "--to", str(back))
+    assert returned.exit_code == 0 and "2 copied" in returned.output, returned.output
+
+    found = {}
+    for location, index_dir in (("faiss", home), (url, tmp_path / "unused"), ("faiss", back)):
+        qa = LongDocQA(index_dir=index_dir, vector_store=location)
+        query = qa.embedder.embed_queries(["Who may terminate the agreement?"])[0]
+        found[location, str(index_dir)] = (
+            [(d.names, d.chunks, d.chunking) for d in qa.documents()],
+            [(c.doc_name, c.char_start, c.char_end, round(score, 4)) for c, score in qa.store.search(query, k=5)],
+        )
+        qa.store.close()
+    first, *others = found.values()
+    assert all(other == first for other in others), found

@@ -169,9 +169,13 @@ class LibraryMeta:
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to length 1: cosine similarity is an inner product only between unit vectors."""
+    """Rows scaled to length 1: cosine similarity is an inner product only between unit vectors.
+
+    Rows already of unit length are left as they are, so vectors copied between libraries stay bit for bit.
+    """
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)  # (n, 1)
-    return (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+    scale = np.where((norms > 0) & (np.abs(norms - 1.0) > 1e-6), norms, 1.0)
+    return (vectors / scale).astype(np.float32)
 
 
 def renamed(chunks: list[Chunk], name: str) -> list[Chunk]:

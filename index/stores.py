@@ -51,7 +51,10 @@ def backend_kind(location: str) -> str:
     Raises:
         StoreError: a value that names no backend.
     """
-    kind = EMBEDDED if location == EMBEDDED else urlsplit(location).scheme
+    try:
+        kind = EMBEDDED if location == EMBEDDED else urlsplit(location).scheme
+    except ValueError:  # urlsplit refuses a malformed host, e.g. an unclosed IPv6 bracket
+        kind = ""
     if kind not in BACKENDS or (kind != EMBEDDED and "://" not in location):
         raise StoreError(
             f"vector_store={redact(location)!r} names no backend: use 'faiss', "
@@ -76,8 +79,11 @@ def open_store(location: str, index_dir: Path, meta: LibraryMeta) -> VectorStore
 
 def redact(location: str) -> str:
     """The URL without its password, for messages and `to_dict`."""
-    parts = urlsplit(location)
-    if parts.password is None:
-        return location
+    try:
+        parts = urlsplit(location)
+        if parts.password is None:
+            return location
+    except ValueError:
+        return location.split("://", 1)[0] + "://..."
     netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))

@@ -17,7 +17,7 @@ from app.local_engines import LocalEngine, free_port, start_milvus, start_postgr
 from index.base import LibraryMeta, VectorStore
 from index.stores import open_store
 
-BACKENDS = ("faiss", "milvus")
+BACKENDS = ("faiss", "postgresql", "milvus")
 
 
 @pytest.fixture(scope="session")

@@ -82,8 +82,9 @@ def test_same_bytes_under_two_names_is_stored_once_and_answers_to_both(library, 
 @pytest.mark.parametrize("engine", [b for b in BACKENDS if b != "faiss"])
 def test_index_copy_moves_a_library_to_an_engine_and_back(engine: str, request, tmp_path: Path) -> None:
     """Nothing is embedded again: the vectors travel, so the same question finds the same passages."""
-    make_url = {"postgresql": new_postgres_library, "milvus": new_milvus_library}[engine]
-    url = make_url(request.getfixturevalue(f"{engine}_engine"))
+    make_url, server = {"postgresql": (new_postgres_library, "postgres_engine"),
+                        "milvus": (new_milvus_library, "milvus_engine")}[engine]
+    url = make_url(request.getfixturevalue(server))
     home, back = tmp_path / "home", tmp_path / "back"
     assert longdoc(("faiss", home), "ingest", str(CONTRACT), str(MEETING)).exit_code == 0
     shutil.copy(CONTRACT, tmp_path / "alias.txt")

@@ -299,20 +299,23 @@ def engine(
     data_dir: Annotated[Path, typer.Option(help="Where the engine keeps its data.")] = Path("~/.longdoc/engine"),
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (default: the engine's usual one).")] = 0,
 ) -> None:
-    """Run a vector engine on 127.0.0.1 to try a backend (the password comes from LONGDOC_ENGINE_PASSWORD)."""
+    """Run a vector engine on 127.0.0.1 to try a backend; a new PostgreSQL gets the role and database `longdoc`,
+    with the password in LONGDOC_ENGINE_PASSWORD (default: longdoc)."""
     from app.local_engines import start_milvus, start_postgres, wait_until_signalled
+    from index.stores import redact
 
     data_dir = data_dir.expanduser() / kind
     if kind == "postgres":
         password = os.environ.get("LONGDOC_ENGINE_PASSWORD", "longdoc")
         running = start_postgres(data_dir, port or 5432, password)
+        url = running.url if "LONGDOC_ENGINE_PASSWORD" not in os.environ else redact(running.url)
     elif kind == "milvus":
         running = start_milvus(data_dir, port or 19530)
+        url = running.url
     else:
         raise LongDocError(f"engine {kind!r}: choose postgres or milvus")
-    shown = running.url.replace(f":{password}@", ":***@") if kind == "postgres" else running.url
     console.print(f"{kind} on 127.0.0.1 (pid {running.pid}), data in {data_dir}. Ctrl-C stops it.\n"
-                  f"  LONGDOC_VECTOR_STORE={shown} longdoc ingest ...", highlight=False)
+                  f"  LONGDOC_VECTOR_STORE={url} longdoc ingest ...", highlight=False, soft_wrap=True)
     wait_until_signalled(running)
 
 

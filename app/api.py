@@ -40,7 +40,7 @@ class LongDocQA:
         **overrides: any `Settings` field, e.g. `top_k=8`; an unknown name raises, listing the valid ones.
 
     Example:
-        >>> qa = LongDocQA(index_dir="/tmp/longdoc-index")
+        >>> qa = LongDocQA(index_dir="/tmp/longdoc-index")      # or `with LongDocQA(...) as qa:`, closed at the end
         >>> qa.ingest(["sample_docs"]).ingested[0].name          # doctest: +SKIP
         'ami_remote_control_design_meeting.txt'
         >>> a = qa.ask("Which state's law governs the agreement?")  # doctest: +SKIP
@@ -58,6 +58,16 @@ class LongDocQA:
         meta = LibraryMeta(settings.embedder, self.embedder.dim, self.embedder.precision)
         self.store = open_store(settings.vector_store, settings.index_dir, meta)
         self.engine = QueryEngine(settings, self.store, self.embedder, lambda: load_generator(settings))
+
+    def close(self) -> None:
+        """Release the library's connection (an engine's); the object is not used after."""
+        self.store.close()
+
+    def __enter__(self) -> "LongDocQA":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def ingest(
         self,

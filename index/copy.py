@@ -53,7 +53,7 @@ def copy_library(source: VectorStore, target: VectorStore, show_progress: bool =
             report.copied.append(info)
         else:
             report.present.append(info)
-        for name in info.aliases:  # one at a time: each may have to be taken from another document there
+        for name in info.names:  # one at a time: each may have to be taken from another document there
             if name not in there.names:
                 there = target.add_name(info.doc_id, name)
     report.seconds = time.perf_counter() - started

@@ -56,6 +56,7 @@ from index.base import (
     StoreError,
     VectorStore,
     WritePlan,
+    no_such_id,
     plan_add,
     plan_add_name,
     plan_remove,
@@ -234,13 +235,15 @@ class FaissStore(VectorStore):
             self._refresh()
             if not chunks:
                 return np.zeros(0, dtype=np.float32)
+            missing = [c.chunk_id for c in chunks if c.chunk_id not in self._fid]
+            if missing:  # removed or replaced by another process or thread since they were found
+                raise StoreError(f"chunks {missing[:3]} are no longer in {self.where}; search again")
             ids = np.array([self._fid[c.chunk_id] for c in chunks], dtype=np.int64)
             return self._faiss.reconstruct_batch(ids) @ query  # (n, dim) @ (dim,)
 
     # ---- writing ----------------------------------------------------------------------------------------
 
-    def _add(self, info: DocumentInfo, text: str, chunks: list[Chunk], vectors: np.ndarray) -> DocumentInfo:
-        started = time.perf_counter()
+    def _add(self, info: DocumentInfo, text: str, chunks: list[Chunk], vectors: np.ndarray) -> WritePlan:
         with self._writing():
             same_id = self._docs.get(info.doc_id)
             holder = self._docs.get(self._names.get(info.name, ""))
@@ -248,15 +251,9 @@ class FaissStore(VectorStore):
             segment = f"{self._next_id:012d}-{info.doc_id}"
             self._write_segment(segment, text, chunks, vectors)
             self._carry_out(plan, _Entry(plan.insert, segment, self._next_id, chunks), self._next_id + len(chunks))
-        logger.info(
-            "added %s (%s, %d chunks)%s in %.3f s",
-            info.name, info.doc_id, len(chunks),
-            f", replacing {', '.join(plan.delete)}" if plan.delete else "",
-            time.perf_counter() - started,
-        )
-        return plan.insert
+        return plan
 
-    def add_name(self, doc_id: str, name: str) -> DocumentInfo:
+    def _add_name(self, doc_id: str, name: str) -> DocumentInfo:
         with self._writing():
             info = self._entry(doc_id).info
             holder = self._docs.get(self._names.get(name, ""))
@@ -264,11 +261,10 @@ class FaissStore(VectorStore):
             self._carry_out(plan, None, self._next_id)
         return plan.update[0]
 
-    def remove(self, name_or_id: str) -> DocumentInfo:
+    def _remove(self, name_or_id: str) -> DocumentInfo:
         with self._writing():
             info = self.require(name_or_id)
             self._carry_out(plan_remove(info, name_or_id), None, self._next_id)
-        logger.info("removed %s from %s (%s)", name_or_id, info.name, info.doc_id)
         return info
 
     def _carry_out(self, plan: WritePlan, new: _Entry | None, next_id: int) -> None:
@@ -286,11 +282,19 @@ class FaissStore(VectorStore):
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
-        """Hold both locks, start from the manifest on disk, and clear what crashed writers left behind."""
+        """Hold both locks, start from the manifest on disk, and clear what crashed writers left behind.
+
+        A failure of the disk (full, read-only, permissions) becomes a StoreError: the manifest on disk is the
+        one before the write, so nothing of it is committed.
+        """
         with self._mutex, self._file_lock:
             self._refresh(force=True)
-            self._collect_garbage()
-            yield
+            try:
+                self._collect_garbage()
+                yield
+            except OSError as exc:
+                raise StoreError(f"{self.index_dir}: cannot write the index ({exc.strerror or exc}); "
+                                 "nothing of this change was committed") from None
 
     def _write_segment(self, segment: str, text: str, chunks: list[Chunk], vectors: np.ndarray) -> None:
         folder = self._segments_dir / segment
@@ -396,8 +400,10 @@ class FaissStore(VectorStore):
                 chunks, vectors = loaded[segment]
                 ids = np.arange(d["id_base"], d["id_base"] + len(chunks), dtype=np.int64)
                 self._faiss.add_with_ids(vectors, ids)
-                if self._keyword is not None:
-                    self._keyword.add(info.doc_id, _keyword_texts(chunks))
+                if self._keyword is not None:  # built already, hence imported
+                    from index.keyword import keyword_text
+
+                    self._keyword.add(info.doc_id, [keyword_text(c) for c in chunks])
             else:
                 chunks = current[segment].chunks
             if fresh or any(c.doc_name != info.name for c in chunks):  # new, or renamed since it was loaded
@@ -431,24 +437,18 @@ class FaissStore(VectorStore):
         """BM25 over all chunks, built on the first keyword search (so opening and ingesting pay nothing)."""
         if self._keyword is None:
             started = time.perf_counter()
-            from index.keyword import KeywordIndex  # bm25s pulls in scipy (0.3 s), which listing never needs
+            from index.keyword import KeywordIndex, keyword_text  # bm25s pulls in scipy (0.3 s): listing never does
 
             self._keyword = KeywordIndex()
             for doc_id, entry in self._docs.items():
-                self._keyword.add(doc_id, _keyword_texts(entry.chunks))
+                self._keyword.add(doc_id, [keyword_text(c) for c in entry.chunks])
             logger.debug("built BM25 over %d chunks in %.2f s", len(self._keyword), time.perf_counter() - started)
         return self._keyword
 
     def _entry(self, doc_id: str) -> _Entry:
         if doc_id not in self._docs:
-            raise StoreError(f"no document with id {doc_id!r} in the index; `longdoc docs` lists them")
+            raise no_such_id(doc_id)
         return self._docs[doc_id]
-
-
-def _keyword_texts(chunks: list[Chunk]) -> list[str]:
-    """What BM25 reads of each chunk: the section title joins the text, so a clause deep inside
-    "12. Governing Law" is still about governing law."""
-    return [f"{c.section}\n{c.text}" if c.section else c.text for c in chunks]
 
 
 def _stat_signature(st: os.stat_result) -> tuple[int, ...]:

@@ -37,6 +37,8 @@ import bm25s
 import numpy as np
 import Stemmer
 
+from ingest.types import Chunk
+
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets its logger to DEBUG on import
 
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"
@@ -170,10 +172,7 @@ class KeywordIndex:
             lo, hi = 0, self._next_chunk
         if k <= 0 or self._live_chunks == 0 or hi == lo:
             return []
-        tokens = bm25s.tokenize(
-            [query], stopwords=STOPWORDS, stemmer=self._stemmer, token_pattern=TOKEN_PATTERN,
-            return_ids=False, show_progress=False,
-        )[0]
+        tokens = stems([query], self._stemmer)[0]
         scores = np.zeros(hi - lo, dtype=np.float32)  # chunk id lo + i scores at i
         weights: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for token in tokens:  # a repeated token adds its weights again, as in bm25s
@@ -300,6 +299,19 @@ class KeywordIndex:
 
 
 _EMPTY_POSTINGS = np.zeros((2, 0), dtype=np.int32)  # shared by terms with no postings; never written into
+
+
+def keyword_text(chunk: Chunk) -> str:
+    """What keyword search reads of a chunk, on every backend: the section title joins the text, so a clause
+    deep inside "12. Governing Law" is still about governing law."""
+    return f"{chunk.section}\n{chunk.text}" if chunk.section else chunk.text
+
+
+def stems(texts: list[str], stemmer: Stemmer.Stemmer) -> list[list[str]]:
+    """Each text's words as BM25 sees them: lower-cased, stop words out, English stems (bm25s.tokenize with
+    llama-index BM25Retriever's settings). A Stemmer is not safe to share between threads."""
+    return bm25s.tokenize(texts, stopwords=STOPWORDS, stemmer=stemmer, token_pattern=TOKEN_PATTERN,
+                          return_ids=False, show_progress=False)
 
 
 def _by_local_id(vocab: dict[str, int]) -> list[str]:

@@ -93,10 +93,12 @@ from pymilvus.exceptions import MilvusException
 
 from index.base import (
     DocumentInfo,
+    MAX_NAME_BYTES,
     LibraryMeta,
     StoreError,
     VectorStore,
     WritePlan,
+    no_such_id,
     plan_add,
     plan_add_name,
     plan_remove,
@@ -118,8 +120,8 @@ RETRIES = 3  # pymilvus retries a failed request; its default (75 times, backing
 ENGINE_ERRORS = (MilvusException, grpc.RpcError)
 
 MAX_VARCHAR = 65_535  # bytes in one VARCHAR value
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 PIECE_CHARS = 10_000  # a character takes at most 6 bytes JSON-escaped, so a piece always fits a VARCHAR
-MAX_NAME_BYTES = 1_024
 MAX_WINDOW = 16_384  # Milvus's largest limit for one query or search
 BATCH_ROWS = 256  # rows per insert request
 ID_BATCH = 1_000  # keys per get or delete request
@@ -418,17 +420,13 @@ class MilvusStore(VectorStore):
     def _require_doc(self, doc_id: str) -> _Doc:
         doc = self._docs([doc_id]).get(doc_id)
         if doc is None:
-            raise _Gone(f"no document with id {doc_id!r} in the index; `longdoc docs` lists them")
+            raise _Gone(str(no_such_id(doc_id)))
         return doc
 
     # ---- writing ----------------------------------------------------------------------------------------
 
-    def _add(self, info: DocumentInfo, text: str, chunks: list[Chunk], vectors: np.ndarray) -> DocumentInfo:
-        started = time.perf_counter()
+    def _add(self, info: DocumentInfo, text: str, chunks: list[Chunk], vectors: np.ndarray) -> WritePlan:
         _check_key(info.doc_id, "doc_id")
-        _check_name(info.name)
-        if [c.index for c in chunks] != list(range(len(chunks))):
-            raise ValueError(f"chunks of {info.name} must come in order, numbered from 0 (their rows are keyed so)")
         version = _new_version()
         pieces = [_json(text[i : i + PIECE_CHARS]) for i in range(0, len(text), PIECE_CHARS)]
         rows = _Rows(info.doc_id, version, len(chunks), len(pieces))
@@ -443,16 +441,9 @@ class MilvusStore(VectorStore):
             self._insert("texts", texts, write)
             self._insert("chunks", chunk_rows, write)
             self._commit(write, plan, known, _Doc(plan.insert, rows, added=version))
-        logger.info(
-            "added %s (%s, %d chunks)%s in %.3f s",
-            info.name, info.doc_id, len(chunks),
-            f", replacing {', '.join(plan.delete)}" if plan.delete else "",
-            time.perf_counter() - started,
-        )
-        return plan.insert
+        return plan
 
-    def add_name(self, doc_id: str, name: str) -> DocumentInfo:
-        _check_name(name)
+    def _add_name(self, doc_id: str, name: str) -> DocumentInfo:
         with self._writing(f"adding the name {name}", f"the name {name} was not added", _new_version()) as write:
             doc = self._require_doc(doc_id)
             holder = self._doc_named(name)
@@ -462,7 +453,7 @@ class MilvusStore(VectorStore):
             self._commit(write, plan, known)
         return plan.update[0]
 
-    def remove(self, name_or_id: str) -> DocumentInfo:
+    def _remove(self, name_or_id: str) -> DocumentInfo:
         with self._writing(f"removing {name_or_id}", f"{name_or_id} was not removed", _new_version()) as write:
             info = self.require(name_or_id)
             doc = self._require_doc(info.doc_id)
@@ -470,7 +461,6 @@ class MilvusStore(VectorStore):
             known = _by_doc_id(doc)
             self._record_frees(write, plan, known)
             self._commit(write, plan, known)
-        logger.info("removed %s from %s (%s)", name_or_id, info.name, info.doc_id)
         return info
 
     @contextmanager
@@ -763,7 +753,9 @@ SCHEMAS = {
 
 def _chunk_rows(rows: _Rows, chunks: list[Chunk], vectors: np.ndarray) -> list[dict]:
     """The chunks' rows, keyed by their index (so reading them back by key gives document order)."""
-    words = _words([f"{c.section}\n{c.text}" if c.section else c.text for c in chunks])
+    from index.keyword import keyword_text
+
+    words = _words([keyword_text(c) for c in chunks])
     out = []
     for key, chunk, vector, chunk_words in zip(rows.ids("chunks"), chunks, vectors, words):
         record = _json(asdict(chunk))
@@ -852,20 +844,11 @@ def _words(texts: list[str]) -> list[str]:
     joined by spaces for Milvus's BM25 function (module docstring)."""
     if not texts:
         return []
-    import bm25s  # imported here: it pulls in scipy, which opening a library or listing never needs
     import Stemmer
 
-    from index.keyword import STOPWORDS, TOKEN_PATTERN
+    from index.keyword import stems  # imported here: bm25s pulls in scipy, which opening or listing never needs
 
-    tokens = bm25s.tokenize(
-        texts,
-        stopwords=STOPWORDS,
-        stemmer=Stemmer.Stemmer("english"),  # one per call: a Stemmer is not safe to share between threads
-        token_pattern=TOKEN_PATTERN,
-        return_ids=False,
-        show_progress=False,
-    )
-    return [_fit(" ".join(words)) for words in tokens]
+    return [_fit(" ".join(words)) for words in stems(texts, Stemmer.Stemmer("english"))]  # a Stemmer per call
 
 
 def _fit(words: str) -> str:
@@ -877,14 +860,9 @@ def _fit(words: str) -> str:
 
 
 def _json(value: object) -> str:
-    """JSON that is valid UTF-8, as gRPC requires: other characters as they are, lone surrogates (a loader's
-    undecodable bytes) escaped so that they come back."""
-    text = json.dumps(value, ensure_ascii=False)
-    try:
-        text.encode()
-        return text
-    except UnicodeEncodeError:
-        return json.dumps(value)
+    """JSON that is valid UTF-8, as gRPC requires: characters as they are, lone surrogates (a loader's
+    undecodable bytes) as \\uXXXX escapes so that they come back. No character takes more than 6 bytes."""
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False))
 
 
 # ---- expressions, versions, writers ---------------------------------------------------------------------
@@ -904,11 +882,6 @@ def _batches(items: list, size: int) -> Iterator[list]:
 def _check_key(value: str, what: str) -> None:
     if not re.fullmatch(r"[0-9A-Za-z_-]{1,64}", value):
         raise ValueError(f"{what} {value!r} must be 1 to 64 letters, digits, '-' or '_'")
-
-
-def _check_name(name: str) -> None:
-    if not name or len(name.encode(errors="surrogatepass")) > MAX_NAME_BYTES:
-        raise ValueError(f"a document name must be 1 to {MAX_NAME_BYTES} bytes long: {name[:80]!r}")
 
 
 def _now_ms() -> int:

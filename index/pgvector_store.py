@@ -27,7 +27,9 @@ Why this shape:
   is an exact scan of that document's rows: ordered by `-(embedding <#> query)`, which the HNSW index cannot
   serve, the planner reads the document's rows by primary key instead of walking the graph and filtering
   nearly everything away.
-- Keyword search is BM25 in SQL, with the parameters bm25s uses for the embedded store (k1 = 1.5, b = 0.75):
+- Keyword search is BM25 in SQL, with bm25s's k1 = 1.5 and b = 0.75 but not its exact scores: the (k1 + 1)
+  factor below, a length counted in distinct lexemes, and PostgreSQL's stop words and stems make the ranking
+  close to the embedded store's, not equal to it (hybrid retrieval fuses ranks, not scores):
 
       score(c) = sum over query terms t in c of  idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(c) / avg_len))
       idf(t)   = ln(1 + (N - df(t) + 0.5) / (df(t) + 0.5))
@@ -64,7 +66,6 @@ import logging
 import math
 import re
 import threading
-import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -91,7 +92,7 @@ logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10  # unless the URL sets connect_timeout
 WRITE_LOCK = 0x6C6F6E67646F63  # "longdoc": the advisory lock key every writer of a library takes
 TEXT_SEARCH_CONFIG = "english"
-BM25_K1 = 1.5  # bm25s.BM25() defaults, as the embedded store ranks
+BM25_K1 = 1.5  # bm25s.BM25()'s defaults, which the embedded store uses
 BM25_B = 0.75
 CANDIDATE_BUDGET = 5_000  # most chunks one keyword search scores from each of its two candidate sources
 HNSW_EF_SEARCH = (40, 1000)  # pgvector's default and maximum; a search asks for at least k
@@ -400,31 +401,23 @@ class PgVectorStore(VectorStore):
 
     # ---- writing ----------------------------------------------------------------------------------------
 
-    def _add(self, info: DocumentInfo, text: str, chunks: list[Chunk], vectors: np.ndarray) -> DocumentInfo:
-        started = time.perf_counter()
+    def _add(self, info: DocumentInfo, text: str, chunks: list[Chunk], vectors: np.ndarray) -> WritePlan:
         with self._writing() as cur:
             plan = plan_add(info, self._by_id(info.doc_id), self._by_name(info.name))
             self._carry_out(cur, plan)
             self._insert(cur, plan.insert, text, chunks, vectors)
-        logger.info(
-            "added %s (%s, %d chunks)%s in %.3f s",
-            info.name, info.doc_id, len(chunks),
-            f", replacing {', '.join(plan.delete)}" if plan.delete else "",
-            time.perf_counter() - started,
-        )
-        return plan.insert
+        return plan
 
-    def add_name(self, doc_id: str, name: str) -> DocumentInfo:
+    def _add_name(self, doc_id: str, name: str) -> DocumentInfo:
         with self._writing() as cur:
             plan = plan_add_name(self._require_id(doc_id), name, self._by_name(name))
             self._carry_out(cur, plan)
         return plan.update[0]
 
-    def remove(self, name_or_id: str) -> DocumentInfo:
+    def _remove(self, name_or_id: str) -> DocumentInfo:
         with self._writing() as cur:
             info = self.require(name_or_id)
             self._carry_out(cur, plan_remove(info, name_or_id))
-        logger.info("removed %s from %s (%s)", name_or_id, info.name, info.doc_id)
         return info
 
     def _carry_out(self, cur: psycopg.Cursor, plan: WritePlan) -> None:
@@ -444,8 +437,8 @@ class PgVectorStore(VectorStore):
                 (doc_id, names, doc_type, source, pages, chunks, tokens, chars, ingested_at, chunking, text)
             VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             """,
-            (info.doc_id, info.names, info.doc_type, info.source, info.pages, info.chunks, info.tokens, info.chars,
-             info.ingested_at, info.chunking, _storable(text)),
+            (info.doc_id, info.names, info.doc_type, _storable(info.source), info.pages, info.chunks, info.tokens,
+             info.chars, info.ingested_at, info.chunking, _storable(text)),
         )
         with cur.copy(CHUNK_COPY) as copy:
             for chunk, vector in zip(chunks, vectors):
@@ -483,11 +476,14 @@ class PgVectorStore(VectorStore):
             self._depth += 1
             try:
                 yield self._conn
-            except (psycopg.OperationalError, psycopg.errors.InsufficientPrivilege) as exc:
+            except psycopg.Error as exc:
                 lost = self._conn.broken
                 if lost:
                     self._conn.close()
                 raise _store_error(exc, self.where, "during a write" if writing else "while reading", lost) from None
+            except UnicodeEncodeError as exc:  # a lone surrogate (undecodable bytes) where _storable did not look
+                raise StoreError(f"PostgreSQL at {self.where} cannot store the text {exc.object[:60]!r}: it is not "
+                                 "valid UTF-8; nothing of this change was stored") from None
             finally:
                 self._depth -= 1
 
@@ -515,6 +511,8 @@ def _connect(location: str, where: str) -> psycopg.Connection:
         conn = psycopg.connect(autocommit=True, **params)
     except psycopg.OperationalError as exc:
         raise _connect_error(exc, params) from None
+    except psycopg.Error as exc:  # e.g. an option libpq cannot read (connect_timeout=abc)
+        raise StoreError(f"vector_store={where!r}: {_reason(exc, params.get('password'))}") from None
     try:
         # Iterative index scans (pgvector 0.8): an HNSW scan keeps going past dead rows until it has k live ones.
         conn.execute("SET hnsw.iterative_scan = strict_order")

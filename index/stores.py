@@ -9,9 +9,10 @@ The engines' clients are imported only when their backend is chosen, so the embe
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from index.base import LibraryMeta, StoreError, VectorStore
 
@@ -25,15 +26,24 @@ def _open_faiss(location: str, index_dir: Path, meta: LibraryMeta) -> VectorStor
 
 
 def _open_pgvector(location: str, index_dir: Path, meta: LibraryMeta) -> VectorStore:
-    from index.pgvector_store import PgVectorStore
-
+    try:
+        from index.pgvector_store import PgVectorStore
+    except ImportError as exc:
+        raise _missing("PostgreSQL", "pgvector", exc) from None
     return PgVectorStore.open(location, meta)
 
 
 def _open_milvus(location: str, index_dir: Path, meta: LibraryMeta) -> VectorStore:
-    from index.milvus_store import MilvusStore
-
+    try:
+        from index.milvus_store import MilvusStore
+    except ImportError as exc:
+        raise _missing("Milvus", "milvus", exc) from None
     return MilvusStore.open(location, meta)
+
+
+def _missing(engine: str, extra: str, exc: ImportError) -> StoreError:
+    return StoreError(f"a library on {engine} needs its client ({exc.name} is not installed): "
+                      f"pip install 'longdoc-qa[{extra}]'")
 
 
 # One opener per kind, all with one signature; the scheme of `vector_store` picks the key.
@@ -78,12 +88,11 @@ def open_store(location: str, index_dir: Path, meta: LibraryMeta) -> VectorStore
 
 
 def redact(location: str) -> str:
-    """The URL without its password, for messages and `to_dict`."""
-    try:
-        parts = urlsplit(location)
-        if parts.password is None:
-            return location
-    except ValueError:
-        return location.split("://", 1)[0] + "://..."
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    """The URL without its password (in the user part or a `password=` parameter), for messages and `to_dict`."""
+    location = _PASSWORD_PARAMETER.sub(r"\1***", location)
+    return _USER_PASSWORD.sub(r"\1***\2", location)
+
+
+# user:password@ after the scheme; password=... in a query string or a key=value connection string
+_USER_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^:/@?#]*:)[^/?#]*(@)", re.IGNORECASE)  # to the last @
+_PASSWORD_PARAMETER = re.compile(r"((?:^|[?&\s])password=)[^&\s]*", re.IGNORECASE)

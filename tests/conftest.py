@@ -12,3 +12,6 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 # A developer's own longdoc.toml or LONGDOC_* variables must not change what the tests see.
 for _name in [n for n in os.environ if n.startswith("LONGDOC_")]:
     del os.environ[_name]
+
+# The real engines (PostgreSQL + pgvector, milvus-lite) and the `library` fixture over every backend.
+pytest_plugins = ["engine_fixtures"]

@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-from engine_fixtures import library, milvus_engine, postgres_engine  # noqa: F401
 from index.base import LibraryMeta
 from index.stores import open_store
 

@@ -8,18 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from engine_fixtures import BACKENDS, new_milvus_library, new_postgres_library
 from typer.testing import CliRunner
 
 from app import LongDocQA
 from app.cli import app
-from engine_fixtures import (  # noqa: F401
-    BACKENDS,
-    library,
-    milvus_engine,
-    new_milvus_library,
-    new_postgres_library,
-    postgres_engine,
-)
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_docs"
 CONTRACT = SAMPLES / "ediets_co-branding_agreement.txt"
@@ -140,3 +133,64 @@ def test_engine_command_serves_a_library_on_localhost_until_ctrl_c(kind: str, tm
     assert shell.wait(60) == 0
     with pytest.raises(ProcessLookupError):  # the engine's own process went with it
         os.kill(pid, 0)
+
+
+def test_a_file_the_library_cannot_name_is_skipped_and_the_rest_go_in(library, tmp_path: Path) -> None:
+    """A file name that is not valid UTF-8 (bytes from another system) fails alone, with its reason."""
+    import os
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(CONTRACT, folder / "good.txt")
+    with open(os.path.join(os.fsencode(folder), b"caf\xe9.txt"), "wb") as f:
+        f.write(MEETING.read_bytes())
+    result = longdoc(library, "ingest", str(folder))
+    assert result.exit_code == 0, result.output
+    assert "1 ingested" in result.output and "1 skipped" in result.output
+    assert "not valid UTF-8" in result.output
+
+
+def test_index_copy_brings_names_the_target_lacks(tmp_path: Path) -> None:
+    from index.base import LibraryMeta
+    from index.copy import copy_library
+    from index.faiss_store import FaissStore
+    from test_store import CONTRACT as PARAGRAPHS
+    from test_store import add
+
+    meta = LibraryMeta("fake:8", 8)
+    source, target = FaissStore.open(tmp_path / "a", meta), FaissStore.open(tmp_path / "b", meta)
+    first = add(source, "a.txt", PARAGRAPHS)
+    copy_library(source, target)
+    source.add_name(first.doc_id, "b.txt")
+    source.remove("a.txt")
+    report = copy_library(source, target)
+    assert report.present and target.get("b.txt") == target.get("a.txt")
+    assert target.get("b.txt").names == ["a.txt", "b.txt"]
+
+
+@pytest.mark.parametrize(("url", "module", "client"), [("postgresql://u:pw@127.0.0.1:1/db", "pgvector", "psycopg"),
+                                                        ("milvus://127.0.0.1:1", "milvus", "pymilvus")])
+def test_an_engine_without_its_client_installed_says_what_to_install(url, module, client, monkeypatch, tmp_path) -> None:
+    import sys
+
+    from index.base import LibraryMeta, StoreError
+    from index.stores import open_store
+
+    monkeypatch.delitem(sys.modules, f"index.{module}_store", raising=False)
+    monkeypatch.setitem(sys.modules, client, None)  # as if it were not installed
+    with pytest.raises(StoreError, match=rf"\({client} is not installed\): pip install 'longdoc-qa\[{module}\]'"):
+        open_store(url, tmp_path, LibraryMeta("fake:8", 8))
+
+
+def test_engine_refuses_a_port_another_server_listens_on(tmp_path: Path) -> None:
+    import socket
+
+    from app.errors import LongDocError
+    from app.local_engines import start_milvus
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        with pytest.raises(LongDocError, match=f"127.0.0.1:{port} is in use"):
+            start_milvus(tmp_path / "milvus", port)

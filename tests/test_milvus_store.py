@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from engine_fixtures import new_milvus_library
 from pymilvus import MilvusClient
 
 from app.local_engines import LocalEngine, free_port, start_milvus
-from engine_fixtures import milvus_engine, new_milvus_library  # noqa: F401
 from index import milvus_store
 from index.base import DocumentInfo, LibraryMeta, StoreError, VectorStore
 from index.stores import open_store

@@ -15,13 +15,13 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
+from engine_fixtures import new_postgres_library
+from test_store import CONTRACT, DIM, EMBEDDER, add, make_doc, vector
 
 import index.pgvector_store as pgvector_store
 from app.local_engines import LocalEngine, free_port, start_postgres
-from engine_fixtures import new_postgres_library, postgres_engine  # noqa: F401
 from index.base import LibraryMeta, StoreError, unit_rows
 from index.stores import open_store
-from test_store import CONTRACT, DIM, EMBEDDER, add, make_doc, vector
 
 META = LibraryMeta(EMBEDDER, DIM)
 

@@ -71,3 +71,12 @@ def test_vector_store_names_a_backend_and_its_password_is_never_shown():
     with pytest.raises(SettingsError, match=r"vector_store='redis://h:1' names no backend: use 'faiss'"):
         Settings.load(env={"LONGDOC_VECTOR_STORE": "redis://h:1"})
     assert "s3cret" not in repr(settings)
+
+
+def test_redact_hides_a_password_wherever_the_url_puts_it():
+    from index.stores import redact
+
+    assert redact("postgresql://u@h/db?sslmode=require&password=s3") == "postgresql://u@h/db?sslmode=require&password=***"
+    assert redact("host=h password=s3 user=u") == "host=h password=*** user=u"
+    assert redact("postgresql://u:s3@[::1]:5432/db") == "postgresql://u:***@[::1]:5432/db"
+    assert redact("postgresql://u:p@ss@h/db") == "postgresql://u:***@h/db"

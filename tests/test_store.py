@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine_fixtures import library, milvus_engine, open_library, postgres_engine  # noqa: F401
 from index.base import DocumentInfo, LibraryMeta, StoreError, VectorStore
 from index.faiss_store import FaissStore
 from index.retrieval import reciprocal_rank_fusion
@@ -367,3 +366,18 @@ def test_index_written_before_aliases_opens_with_its_names(tmp_path: Path) -> No
     manifest["generation"] += 1
     manifest_path.write_text(json.dumps(manifest))
     assert open_faiss(tmp_path / "index").get("msa.txt") == msa
+
+
+# ---- what every backend refuses the same way -------------------------------------------------------------
+
+
+def test_a_name_no_engine_can_hold_is_refused_before_anything_is_stored(store: VectorStore) -> None:
+    for name, reason in (("bad\udcff.txt", "not valid UTF-8"), ("x" * 1025 + ".txt", "1 to 1024 bytes")):
+        info, text, chunks, vectors = make_doc(name, CONTRACT)
+        with pytest.raises(StoreError, match=reason):
+            store.add(info, text, chunks, vectors)
+    assert store.documents() == [] and len(store) == 0
+    msa = add(store, "msa.txt", CONTRACT)
+    with pytest.raises(StoreError, match="not valid UTF-8"):
+        store.add_name(msa.doc_id, "copy\udcff.txt")
+    assert store.get("msa.txt").names == ["msa.txt"]

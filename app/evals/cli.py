@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from app.errors import user_errors
 from app.settings import CHUNKERS, RETRIEVERS, Settings
 
 eval_app = typer.Typer(help="Measure retrieval and long-context reading on your own setup.", no_args_is_help=True)
@@ -26,6 +27,9 @@ def recall(
     quick: Annotated[bool, typer.Option("--quick", help="Two short documents: under a minute on 2 cores.")] = False,
     chunker: Annotated[Optional[str], typer.Option(help=f"{', '.join(CHUNKERS)} (default from settings).")] = None,
     retriever: Annotated[Optional[str], typer.Option(help=f"{', '.join(RETRIEVERS)} (default from settings).")] = None,
+    vector_store: Annotated[Optional[str], typer.Option(help="Measure on this engine (postgresql://..., milvus://...), "
+                                                    "which must be empty; default: an embedded library in a "
+                                                    "temporary folder.")] = None,
     k: Annotated[int, typer.Option("--k", min=1, help="Passages counted for recall@k.")] = 5,
     budget: Annotated[int, typer.Option(min=1, help="Generator tokens of ranked passages for the equal-budget recall.")] = 2000,
     budget_tokenizer: Annotated[str, typer.Option(help="Count the budget in generator or embedder tokens.")] = "generator",
@@ -38,15 +42,19 @@ def recall(
 
     try:
         eval_set = load_eval_set(data, quick=quick)
-        settings = Settings.load(chunker=chunker, retriever=retriever)
+        settings = Settings.load(chunker=chunker, retriever=retriever, vector_store=vector_store or "faiss")
     except ValueError as exc:  # SettingsError is a ValueError
         raise typer.BadParameter(str(exc)) from None
     except LongDocError as exc:  # DataMissing: the dev data is not beside the repository
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     console.print(f"{eval_set.name}: {len(eval_set.documents)} documents, {len(eval_set.questions)} questions")
-    report = run_recall(eval_set, settings, k=k, budget_tokens=budget, budget_tokenizer=budget_tokenizer,
-                        show_progress=True)
+    try:
+        report = run_recall(eval_set, settings, k=k, budget_tokens=budget, budget_tokenizer=budget_tokenizer,
+                            show_progress=True)
+    except user_errors() as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     console.print(recall_table(report))
     console.print(f"ingested {report.doc_tokens:,} tokens into {report.chunks} chunks in {report.ingest_s:.1f} s")
     json_path, png_path = write_report(report, out)

@@ -311,7 +311,8 @@ def run_niah(
     """Plant, ingest, ask in every mode, score. The index is temporary; the user's own is never touched.
 
     Args:
-        settings: the user's settings (chunking, retrieval, model); index_dir and min_relevance are overridden.
+        settings: the user's settings (chunking, retrieval, model); the library (an embedded one in a temporary
+            folder, whatever vector_store says) and min_relevance are overridden.
         lengths: haystack lengths in generator tokens, needle included.
         depths: needle depths in percent.
         haystack: files or folders to cut haystacks from (default: the dev CUAD contracts, concatenated).
@@ -340,7 +341,8 @@ def run_niah(
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="longdoc-niah-") as tmp:
         tmp_dir = Path(tmp)
-        run_settings = settings.replace(index_dir=tmp_dir / "index", min_relevance=0.0, max_new_tokens=MAX_NEW_TOKENS)
+        run_settings = settings.replace(vector_store="faiss", index_dir=tmp_dir / "index", min_relevance=0.0,
+                                        max_new_tokens=MAX_NEW_TOKENS)
         qa = LongDocQA(settings=run_settings)
         engines = {s: QueryEngine(run_settings.replace(rope_scaling=s), qa.store, qa.embedder,
                                   lambda s=s: Generator.load(run_settings.replace(rope_scaling=s)))

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from app.errors import LongDocError
 from app.evals.datasets import EvalDocument, EvalQuestion, EvalSet
 from app.settings import EMBEDDED_GENERATOR, Settings
+from index.stores import backend_kind
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +205,7 @@ class RecallReport:
     budget_tokenizer: str
     embedder: str
     embedder_precision: str  # "float32" or "int8" (the `embed_int8` setting)
+    vector_store: str  # the backend's kind: faiss, postgresql or milvus
     documents: int
     chunks: int
     doc_tokens: int
@@ -216,7 +218,8 @@ class RecallReport:
     @property
     def title(self) -> str:
         int8 = ", int8 embedder" if self.embedder_precision == "int8" else ""
-        return f"{self.data}: {self.chunker} chunks, {self.retriever} retrieval{int8}"
+        engine = f", on {self.vector_store}" if self.vector_store != "faiss" else ""
+        return f"{self.data}: {self.chunker} chunks, {self.retriever} retrieval{int8}{engine}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -267,9 +270,13 @@ def run_recall(
     with tempfile.TemporaryDirectory(prefix="longdoc-eval-") as tmp:
         tmp_path = Path(tmp)
         paths = write_documents(eval_set.documents, tmp_path / "docs")
-        # The embedded store goes in a folder of its own; on an engine (vector_store is a URL) the documents go
-        # into the library it names, and those this run added are removed again at the end.
+        # An embedded library in a folder of its own, or the engine library `vector_store` names, which must be
+        # empty: what this run adds is removed again at the end, and nothing of the user's is ever touched.
         qa = LongDocQA(settings=settings.replace(index_dir=tmp_path / "index"))
+        if len(qa.store):
+            qa.store.close()
+            raise LongDocError(f"{qa.store.where} holds documents: measure recall on an empty library "
+                               "(a new database or collection prefix)")
         started = time.perf_counter()
         report = qa.ingest(paths, show_progress=show_progress)
         ingest_s = time.perf_counter() - started
@@ -300,6 +307,7 @@ def run_recall(
         budget_tokenizer=budget.name,
         embedder=settings.embedder,
         embedder_precision=qa.embedder.precision,
+        vector_store=backend_kind(settings.vector_store),
         documents=len(report.ingested),
         chunks=report.chunks,
         doc_tokens=report.tokens,

@@ -82,7 +82,7 @@ def test_missing_database_says_how_to_create_it(library_url: str) -> None:
         open_store(with_url(library_url, db="nowhere"), Path(), META)
 
 
-def test_database_without_pgvector_says_a_superuser_must_create_it(postgres_engine: LocalEngine) -> None:  # noqa: F811
+def test_database_without_pgvector_says_a_superuser_must_create_it(postgres_engine: LocalEngine) -> None:
     import psycopg
 
     role, password, db = f"reader_{secrets.token_hex(4)}", secrets.token_hex(8), f"plain_{secrets.token_hex(4)}"

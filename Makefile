@@ -8,7 +8,7 @@ PORT ?= 8501
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install browser run test clean
+.PHONY: install system run test clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,15 +24,18 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-# The browser test drives Debian's Chromium; never a downloaded browser build.
-browser:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
+# Debian packages, installed by one apt-get call when any is missing: Tesseract 5 with English, which reads the
+# pages of a PDF that have no text layer (ingest), and Chromium, which the browser test drives (never a downloaded
+# browser build).
+SYSTEM_PACKAGES := tesseract-ocr tesseract-ocr-eng chromium chromium-driver
+system:
+	@dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null)
 
-test: install browser
+test: install system
 	$(BIN)/python -m pytest -q
 
-run: install
+run: install system
 	$(BIN)/longdoc ingest $(filter-out sample_docs/SOURCES.md,$(wildcard sample_docs/*))
 	$(BIN)/longdoc ui --port $(PORT)
 

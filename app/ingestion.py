@@ -6,6 +6,7 @@ files before it, and the next file still goes in.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -20,8 +21,9 @@ from index.embedder import Embedder
 from index.base import DocumentInfo, StoreError, VectorStore
 from ingest import IngestError
 from ingest.chunkers import Chunker
-from ingest.loaders import load_document
+from ingest.loaders import load_document, reading_signature
 from ingest.pipeline import find_files
+from ingest.types import ReadOptions
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ def ingest_files(
     show_progress: bool = False,
     on_file: Callable[[Path, int, int], None] | None = None,
     names: dict[Path, str] | None = None,
+    options: ReadOptions = ReadOptions(),
 ) -> IngestReport:
     """Ingest files and folders into `store`, file by file: a file that cannot be read, parsed or stored is
     reported in `skipped` with its reason, and the others go on.
@@ -77,6 +80,8 @@ def ingest_files(
         max_bytes: files larger than this are skipped with a reason.
         on_file: called as (path, i, n) before each file, for a UI progress bar.
         names: display names for some paths (uploads are stored by hash but keep the user's file name).
+        options: how files are read (OCR of PDF pages without a text layer; its progress bar shows with
+            `show_progress`).
     """
     started = time.perf_counter()
     files, errors = find_files(paths)
@@ -91,8 +96,9 @@ def ingest_files(
             report.skipped.append((str(path), f"cannot read: {exc.strerror or exc}"))
             continue
         try:
+            signature = " | ".join(s for s in (chunker.signature, reading_signature(path, options)) if s)
             existing = store.get(doc_id)
-            if existing is not None and existing.chunking == chunker.signature:
+            if existing is not None and existing.chunking == signature:
                 if name in existing.names:
                     report.unchanged.append(existing)
                 else:  # the same bytes under another name: one more name for the stored document, nothing embedded
@@ -102,7 +108,8 @@ def ingest_files(
             report.skipped.append((str(path), str(exc)))
             continue
         try:
-            doc = load_document(path, max_bytes=max_bytes, name=name)
+            doc = load_document(path, max_bytes=max_bytes, name=name,
+                                options=dataclasses.replace(options, show_progress=show_progress))
             chunks = chunker.chunk(doc, doc_id)
         except IngestError as exc:
             report.skipped.append((exc.path, exc.reason))
@@ -123,7 +130,10 @@ def ingest_files(
             tokens=embedder.count_tokens(doc.text),  # whole text once: overlapping windows would double count
             chars=len(doc.text),
             ingested_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            chunking=chunker.signature,
+            chunking=signature,
+            ocr_pages=doc.ocr.pages if doc.ocr else 0,
+            ocr_confidence=doc.ocr.confidence if doc.ocr else None,
+            ocr_low_pages=list(doc.ocr.low_pages) if doc.ocr else [],
         )
         try:
             report.ingested.append(store.add(info, doc.text, chunks, vectors))

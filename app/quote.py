@@ -33,8 +33,9 @@ from functools import lru_cache
 from pathlib import Path
 import numpy as np
 
-from app.answer import Quote
+from app.answer import Passage, Quote
 from app.evidence import ScoredSentences
+from ingest.layout import TextLayout
 
 # words that carry no topic: the question's frame and the contract's boilerplate
 STOPWORDS = frozenset("""
@@ -169,8 +170,8 @@ def title_quote(question: str, passages) -> Quote | None:
         if start is None:
             return None
         span = (start, start + len(text))
-    return Quote(doc=opening.doc, char_start=opening.char_start + span[0], char_end=opening.char_start + span[1],
-                 text=opening.text[span[0]:span[1]])
+    return on_page(Quote(doc=opening.doc, char_start=opening.char_start + span[0],
+                         char_end=opening.char_start + span[1], text=opening.text[span[0]:span[1]]), opening)
 
 
 @lru_cache(maxsize=1)
@@ -230,4 +231,13 @@ def find_quote(scored: ScoredSentences, question: str, answer: str, narrow: bool
     if matched and narrow:
         holding = [c for c in clauses(start, text) if matched <= {t.key for t in terms(c[2])}]
         span = min(holding, key=lambda c: c[1] - c[0], default=span)
-    return Quote(doc=passage.doc, char_start=span[0], char_end=span[1], text=span[2], score=round(scores[best], 4))
+    return on_page(Quote(doc=passage.doc, char_start=span[0], char_end=span[1], text=span[2],
+                         score=round(scores[best], 4)), passage)
+
+
+def on_page(quote: Quote, passage: Passage) -> Quote:
+    """The quote with its page and the rectangles of its text there, from the words of the passage it was cut
+    from: a PDF's passages carry them (`Passage.layout`); other formats have no pages to draw on."""
+    quote.boxes = TextLayout.decode(passage.layout).boxes(quote.char_start, quote.char_end)
+    quote.page = quote.boxes[0].page if quote.boxes else None
+    return quote

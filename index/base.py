@@ -79,12 +79,28 @@ class DocumentInfo:
     tokens: int
     chars: int
     ingested_at: str  # ISO-8601 UTC
-    chunking: str = ""  # the chunker's signature; ingesting with another one re-chunks ("" from older indexes)
+    # the chunker's signature, and for a PDF how it was read (`ingest.loaders.reading_signature`); ingesting with
+    # another one reads and chunks again ("" from older indexes)
+    chunking: str = ""
     aliases: list[str] = field(default_factory=list)  # other names of the same bytes, in the order they came
+    # pages whose text OCR read (a PDF's pages without a text layer), Tesseract's mean word confidence over them
+    # (0-100), and those of them whose own mean is low or on which nothing was read: the pages to check by eye
+    ocr_pages: int = 0
+    ocr_confidence: float | None = None
+    ocr_low_pages: list[int] = field(default_factory=list)
 
     @property
     def names(self) -> list[str]:
         return [self.name, *self.aliases]
+
+    @property
+    def ocr_note(self) -> str:
+        """What OCR read, for a listing: "2 pages read by OCR, mean confidence 94; low on p. 3"; "" for none."""
+        if not self.ocr_pages:
+            return ""
+        low = f"; low on p. {', '.join(map(str, self.ocr_low_pages))}" if self.ocr_low_pages else ""
+        pages = f"{self.ocr_pages} page{'s' * (self.ocr_pages != 1)}"
+        return f"{pages} read by OCR, mean confidence {self.ocr_confidence:.0f}{low}"
 
     def without_name(self, name: str) -> DocumentInfo | None:
         """This document once `name` no longer points at it; None when that was its only name."""

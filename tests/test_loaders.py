@@ -218,8 +218,9 @@ def test_encrypted_pdf_is_refused(tmp_path):
         load_document(_encrypted_pdf(tmp_path / "locked.pdf"))
 
 
-def test_image_only_pdf_is_refused(tmp_path):
-    with pytest.raises(IngestError, match="no text layer"):
+def test_image_only_pdf_without_readable_text_is_refused(tmp_path):
+    """Pages with no text layer are read by OCR; pages on which OCR finds nothing either fail the file in one line."""
+    with pytest.raises(IngestError, match=r"scan\.pdf: no readable text: 2 page\(s\) without a text layer"):
         load_document(write_pdf(tmp_path / "scan.pdf", [[], []]))
 
 

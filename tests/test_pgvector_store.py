@@ -264,3 +264,26 @@ def test_vectors_come_back_as_stored(store) -> None:
     store.add(info, text, chunks, vectors)
     assert np.array_equal(store.vectors(info.doc_id), unit_rows(vectors))  # exactly as stored
     assert store.similarities(vectors[1], chunks) == pytest.approx(vectors @ vectors[1], abs=1e-6)
+
+
+def test_a_library_from_before_page_rectangles_opens_and_gains_them(library_url: str) -> None:
+    """A library created before OCR and page rectangles existed lacks their columns: the first open adds them, its
+    documents read as having neither, and new documents keep both."""
+    import psycopg
+
+    store = open_store(library_url, Path(), META)
+    old, text, chunks, vectors = make_doc("old.txt", CONTRACT)
+    store.add(old, text, chunks, vectors)
+    store.close()
+    with psycopg.connect(library_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE longdoc_chunks DROP COLUMN layout; ALTER TABLE longdoc_documents DROP COLUMN "
+                     "ocr_pages, DROP COLUMN ocr_confidence, DROP COLUMN ocr_low_pages")
+    store = open_store(library_url, Path(), META)
+    try:
+        assert store.get("old.txt") == old and store.chunks(old.doc_id) == chunks
+        new, text, chunks, vectors = make_doc("scan.pdf", ["Governed by the laws of Texas.", "Net thirty days."])
+        chunks = [dataclasses.replace(c, layout="1:stored as given") for c in chunks]
+        store.add(dataclasses.replace(new, ocr_pages=2, ocr_confidence=88.0), text, chunks, vectors)
+        assert store.get("scan.pdf").ocr_pages == 2 and store.chunks(new.doc_id) == chunks
+    finally:
+        store.close()

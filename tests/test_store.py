@@ -7,15 +7,19 @@ real servers started by the tests. Tests of the embedded store's own files come 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import multiprocessing
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from index.base import DocumentInfo, LibraryMeta, StoreError, VectorStore
+from index.copy import copy_library
+from ingest.layout import TextLayout
 from index.faiss_store import FaissStore
 from index.retrieval import reciprocal_rank_fusion
 from index.stores import open_store
@@ -83,6 +87,42 @@ def test_offsets_slice_back_to_chunk_text(store: VectorStore) -> None:
     text = store.document_text("msa.txt")
     for chunk in store.chunks():
         assert text[chunk.char_start : chunk.char_end] == chunk.text
+
+
+def scanned_pdf() -> tuple[DocumentInfo, str, list[Chunk], np.ndarray]:
+    """A PDF read by OCR: each chunk with its words' page rectangles (a line a chunk), the record with what OCR read."""
+    info, text, chunks, vectors = make_doc("scan.pdf", CONTRACT)
+    with_layout = []
+    for chunk in chunks:
+        words = [(m.start() + chunk.char_start, m.end() + chunk.char_start) for m in re.finditer(r"\S+", chunk.text)]
+        top = 90.0 + 14 * chunk.index
+        rects = [(72.0 + 30 * k, top, 100.0 + 30 * k, top + 12.5) for k in range(len(words))]
+        layout = TextLayout.of_page(1, (612.0, 792.0), words, rects).encode()
+        with_layout.append(dataclasses.replace(chunk, layout=layout))
+    info = dataclasses.replace(info, doc_type="pdf", ocr_pages=1, ocr_confidence=91.5, ocr_low_pages=[1])
+    return info, text, with_layout, vectors
+
+
+def test_a_pdf_keeps_its_page_rectangles_and_what_ocr_read(store: VectorStore) -> None:
+    """A PDF's chunks come back with their words' page rectangles, from every read and search, and its record
+    with how many pages OCR read, how sure it was and which pages to check."""
+    info, text, chunks, vectors = scanned_pdf()
+    store.add(info, text, chunks, vectors)
+    [back] = store.documents()
+    assert (back.ocr_pages, back.ocr_confidence, back.ocr_low_pages) == (1, 91.5, [1])
+    assert store.chunks(info.doc_id) == chunks
+    assert store.search(vector(CONTRACT[2]), k=1)[0][0] == chunks[2]
+    assert store.keyword_search("governed Delaware", k=1)[0][0] == chunks[0]
+    boxes = TextLayout.decode(chunks[0].layout).boxes(0, len("This Agreement"))
+    assert [(b.page, b.x0, b.x1, b.page_height) for b in boxes] == [(1, 72.0, 130.0, 792.0)]
+
+
+def test_a_library_copied_to_another_backend_keeps_page_rectangles_and_what_ocr_read(store, tmp_path) -> None:
+    source = open_store("faiss", tmp_path / "source", LibraryMeta(EMBEDDER, DIM))
+    info, text, chunks, vectors = scanned_pdf()
+    source.add(info, text, chunks, vectors)
+    assert len(copy_library(source, store).copied) == 1
+    assert store.documents() == source.documents() and store.chunks(info.doc_id) == chunks
 
 
 def test_k_larger_than_index_returns_every_chunk(store: VectorStore) -> None:

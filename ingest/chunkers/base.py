@@ -4,7 +4,8 @@ A chunker only decides where to cut, as (char_start, char_end) ranges. `build_ch
 moves offsets past surrounding whitespace (the text itself is never edited, so
 `doc.text[c.char_start:c.char_end] == c.text` holds), re-tokenizes every chunk exactly as the embedder will
 and splits any that would exceed `max_tokens` (the embedder silently drops word pieces past its limit), and
-attaches pages, section and speakers from the document's spans.
+attaches pages, section and speakers from the document's spans, and the page rectangles of its words from the
+document's layout (a PDF's).
 """
 
 from __future__ import annotations
@@ -144,6 +145,7 @@ def build_chunks(
                 pages=[int(p.label) for p in _overlapping(doc.pages, page_starts, start, end)],
                 section=section,
                 speakers=list(dict.fromkeys(speakers)),
+                layout=doc.layout.within(start, end).encode() if doc.layout is not None else "",
             )
         )
     return chunks

@@ -1,9 +1,10 @@
 """One loader per format, chosen by file extension; `load_document` is the only way in.
 
-Every loader is a function `(path, data, name) -> ParsedDocument` in the `LOADERS` registry. The checks every
-format shares (missing, empty, too large) run once here, and anything a parser library throws that a loader
-did not already turn into an IngestError is turned into one here: a bad file must cost one line of output,
-never the batch.
+Every loader is a function `(path, data, name, options) -> ParsedDocument` in the `LOADERS` registry; `options`
+(`ReadOptions`) says how to read what needs choices (OCR for PDFs), and formats that need none ignore it.
+The checks every format shares (missing, empty, too large) run once here, and anything a parser library throws
+that a loader did not already turn into an IngestError is turned into one here: a bad file must cost one line
+of output, never the batch.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ from ingest.loaders.html import load_html
 from ingest.loaders.pdf import load_pdf
 from ingest.loaders.text import decode_text, load_text, text_document
 from ingest.loaders.transcript import load_subtitles, looks_like_speaker_lines, parse_speaker_lines
-from ingest.types import IngestError, ParsedDocument
+from ingest.types import IngestError, ParsedDocument, ReadOptions
 
 logger = logging.getLogger(__name__)
 
-Loader = Callable[[Path, bytes, str], ParsedDocument]
+Loader = Callable[[Path, bytes, str, ReadOptions], ParsedDocument]
 
 
-def _load_txt(path: Path, data: bytes, name: str) -> ParsedDocument:
+def _load_txt(path: Path, data: bytes, name: str, options: ReadOptions) -> ParsedDocument:
     """Plain text, unless its lines read as "Speaker: text" turns: then it is a transcript."""
     text = decode_text(path, data)
     if looks_like_speaker_lines(text):
@@ -45,15 +46,31 @@ LOADERS: dict[str, Loader] = {
     ".srt": load_subtitles,
 }
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(LOADERS)
+# Raise a format's number when what its loader reads from the same bytes changes, so that ingesting the file
+# again reads it anew. PDF 2: pages without a text layer read by OCR, and the words' page rectangles.
+READER_VERSIONS = {".pdf": 2}
 
 
-def load_document(path: Path, max_bytes: int | None = None, name: str | None = None) -> ParsedDocument:
+def reading_signature(path: Path, options: ReadOptions) -> str:
+    """What decides the text read from `path` besides its bytes: the reader's version and the options it uses
+    ("" for formats with neither). Stored with the chunker's signature, so that a PDF stored before OCR (its
+    scanned pages empty) or read with other OCR settings is read again when it is ingested again."""
+    suffix = path.suffix.lower()
+    if suffix != ".pdf":
+        return ""
+    return f"pdf v{READER_VERSIONS[suffix]} ocr={options.ocr} {options.ocr_languages} {options.ocr_dpi} dpi"
+
+
+def load_document(
+    path: Path, max_bytes: int | None = None, name: str | None = None, options: ReadOptions = ReadOptions()
+) -> ParsedDocument:
     """Read one file into text plus page/section/turn spans.
 
     Args:
         path: the file; its extension picks the loader.
         max_bytes: refuse files larger than this (None: no limit).
         name: the name to show for the document (default: the file name), e.g. an upload's original name.
+        options: how to read it (OCR of PDF pages without a text layer, page limit, progress bar).
 
     Returns:
         The ParsedDocument; offsets in its spans index its `text`.
@@ -79,7 +96,7 @@ def load_document(path: Path, max_bytes: int | None = None, name: str | None = N
         if size == 0:
             raise IngestError(path, "empty file")
         data = path.read_bytes()
-        doc = loader(path, data, name)
+        doc = loader(path, data, name, options)
     except IngestError:
         raise
     except OSError as exc:
@@ -91,4 +108,4 @@ def load_document(path: Path, max_bytes: int | None = None, name: str | None = N
     return doc
 
 
-__all__ = ["LOADERS", "SUPPORTED_EXTENSIONS", "load_document"]
+__all__ = ["LOADERS", "SUPPORTED_EXTENSIONS", "load_document", "reading_signature"]

@@ -11,13 +11,13 @@ from docx.opc.exceptions import PackageNotFoundError
 from docx.table import Table
 
 from ingest.loaders.text import find_sections, short_title, spans_from_starts
-from ingest.types import IngestError, ParsedDocument
+from ingest.types import IngestError, ParsedDocument, ReadOptions
 
 PARAGRAPH_SEPARATOR = "\n\n"
 CELL_SEPARATOR = " | "
 
 
-def load_docx(path: Path, data: bytes, name: str) -> ParsedDocument:
+def load_docx(path: Path, data: bytes, name: str, options: ReadOptions) -> ParsedDocument:
     """Paragraphs joined by a blank line; "Heading N"/"Title" styles start sections. Without styled headings,
     numbered clauses in the text are used, as for plain text."""
     try:

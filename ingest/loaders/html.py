@@ -7,7 +7,7 @@ from pathlib import Path
 from bs4 import BeautifulSoup, Comment, Declaration, Doctype, NavigableString, ProcessingInstruction, Tag
 
 from ingest.loaders.text import decode_text, find_sections, short_title, spans_from_starts
-from ingest.types import IngestError, ParsedDocument
+from ingest.types import IngestError, ParsedDocument, ReadOptions
 
 DROPPED = {"script", "style", "noscript", "template", "head", "svg", "iframe", "object"}
 HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
@@ -67,7 +67,7 @@ class _TextCollector:
         return PARAGRAPH_SEPARATOR.join(self.parts)
 
 
-def load_html(path: Path, data: bytes, name: str) -> ParsedDocument:
+def load_html(path: Path, data: bytes, name: str, options: ReadOptions) -> ParsedDocument:
     """Visible text of the page; headings (h1-h6) start sections, else numbered clauses do."""
     markup = decode_text(path, data)
     soup = BeautifulSoup(markup, "html.parser")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from charset_normalizer import from_bytes
 
-from ingest.types import IngestError, ParsedDocument, Span
+from ingest.types import IngestError, ParsedDocument, ReadOptions, Span
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def short_title(line: str) -> str:
     return title
 
 
-def load_text(path: Path, data: bytes, name: str) -> ParsedDocument:
+def load_text(path: Path, data: bytes, name: str, options: ReadOptions) -> ParsedDocument:
     """A .txt or .md file: content kept exactly (newlines included), sections from headings and clauses."""
     return text_document(path, decode_text(path, data), name)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.loaders.text import decode_text
-from ingest.types import IngestError, ParsedDocument, Span
+from ingest.types import IngestError, ParsedDocument, ReadOptions, Span
 
 # "Name: words" where the name is short, starts with a letter and holds no sentence punctuation;
 # QMSum names look like "Project Manager", "Grad B", "The Chair (Hon. Anthony Rota (Nipissing, Lib.))".
@@ -72,7 +72,7 @@ def _cues(text: str) -> list[_Cue]:
     return cues
 
 
-def load_subtitles(path: Path, data: bytes, name: str) -> ParsedDocument:
+def load_subtitles(path: Path, data: bytes, name: str, options: ReadOptions) -> ParsedDocument:
     """A .vtt or .srt file: one turn per run of cues by one speaker, timestamp "start --> end" in `meta`."""
     raw = decode_text(path, data).replace("\r\n", "\n").replace("\r", "\n")
     kind = path.suffix.lower().lstrip(".")

@@ -102,6 +102,7 @@ class Generator:
             attn_implementation=attn,
             kv_cache_dtype=_dtype_name(self.kv_dtype),
             decode_weights=self.decode_step.weights if self.decode_step else _dtype_name(model_dtype),
+            adapter=str(Path(settings.generator_adapter).expanduser().resolve()) if settings.generator_adapter else None,
         )
         self.stop_ids = _stop_ids(tokenizer, model)
         # transformers 5.x renamed `past_key_values` to `cache` (the old name warns); 4.x knows only the old one
@@ -112,7 +113,8 @@ class Generator:
 
     @classmethod
     def load(cls, settings: Settings) -> "Generator":
-        """Load `settings.generator` with `settings.rope_scaling`, verify the scaling, and return it ready.
+        """Load `settings.generator` with `settings.rope_scaling` (and `settings.generator_adapter` merged into its
+        weights, before the quantized decode step copies them), verify the scaling, and return it ready.
 
         Raises:
             RopeError: the loaded rotary embedding does not carry the requested scaling.
@@ -130,6 +132,10 @@ class Generator:
         rope = build_rope(settings.rope_scaling, settings.rope_factor, original, theta)
         apply_rope(config, rope)
         model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=dtype, attn_implementation=attn)
+        if settings.generator_adapter:
+            from app.adapt import merge_adapter  # peft only when an adapter is set
+
+            model = merge_adapter(model, settings.generator_adapter, settings)
         model.to(device).eval()
         verify_rotary(model, rope)
         tokenizer = AutoTokenizer.from_pretrained(source)

@@ -109,6 +109,7 @@ def perplexity_by_segment(
     scalings: list[str],
     segment: int = 2048,
     show_progress: bool = True,
+    adapter: str | Path | None = None,
 ) -> PplReport:
     """Score `text` under each scaling at each length.
 
@@ -119,6 +120,8 @@ def perplexity_by_segment(
         lengths: token counts to score, e.g. [2048, 8192, 16384].
         scalings: names from `app.rope.ROPE_SCALINGS`.
         segment: tokens per reported segment.
+        adapter: a `longdoc adapt` folder: one more row, "<scaling>+adapter", the settings' scaling with the
+            adapter merged, to read against the same scaling's row without it.
 
     Returns:
         A PplReport (no plot yet: see `plot_ppl`).
@@ -127,6 +130,7 @@ def perplexity_by_segment(
         raise LongDocError("give at least one length and one scaling")
     given = settings_or_generator if isinstance(settings_or_generator, Generator) else None
     settings = given.settings if given else settings_or_generator
+    settings = settings.replace(quantized_decode=False)  # scoring never decodes: skip building the decode step
     generators = {}
     if given:
         generators[given.rope.scaling] = given
@@ -138,23 +142,33 @@ def perplexity_by_segment(
         raise LongDocError(f"the text has {len(ids):,} tokens; the longest length asked is {longest:,}. "
                            "Give a longer text or smaller --lengths.")
     report = PplReport("", sorted(lengths), segment, first.rope.original_max_position)
-    for scaling in scalings:
-        gen = generators.get(scaling) or Generator.load(settings.replace(rope_scaling=scaling))
-        runs = [longest] if scaling in _LENGTH_FREE else sorted(lengths)
-        for length in runs:
+    # (label, loader): each model is loaded when its turn comes, so only one extra is held at a time
+    runs = [(s, lambda s=s: generators.get(s) or Generator.load(settings.replace(rope_scaling=s))) for s in scalings]
+    if adapter:
+        runs.append((f"{settings.rope_scaling}+adapter",
+                     lambda: Generator.load(settings.replace(generator_adapter=str(adapter)))))
+    for label, load in runs:
+        gen = load()
+        for length in [longest] if gen.rope.scaling in _LENGTH_FREE else sorted(lengths):
             started = time.perf_counter()
             nll = token_nll(gen, ids[:length], show_progress=show_progress)
-            report.results.append(PplResult(scaling, length, nll, time.perf_counter() - started))
-            log.info("ppl %s at %d tokens: %.2f (%.0fs)", scaling, length, math.exp(nll.mean().item()),
+            report.results.append(PplResult(label, length, nll, time.perf_counter() - started))
+            log.info("ppl %s at %d tokens: %.2f (%.0fs)", label, length, math.exp(nll.mean().item()),
                      time.perf_counter() - started)
     return report
 
 
-@torch.inference_mode()
 def token_nll(gen: Generator, ids: list[int], show_progress: bool = False) -> torch.Tensor:
-    """Per-token negative log-likelihood of `ids` in one forward pass, projected to the vocabulary in chunks."""
-    model = gen.model
-    x = torch.tensor([ids], device=gen.device)
+    """Per-token negative log-likelihood of `ids` under the generator's model (see `model_nll`)."""
+    return model_nll(gen.model, ids, show_progress)
+
+
+@torch.inference_mode()
+def model_nll(model, ids: list[int], show_progress: bool = False) -> torch.Tensor:
+    """Per-token negative log-likelihood of `ids` under a transformers causal LM, in one forward pass, projected to
+    the vocabulary in chunks. Takes the model rather than a Generator so that `app.adapt` scores a model under
+    training (adapter on and off) with the same arithmetic as `longdoc ppl`."""
+    x = torch.tensor([ids], device=next(model.parameters()).device)
     hidden = model.model(input_ids=x, use_cache=False).last_hidden_state[0]  # (L, hidden), after the final norm
     head = model.get_output_embeddings()
     targets = x[0, 1:]
@@ -194,13 +208,27 @@ def plot_ppl(report: PplReport, out_png: Path) -> Path:
     return out_png
 
 
-def run_ppl(file: Path, lengths: list[int], scalings: list[str], settings: Settings, out_png: Path) -> PplReport:
-    """`longdoc ppl`: read `file` (any format ingest reads), score it, draw the plot; print `report.table()`."""
+def run_ppl(file: Path | None, lengths: list[int], scalings: list[str], settings: Settings, out_png: Path,
+            adapter: Path | None = None) -> PplReport:
+    """`longdoc ppl`: read `file` (any format ingest reads), score it, draw the plot; print `report.table()`.
+
+    With `adapter` (a `longdoc adapt` folder) a row with the adapter merged is added, and `file` may be None: the
+    documents the adapter was not trained on are scored, joined end to end by blank lines.
+    """
     from ingest.loaders import load_document
 
-    text = load_document(Path(file)).text
-    report = perplexity_by_segment(settings, text, lengths, scalings)
-    report.source = Path(file).name
+    if file is None:
+        if adapter is None:
+            raise LongDocError("give a file to score (or --adapter, to score the documents it held out)")
+        from app.adapt import held_out_files
+
+        files = held_out_files(adapter)
+        text = "\n\n".join(load_document(f).text.strip() for f in files)
+        source = f"{len(files)} held-out document(s) of {Path(adapter).name}"
+    else:
+        text, source = load_document(Path(file)).text, Path(file).name
+    report = perplexity_by_segment(settings, text, lengths, scalings, adapter=adapter)
+    report.source = source
     plot_ppl(report, out_png)
     return report
 

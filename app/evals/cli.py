@@ -70,6 +70,10 @@ def niah(
     modes: Annotated[str, typer.Option(help="rag, full_document or both (comma-separated): full_document at 16K "
                                              "takes minutes per question on 2 cores.")] = "rag,full_document",
     out: Annotated[Path, typer.Option(help="Folder for niah.json and the heatmaps.")] = Path("eval-results"),
+    adapter: Annotated[Optional[Path], typer.Option(help="A `longdoc adapt` folder: the same needles without it "
+                                                         "(out/before) and with it merged into the generator "
+                                                         "(out/after), full_document in the configured scaling only; "
+                                                         "the haystack defaults to the documents it held out.")] = None,
 ) -> None:
     """Needle in a haystack: a planted fact at each depth of documents of each length, rag (each reorder
     strategy) beside full_document (yarn and no RoPE scaling); a table, JSON and one heatmap per mode."""
@@ -86,17 +90,34 @@ def niah(
         chosen = [m.strip() for m in modes.split(",") if m.strip()]
         if not chosen or not set(chosen) <= {"rag", "full_document"}:
             raise typer.BadParameter(f"modes are rag and/or full_document, got {modes!r}")
-        report = run_niah(Settings.load(), sizes, where, haystack or [],
-                          strategies=tuple(REORDERERS) if "rag" in chosen else (),
-                          scalings=tuple(SCALINGS) if "full_document" in chosen else ())
+        settings = Settings.load()
+        if adapter is not None:
+            from app.adapt import held_out_files
+
+            haystack = haystack or held_out_files(adapter)
+        scalings = (settings.rope_scaling,) if adapter is not None else tuple(SCALINGS)
+        runs = [("", settings)] if adapter is None else [
+            ("before", settings), ("after", settings.replace(generator_adapter=str(adapter)))]
+        reports = [(label, run_niah(run_settings, sizes, where, haystack or [],
+                                    strategies=tuple(REORDERERS) if "rag" in chosen else (),
+                                    scalings=scalings if "full_document" in chosen else ()))
+                   for label, run_settings in runs]
     except ValueError as exc:  # a depth that is not a number; SettingsError
         raise typer.BadParameter(str(exc)) from None
     except LongDocError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
-    console.print(report.table())
-    paths = report.save(out)
-    console.print(f"{len(report.cells)} questions in {report.seconds:.0f} s; wrote {', '.join(map(str, paths))}")
+    for label, report in reports:
+        if label:
+            console.print(f"[bold]{label}[/bold]: {report.model.get('adapter') or 'no adapter'}", highlight=False)
+        console.print(report.table())
+        paths = report.save(out / label)
+        console.print(f"{len(report.cells)} questions in {report.seconds:.0f} s; wrote {', '.join(map(str, paths))}")
+    if adapter is not None:
+        before, after = (r.summary() for _, r in reports)
+        for key in before:
+            console.print(f"{key}: {before[key]['correct']}/{before[key]['ran']} before, "
+                          f"{after[key]['correct']}/{after[key]['ran']} with the adapter", highlight=False)
 
 
 @eval_app.command()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ingest.layout import Box
+
 
 @dataclass
 class Passage:
@@ -12,6 +14,7 @@ class Passage:
 
     `rank` is the retrieval rank (1 = most relevant); `prompt_index` the order in the prompt after reordering
     (None when the passage was dropped to fit the window); `prompt_zone` is "start", "middle" or "end".
+    A PDF's passage has `boxes`, its text's rectangles on its page(s) (`ingest.layout.Box`).
     """
 
     rank: int
@@ -29,6 +32,10 @@ class Passage:
     prompt_token_start: int | None = None
     prompt_token_end: int | None = None
     prompt_zone: str | None = None
+    boxes: list[Box] = field(default_factory=list)
+    # the chunk's words with their rectangles (`ingest.layout`, encoded), to locate a quote inside the passage;
+    # it stays in Python: the answer JSON carries the rectangles themselves
+    layout: str = field(default="", repr=False)
 
 
 @dataclass
@@ -44,7 +51,12 @@ class Evidence:
 
 @dataclass
 class Quote(Evidence):
-    """The shortest span of the passages that states the answer (`app.quote`), located in its document."""
+    """The shortest span of the passages that states the answer (`app.quote`), located in its document and, in a
+    PDF, on its page: `page` (1-based) and `boxes`, the rectangles of its text in PDF points from the page's
+    top-left corner, each with the page's size (`ingest.layout.Box`), for drawing it on the page."""
+
+    page: int | None = None
+    boxes: list[Box] = field(default_factory=list)
 
 
 @dataclass
@@ -87,6 +99,41 @@ class ModelInfo:
     backend: str = "local"
     tokenizer: str = "local"
     server: str | None = None  # the server's base URL
+    adapter: str | None = None  # the LoRA adapter merged into the weights (`generator_adapter`), as a full path
+
+
+@dataclass
+class Search:
+    """What a question searched: the text retrieval ran on and the one document it was kept to (None: the
+    library). In a conversation a follow-up is resolved first (`app.conversation`), and `why` says how."""
+
+    question: str
+    doc: str | None = None
+    why: str = ""
+
+
+@dataclass
+class Note:
+    """What one section of a document said about the question (mode `sections`, `app.sections`).
+
+    Sections are read in order, each on its own within the model's window; `char_start`/`char_end` are the
+    section's place in the document. A note that went into the combining pass (`used`) cites its source, the
+    passage of the section it draws on, by that passage's `rank`; a note left out says why in `reason`.
+    """
+
+    section: int  # 1-based, in reading order
+    doc: str
+    char_start: int
+    char_end: int
+    text: str
+    used: bool = False
+    reason: str = ""
+    source: int | None = None  # the rank of its source passage in `Answer.passages`
+    relevance: float = 0.0  # the section's relevance to the question (`app.abstain`), what decides `used`
+    prompt_tokens: int = 0
+    reused_tokens: int = 0  # prompt tokens (the instructions and the question) read from the shared KV cache
+    completion_tokens: int = 0
+    seconds: float = 0.0
 
 
 @dataclass
@@ -112,10 +159,14 @@ class Answer:
     completion_tokens: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    searched: Search | None = None  # the question as retrieval ran it, and the document it was kept to
+    notes: list[Note] = field(default_factory=list)  # mode `sections`: one a section, in reading order
 
     def to_dict(self) -> dict[str, Any]:
-        """The answer JSON of DESIGN.md (plus `abstained`, `relevance` and `dropped`)."""
+        """The answer JSON of DESIGN.md (plus `abstained`, `relevance`, `dropped`, `searched` and `notes`)."""
         out = asdict(self)
+        for passage in out["passages"] + out["dropped"]:
+            del passage["layout"]
         order = ["id", "question", "answer", "mode", "model", "passages", "evidence", "quote", "support"]
         return {k: out[k] for k in order} | {k: v for k, v in out.items() if k not in order}
 
@@ -125,12 +176,19 @@ class Answer:
         model = data.pop("model", None)
         quote = data.pop("quote", None)
         support = data.pop("support", None)
+        searched = data.pop("searched", None)
         return cls(
-            **{k: v for k, v in data.items() if k not in ("passages", "dropped", "evidence")},
+            **{k: v for k, v in data.items() if k not in ("passages", "dropped", "evidence", "notes")},
+            searched=Search(**searched) if searched else None,
+            notes=[Note(**n) for n in data.get("notes", [])],
             model=ModelInfo(**model) if model else None,
-            quote=Quote(**quote) if quote else None,
+            quote=Quote(**{**quote, "boxes": [Box(**b) for b in quote.get("boxes", [])]}) if quote else None,
             support=Support(support["verdict"], [SentenceSupport(**x) for x in support["sentences"]]) if support else None,
-            passages=[Passage(**p) for p in data.get("passages", [])],
-            dropped=[Passage(**p) for p in data.get("dropped", [])],
+            passages=[_passage(p) for p in data.get("passages", [])],
+            dropped=[_passage(p) for p in data.get("dropped", [])],
             evidence=[Evidence(**e) for e in data.get("evidence", [])],
         )
+
+
+def _passage(data: dict[str, Any]) -> Passage:
+    return Passage(**{**data, "boxes": [Box(**b) for b in data.get("boxes", [])]})

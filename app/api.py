@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
+from app.adapt import AdaptReport, adapt
 from app.answer import Answer, ModelInfo
 from app.batch import Question, answer_all, group_by_doc
+from app.conversation import Conversation
 from app.engine import QueryEngine
-from app.errors import DocumentNotFound
+from app.errors import DocumentNotFound, LongDocError
 from app.generator import Generator
-from app.ingestion import IngestReport, ingest_files
+from app.ingestion import IngestReport, content_id, ingest_files
+from app.sections import SectionProgress
 from app.settings import Settings
 from index.embedder import Embedder
 from index.base import DocumentInfo, LibraryMeta
 from index.copy import CopyReport, copy_library
 from index.stores import open_store
 from ingest.chunkers import Chunker, make_chunker, mean_word_vectors
+from ingest.loaders.pdf import render_page
+from ingest.types import IngestError, ReadOptions
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +86,10 @@ class LongDocQA:
     ) -> IngestReport:
         """Ingest files and folders; unchanged files are skipped, changed ones replaced, bad ones reported.
 
-        A file counts as changed when its content or the chunking (chunker and its settings) differs. A file
-        whose bytes are already in the library under another name is stored once: the document answers to
-        both names.
+        A file counts as changed when its content or the chunking (chunker and its settings) differs, or for
+        a PDF how it is read (the OCR settings): pages of a PDF without a text layer are read by OCR (`ocr`).
+        A file whose bytes are already in the library under another name is stored once: the document answers
+        to both names.
 
         Returns:
             IngestReport with `.ingested`, `.unchanged` (DocumentInfo lists), `.duplicates` ((name, document)
@@ -91,8 +100,14 @@ class LongDocQA:
         s = self.settings
         return ingest_files(
             paths, self.store, self.embedder, self.chunker(), max_bytes=int(s.max_file_mb * 1024 * 1024),
-            show_progress=show_progress, on_file=on_file, names=names,
+            show_progress=show_progress, on_file=on_file, names=names, options=self.read_options(),
         )
+
+    def read_options(self) -> ReadOptions:
+        """How `ingest` reads files, from the settings: OCR of PDF pages without a text layer, the page limit."""
+        s = self.settings
+        return ReadOptions(ocr=s.ocr, ocr_languages=s.ocr_languages, ocr_dpi=s.ocr_dpi, ocr_timeout_s=s.ocr_timeout_s,
+                           ocr_min_confidence=s.ocr_min_confidence, max_pdf_pages=s.max_pdf_pages)
 
     def chunker(self) -> Chunker:
         """The chunker the settings name, as `ingest` uses it (benchmarks take it from here to measure the same)."""
@@ -154,21 +169,45 @@ class LongDocQA:
         reorder: str | None = None,
         mode: str | None = None,
         id: str | None = None,
+        on_progress: Callable[[SectionProgress], None] | None = None,
     ) -> Answer:
         """Answer one question.
 
         Args:
             doc: restrict retrieval to one ingested document (name or id).
-            top_k, reorder, mode: override the settings for this call.
+            top_k, reorder, mode: override the settings for this call. `mode="sections"` reads the document
+                section by section (`app.sections`); `auto` does so for a question about all of a document
+                longer than the window ("list every ...", "summarise ...").
+            on_progress: called as the sections are read (`SectionProgress`: done, total, the last note).
 
         Returns:
             Answer; `.to_dict()` is the answer JSON of DESIGN.md.
         """
-        return self.engine.ask(question, id=id, doc=doc, top_k=top_k, reorder=reorder, mode=mode)
+        return self.engine.ask(question, id=id, doc=doc, top_k=top_k, reorder=reorder, mode=mode,
+                               on_progress=on_progress)
 
     def stream(self, question: str, **options: Any) -> Iterator[str | Answer]:
         """Like `ask`, but yields the answer's text pieces as they come, then the final `Answer`."""
         return self.engine.stream(question, **options)
+
+    def chat(self, doc: str | None = None, **options: Any) -> Conversation:
+        """A conversation: each question after the first is resolved against the turns before it, then searched.
+
+        A follow-up searches the document in focus (the one a question names, the one the previous answer drew
+        from, or the one given here or to `focus_on`, such as a file just ingested) and, when it has no subject
+        of its own, with the previous question's subject joined; the answer's `searched` says what ran and why.
+
+        Args:
+            doc: the document in focus at the start (None: the whole library).
+            **options: `top_k`, `reorder`, `mode`, `on_progress` for every turn (each `ask` may override them).
+
+        Example:
+            >>> chat = qa.chat()                                                          # doctest: +SKIP
+            >>> chat.ask("Who are the parties to the eDiets agreement?").answer           # doctest: +SKIP
+            >>> chat.ask("When does it expire?").searched.doc                             # doctest: +SKIP
+            'ediets_co-branding_agreement.txt'
+        """
+        return Conversation(self.engine, doc=doc, **options)
 
     def ask_many(self, questions: Iterable[str | Question], **options: Any) -> Iterator[Answer]:
         """Answer many questions, yielding each Answer as it is ready; a failing one carries `error`.
@@ -180,6 +219,71 @@ class LongDocQA:
         """
         rows = [q if isinstance(q, Question) else Question(id=f"q{i}", question=q) for i, q in enumerate(questions, 1)]
         return answer_all(self, group_by_doc(rows), **options)
+
+    def adapt(
+        self,
+        paths: Iterable[str | Path] | str | Path,
+        out: str | Path,
+        seq_len: int | None = None,
+        steps: int | None = None,
+        rope_factor: float | None = None,
+        lora_rank: int | None = None,
+        show_progress: bool = False,
+        **options: Any,
+    ) -> AdaptReport:
+        """Continue pre-training the generator on documents (next-token loss, YaRN, LoRA) and write the adapter.
+
+        Reads the files with the ingest loaders, holds out whole documents, trains, and scores the held-out ones
+        with and without the adapter. A folder `out` that holds a checkpoint is continued. The library is not
+        touched; answer with the adapter by setting `generator_adapter` to `out`.
+
+        Args:
+            paths: files or folders, any format `ingest` reads.
+            out: the adapter's folder.
+            seq_len, steps, lora_rank: override `adapt_seq_len`, `adapt_steps`, `adapt_lora_rank`.
+            rope_factor: override `rope_factor` (the scaling is `rope_scaling`, YaRN by default).
+            **options: other `app.adapt.AdaptConfig` fields (learning_rate, held_out, eval_sequences,
+                checkpoint_every); an unknown name raises.
+
+        Returns:
+            AdaptReport: `.steps`, `.losses`, `.ppl_before`, `.ppl_after`, `.held_out_documents`, `.seconds`,
+            `.tokens_per_s`; `.to_dict()` is what `out/adapt_report.json` holds.
+
+        Example:
+            >>> r = qa.adapt(["contracts/"], "adapters/contracts", seq_len=2048, steps=200)  # doctest: +SKIP
+            >>> r.ppl_before, r.ppl_after                                                    # doctest: +SKIP
+        """
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        settings = self.settings if rope_factor is None else self.settings.replace(rope_factor=rope_factor)
+        return adapt(paths, out, settings, show_progress=show_progress, seq_len=seq_len, steps=steps,
+                     lora_rank=lora_rank, **options)
+
+    def page_image(self, doc: str, page: int, dpi: float = 100) -> Image.Image:
+        """Page `page` (1-based) of the PDF `doc`, rendered from the file it was ingested from, to draw an answer's
+        `quote.boxes` or a passage's `boxes` on: a box's coordinate in points times dpi / 72 is its pixel.
+
+        Raises:
+            LongDocError: the document is not a PDF, its file is not where it was ingested from or no longer holds
+                the same bytes (a library read on another machine), or it has no such page.
+
+        Example:
+            >>> a = qa.ask("Which law governs?", doc="msa.pdf")                 # doctest: +SKIP
+            >>> image = qa.page_image(a.quote.doc, a.quote.page, dpi=144)      # doctest: +SKIP
+            >>> [(b.x0 * 2, b.y0 * 2) for b in a.quote.boxes]                  # doctest: +SKIP
+        """
+        info = self._info(doc)
+        path = Path(info.source)
+        if info.doc_type != "pdf":
+            raise LongDocError(f"{info.name} is a {info.doc_type} document, not a PDF: it has no pages to draw")
+        if not path.is_file():
+            raise LongDocError(f"{info.name}: its PDF is not at {path} on this machine")
+        if content_id(path) != info.doc_id:
+            raise LongDocError(f"{info.name}: the file at {path} has changed since it was ingested")
+        try:
+            return render_page(path, page, dpi)
+        except IngestError as exc:
+            raise LongDocError(f"{info.name}: {exc.reason}") from None
 
     def _info(self, doc: str) -> DocumentInfo:
         info = self.store.get(doc)

@@ -69,7 +69,7 @@ def ingest(
     """Ingest files and folders (pdf, docx, html, md, txt, vtt, srt); one line per skipped file with the reason."""
     report = _qa(index).ingest(paths, show_progress=True)
     for file, reason in report.skipped:
-        err.print(f"[yellow]skipped[/yellow] {file}: {reason}", highlight=False)
+        err.print(f"[yellow]skipped[/yellow] {file}: {reason}", highlight=False, soft_wrap=True)  # one line a file
     for name, info in report.duplicates:
         console.print(f"{name}: the same content as {info.name}; stored once, it answers to both names",
                       highlight=False)
@@ -91,6 +91,9 @@ def docs(index: IndexOpt = None) -> None:
     for d in documents:
         table.add_row("\n".join(d.names), d.doc_id, d.doc_type, str(d.pages), str(d.chunks), f"{d.tokens:,}", d.ingested_at)
     console.print(table)
+    for d in documents:  # scans: a line each under the table, which has no room for it
+        if d.ocr_pages:
+            console.print(f"{d.name}: {d.ocr_note}", highlight=False, soft_wrap=True)
 
 
 @command
@@ -116,18 +119,51 @@ def ask(
 ) -> None:
     """Answer one question, with the passages behind it and where each sat."""
     qa = _qa(index)
-    if as_json:
-        answer = qa.ask(question, doc=doc, top_k=top_k, reorder=reorder, mode=mode)
-        print(json.dumps(answer.to_dict(), ensure_ascii=False))
-        return
-    answer = None
-    for event in qa.stream(question, doc=doc, top_k=top_k, reorder=reorder, mode=mode):
-        if isinstance(event, str):
-            console.print(event, end="", highlight=False, markup=False)
-        else:
-            answer = event
+    with SectionsBar() as bar:  # mode sections: "section i of n" on stderr while the document is read
+        if as_json:
+            answer = qa.ask(question, doc=doc, top_k=top_k, reorder=reorder, mode=mode, on_progress=bar.update)
+            print(json.dumps(answer.to_dict(), ensure_ascii=False))
+            return
+        answer = None
+        for event in qa.stream(question, doc=doc, top_k=top_k, reorder=reorder, mode=mode, on_progress=bar.update):
+            if isinstance(event, str):
+                bar.close()
+                console.print(event, end="", highlight=False, markup=False)
+            else:
+                answer = event
     console.print()
     _print_passages(answer)
+
+
+class SectionsBar:
+    """A Rich progress bar for mode `sections`, shown from the first section until the combined answer starts."""
+
+    def __init__(self) -> None:
+        self._progress: Progress | None = None
+        self._task = None
+
+    def update(self, event) -> None:
+        if self._progress is None:
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TimeRemainingColumn(), console=err, transient=True)
+            self._progress.start()
+            self._task = self._progress.add_task(f"Reading {event.doc} section by section", total=event.total)
+        self._progress.update(self._task, completed=event.done)
+        if event.note is not None:
+            used = "used" if event.note.used else "not used"
+            err.print(f"section {event.done} of {event.total} ({used}): {event.note.text or event.note.reason}",
+                      highlight=False, markup=False, soft_wrap=True)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def __enter__(self) -> "SectionsBar":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _print_passages(answer) -> None:
@@ -139,6 +175,10 @@ def _print_passages(answer) -> None:
         table.add_row(str(p.rank), f"{p.score:.3f}", p.doc, where, f"{p.char_start}-{p.char_end}",
                       "" if p.prompt_index is None else str(p.prompt_index), zone)
     console.print(table)
+    if answer.notes:
+        used = sum(n.used for n in answer.notes)
+        console.print(f"[bold]sections[/bold] {len(answer.notes)} read in order, {used} noted into the answer; "
+                      "each passage is the source of the note with its rank", highlight=False)
     if answer.relevance:
         r = answer.relevance
         console.print(f"[bold]relevance[/bold] {r['score']:.2f} (best passage {r['passage']:.2f}, best sentence "
@@ -150,7 +190,8 @@ def _print_passages(answer) -> None:
                 console.print(f"  [red]unsupported[/red] {s.text} [dim]({s.reason})[/dim]", highlight=False)
     if answer.quote is not None:
         q = answer.quote
-        console.print(f"[bold]quote[/bold] {q.doc} {q.char_start}-{q.char_end}: {q.text}", highlight=False)
+        page = f" p. {q.page}" if q.page is not None else ""
+        console.print(f"[bold]quote[/bold] {q.doc}{page} {q.char_start}-{q.char_end}: {q.text}", highlight=False)
     for e in answer.evidence:
         console.print(f"[bold]evidence[/bold] {e.doc} {e.char_start}-{e.char_end}: {e.text}", highlight=False)
     t = answer.timings
@@ -228,18 +269,73 @@ def ui(port: Annotated[int, typer.Option(help="Local port.")] = 8501, index: Ind
 
 @command
 def ppl(
-    file: Annotated[Path, typer.Argument(help="A text file (or any supported document).")],
+    file: Annotated[Optional[Path], typer.Argument(help="A text file (or any supported document); with --adapter, "
+                                                        "default: the documents the adapter held out.")] = None,
     lengths: Annotated[str, typer.Option(help="Context lengths, e.g. 2k,4k,8k,16k.")] = "2k,4k,8k,16k",
-    scaling: Annotated[str, typer.Option(help="RoPE scalings to compare.")] = "none,linear,dynamic,yarn",
+    scaling: Annotated[Optional[str], typer.Option(help="RoPE scalings to compare (default: none,linear,dynamic,yarn; "
+                                                        "with --adapter, the configured one).")] = None,
     out: Annotated[Path, typer.Option(help="Plot file (PNG).")] = Path("ppl.png"),
+    adapter: Annotated[Optional[Path], typer.Option(help="A `longdoc adapt` folder: adds the row with the adapter "
+                                                         "merged (after), beside the same scaling without (before)."
+                                                    )] = None,
 ) -> None:
     """Perplexity by position segment for each RoPE scaling, as a table and a plot."""
+    from app.evals.niah import parse_sizes
     from app.perplexity import run_ppl
 
-    sizes = [int(float(x[:-1]) * 1024) if x.lower().endswith("k") else int(x) for x in lengths.split(",")]
-    report = run_ppl(file, sizes, [s.strip() for s in scaling.split(",")], Settings.load(), out)
+    settings = Settings.load()
+    scaling = scaling or (settings.rope_scaling if adapter else "none,linear,dynamic,yarn")
+    report = run_ppl(file, parse_sizes(lengths), [s.strip() for s in scaling.split(",")], settings, out,
+                     adapter=adapter)
     console.print(report.table())
     console.print(f"plot: {out}")
+
+
+@command
+def adapt(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to train on (any format ingest reads).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the adapter; one holding a checkpoint is continued.")],
+    seq_len: Annotated[Optional[str], typer.Option("--seq-len", help="Tokens per training sequence, e.g. 2k, 16k "
+                                                                     "(default from settings: adapt_seq_len).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Training steps, one sequence each.")] = None,
+    rope_factor: Annotated[Optional[float], typer.Option("--rope-factor", min=1.0, help="RoPE scaling factor "
+                                                         "(the scaling is rope_scaling: yarn by default).")] = None,
+    lora_rank: Annotated[Optional[int], typer.Option("--lora-rank", min=1, help="LoRA rank.")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option("--learning-rate", min=0.0,
+                                                           help="Peak learning rate.")] = None,
+    held_out: Annotated[Optional[float], typer.Option("--held-out", min=0.0, max=0.99, help="Fraction of the "
+                                                      "documents, whole, kept out of training and scored.")] = None,
+) -> None:
+    """Continue pre-training the generator on your documents: YaRN-scaled, LoRA adapters, next-token loss; then
+    held-out perplexity before and after. Answer with it by setting generator_adapter to the --out folder."""
+    from app.adapt import adapt as run_adapt  # the library is not needed: no embedder, no index
+    from app.evals.niah import parse_sizes
+
+    sizes = parse_sizes(seq_len) if seq_len else [None]
+    if len(sizes) != 1:
+        raise LongDocError(f"--seq-len takes one length, e.g. 16k, got {seq_len!r}")
+    report = run_adapt(paths, out, Settings.load(rope_factor=rope_factor), show_progress=True, seq_len=sizes[0],
+                       steps=steps, lora_rank=lora_rank, learning_rate=learning_rate, held_out=held_out)
+    losses = report.losses
+    console.print(f"{report.steps} steps at {report.seq_len:,} tokens ({len(report.train_documents)} documents, "
+                  f"{report.train_sequences} sequences); loss {losses[0]:.3f} at step 1, {_mean(losses[-10:]):.3f} "
+                  f"over the last {min(10, len(losses))}; {report.tokens_per_s:,.0f} tokens/s", highlight=False)
+    if report.ppl_before is None:
+        console.print("no documents held out: nothing scored (use --held-out and two or more documents)")
+    else:
+        table = Table("positions", "before", "after",
+                      title=f"Held-out perplexity ({len(report.held_out_documents)} documents, "
+                            f"{report.eval_sequences} sequences)")
+        for row in report.segments:
+            table.add_row(f"{row['start']:,}-{row['end']:,}", f"{row['ppl_before']:.2f}", f"{row['ppl_after']:.2f}")
+        table.add_row("all", f"{report.ppl_before:.2f}", f"{report.ppl_after:.2f}", style="bold")
+        console.print(table)
+    console.print(f"adapter: {out}  (answer with it: LONGDOC_GENERATOR_ADAPTER={out}, or generator_adapter in "
+                  "longdoc.toml)", highlight=False, soft_wrap=True)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
 
 
 @command

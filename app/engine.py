@@ -1,9 +1,11 @@
 """The query engine: retrieve, reorder, fit the window, generate, and say where every passage sat.
 
 One question runs straight through `stream`: retrieval over the index (dense or hybrid), abstention when
-nothing is relevant enough (`app.abstain`), the choice between reading the retrieved passages (`rag`) and
-reading the document whole (`full_document`), prompt assembly within the effective window, streamed
-generation, and the evidence, quote and support check located in their documents.
+nothing is relevant enough (`app.abstain`), the choice between reading the retrieved passages (`rag`), reading
+the document whole (`full_document`) and reading it section by section (`sections`, `app.sections`), prompt
+assembly within the effective window, streamed generation, and the evidence, quote and support check located
+in their documents. A conversation's follow-up arrives already resolved (`app.conversation`): the engine
+searches what it is given and records it in the answer's `searched`.
 """
 
 from __future__ import annotations
@@ -16,24 +18,28 @@ from typing import Callable, Iterator
 import numpy as np
 
 from app.abstain import relevance, says_not_stated
-from app.answer import Answer, Passage
+from app.answer import Answer, Passage, Search
 from app.errors import DocumentNotFound, EmptyIndex, LongDocError
 from app.evidence import score_sentences, select_evidence
 from app.generator import Generator, PrefixCache
 from app.prompt import PromptBuilder, PromptPlan
 from app.quote import find_quote
 from app.reorder import REORDERERS
+from app.sections import SectionProgress, asks_summary, asks_whole_document, combine_plan, read_sections
 from app.settings import MODES, REORDER_CHOICES, Settings
 from app.support import check_support
 from index.embedder import Embedder
 from index.rerank import Reranker, RerankerError
 from index.retrieval import RetrievedChunk, retrieve
 from index.base import DocumentInfo, VectorStore
+from ingest.layout import TextLayout
 
 log = logging.getLogger(__name__)
 
 ABSTAIN_ANSWER = ("The documents do not answer this question: no passage is relevant enough "
                   "(relevance {score:.2f}, below {threshold:.2f}).")
+NO_SECTION_ANSWER = ("No section of {doc} speaks to this question: the most relevant scores {score:.2f}, below "
+                     "{threshold:.2f}.")
 
 
 def to_passage(rank: int, hit: RetrievedChunk) -> Passage:
@@ -50,6 +56,8 @@ def to_passage(rank: int, hit: RetrievedChunk) -> Passage:
         section=chunk.section,
         speakers=list(chunk.speakers),
         n_tokens=chunk.n_tokens,
+        boxes=TextLayout.decode(chunk.layout).boxes(chunk.char_start, chunk.char_end),
+        layout=chunk.layout,
     )
 
 
@@ -167,30 +175,43 @@ class QueryEngine:
         top_k: int | None = None,
         reorder: str | None = None,
         mode: str | None = None,
+        search: Search | None = None,
+        on_progress: Callable[[SectionProgress], None] | None = None,
     ) -> Iterator[str | Answer]:
-        """Yield the answer's text pieces as they are generated, then the finished `Answer`."""
+        """Yield the answer's text pieces as they are generated, then the finished `Answer`.
+
+        Args:
+            search: what to search instead of `question` itself, and in which document (a conversation's
+                follow-up, resolved by `app.conversation`); recorded in the answer's `searched`.
+            on_progress: mode `sections` calls it as it reads the sections (`SectionProgress`).
+        """
+        if search is not None and doc is not None and doc != search.doc:
+            raise LongDocError("give the document either as doc or in search, not both")
+        search = search or Search(question=question, doc=doc)
+        text, doc = search.question, search.doc
         reorder = reorder or self.settings.reorder
         mode = mode or self.settings.mode
         if reorder not in REORDER_CHOICES:
             raise LongDocError(f"reorder={reorder!r} is not one of {', '.join(REORDER_CHOICES)}")
         if mode not in MODES:
             raise LongDocError(f"mode={mode!r} is not one of {', '.join(MODES)}")
-        if not question.strip():
+        if not question.strip() or not text.strip():
             raise LongDocError("the question is empty")
         if len(self.store) == 0:
             raise EmptyIndex("the library is empty: ingest a document first (longdoc ingest PATH)")
 
         gen = self.generator  # loaded (once) before the clock starts: timings are the answer's, not the model's
         started = time.perf_counter()
-        ranked = self.retrieve(question, doc=doc, top_k=top_k)
+        ranked = self.retrieve(text, doc=doc, top_k=top_k)
         timings = {"retrieve_s": round(time.perf_counter() - started, 4)}
-        answer = Answer(question=question, id=id, model=gen.info, timings=timings)
-        on_question = score_sentences(self.embedder, question, "", ranked)  # reused by the evidence below
-        relevant = relevance(question, ranked, on_question)
+        answer = Answer(question=question, id=id, model=gen.info, timings=timings, searched=search)
+        on_question = score_sentences(self.embedder, text, "", ranked)  # reused by the evidence below
+        relevant = relevance(text, ranked, on_question)
         answer.relevance = relevant.to_dict()
         timings["relevance_s"] = round(time.perf_counter() - started - timings["retrieve_s"], 4)
 
-        if not ranked or relevant.score < self.settings.min_relevance:
+        # a summary is never refused: every document has something to summarise, whatever the words match
+        if not ranked or (relevant.score < self.settings.min_relevance and not asks_summary(text)):
             answer.abstained = True
             answer.answer = ABSTAIN_ANSWER.format(score=relevant.score, threshold=self.settings.min_relevance)
             answer.passages = ranked
@@ -200,34 +221,53 @@ class QueryEngine:
             yield answer
             return
 
-        builder = PromptBuilder(gen.tokenizer, gen.context_window, self.settings.max_new_tokens)
-        answer.mode = self._choose_mode(mode, doc, ranked, gen)
-        if answer.mode == "full_document":
+        answer.mode = self._choose_mode(mode, doc, ranked, gen, text)
+        max_new = self.settings.sections_answer_tokens if answer.mode == "sections" else self.settings.max_new_tokens
+        builder = PromptBuilder(gen.tokenizer, gen.context_window, max_new)
+        map_prefill_s = map_generate_s = 0.0
+        if answer.mode == "sections":
             info = self.resolve_doc(doc) or self.store.get(ranked[0].doc_id)
-            plan = builder.build_whole(question, info.name, self.store.document_text(info.doc_id), ranked)
+            map_started = time.perf_counter()
+            read = self._read_sections(text, info, ranked, on_progress)
+            answer.notes = read.notes
+            map_prefill_s, map_generate_s = read.prefill_s, read.generate_s
+            answer.timings["sections_s"] = round(time.perf_counter() - map_started, 4)
+            if not read.sources:
+                answer.abstained = True
+                answer.answer = NO_SECTION_ANSWER.format(doc=info.name, score=read.best_relevance,
+                                                         threshold=self.settings.min_relevance)
+                answer.passages = ranked
+                answer.timings["total_s"] = round(time.perf_counter() - started, 4)
+                yield answer.answer
+                yield answer
+                return
+            plan = combine_plan(builder, text, read)
+        elif answer.mode == "full_document":
+            info = self.resolve_doc(doc) or self.store.get(ranked[0].doc_id)
+            plan = builder.build_whole(text, info.name, self.store.document_text(info.doc_id), ranked)
         else:
-            plan = builder.build(question, ranked, REORDERERS[reorder])
+            plan = builder.build(text, ranked, REORDERERS[reorder])
         answer.passages, answer.dropped = plan.passages, plan.dropped
         answer.prompt_tokens = len(plan.input_ids)
 
         pieces: list[str] = []
         with self._slots:
-            past, prefix_prefill_s = (self._document_prefix(plan, question) if answer.mode == "full_document"
+            past, prefix_prefill_s = (self._document_prefix(plan, text) if answer.mode == "full_document"
                                       else (None, 0.0))
-            for piece in gen.stream(plan.input_ids, max_new_tokens=self.settings.max_new_tokens, past=past):
+            for piece in gen.stream(plan.input_ids, max_new_tokens=max_new, past=past):
                 pieces.append(piece)
                 yield piece
             stats = gen.last_stats
         answer.answer = "".join(pieces).strip()
         answer.abstained = says_not_stated(answer.answer)  # the model's own "the documents do not say"
         answer.completion_tokens = stats.completion_tokens
-        prefill_s = stats.prefill_s + prefix_prefill_s
-        answer.timings.update(prefill_s=round(prefill_s, 4), generate_s=round(stats.generate_s, 4))
+        prefill_s = stats.prefill_s + prefix_prefill_s + map_prefill_s
+        answer.timings.update(prefill_s=round(prefill_s, 4), generate_s=round(stats.generate_s + map_generate_s, 4))
         evidence_started = time.perf_counter()
-        scored = score_sentences(self.embedder, question, answer.answer, answer.passages, embedded=on_question)
+        scored = score_sentences(self.embedder, text, answer.answer, answer.passages, embedded=on_question)
         answer.evidence = select_evidence(scored)
-        answer.quote = find_quote(scored, question, answer.answer)
-        answer.support = check_support(self.embedder, question, answer.answer, answer.passages, scored)
+        answer.quote = find_quote(scored, text, answer.answer)
+        answer.support = check_support(self.embedder, text, answer.answer, answer.passages, scored)
         if self.settings.answer_style == "extractive" and answer.quote is not None:
             answer.generated, answer.answer = answer.answer, answer.quote.text
         answer.timings["evidence_s"] = round(time.perf_counter() - evidence_started, 4)
@@ -239,8 +279,10 @@ class QueryEngine:
         *_, answer = self.stream(question, **options)
         return answer
 
-    def _choose_mode(self, mode: str, doc: str | None, ranked: list[Passage], gen: Generator) -> str:
-        """`auto` reads one document whole when the question is about one document and it is short enough."""
+    def _choose_mode(self, mode: str, doc: str | None, ranked: list[Passage], gen: Generator, question: str) -> str:
+        """`auto` reads one document whole when the question is about one document and it is short enough, or
+        when the question asks about all of it (list, every, summarise, compare) and it fits the window; such a
+        question about a document longer than the window is answered section by section."""
         if mode != "auto":
             return mode
         docs = {p.doc_id for p in ranked}
@@ -249,8 +291,29 @@ class QueryEngine:
         info = self.resolve_doc(doc) or self.store.get(ranked[0].doc_id)
         if info.doc_id not in self._doc_tokens:  # a document's text never changes under its content hash
             self._doc_tokens[info.doc_id] = gen.count_tokens(self.store.document_text(info.doc_id))
-        fits = self._doc_tokens[info.doc_id] <= self.settings.auto_full_document_max_tokens
-        return "full_document" if fits else "rag"
+        tokens = self._doc_tokens[info.doc_id]
+        if tokens <= self.settings.auto_full_document_max_tokens:
+            return "full_document"
+        if not asks_whole_document(question):
+            return "rag"
+        builder = PromptBuilder(gen.tokenizer, gen.context_window, self.settings.max_new_tokens)
+        fits = builder.fits_whole(question, info.name, self.store.document_text(info.doc_id))
+        return "full_document" if fits else "sections"
+
+    def _read_sections(self, question: str, info: DocumentInfo, ranked: list[Passage],
+                       on_progress: Callable[[SectionProgress], None] | None):
+        """The map step of mode `sections` (`app.sections.read_sections`), holding the generation slot."""
+        s = self.settings
+        with self._slots:
+            return read_sections(self.generator, self.store, self.embedder, question, info,
+                                 sections_tokens=s.sections_tokens, note_tokens=s.section_note_tokens,
+                                 min_relevance=s.min_relevance, retrieved=ranked, on_progress=on_progress)
+
+    def generate_text(self, system: str, user: str, max_new_tokens: int) -> str:
+        """One short generation outside question answering (a follow-up's rewrite), in the generation slot."""
+        gen = self.generator
+        with self._slots:
+            return gen.generate(gen.chat_ids(system, user), max_new_tokens=max_new_tokens).text.strip()
 
     def _document_prefix(self, plan: PromptPlan, question: str) -> tuple[PrefixCache, float]:
         """The cache of the prompt's document part, shared by every question on that document, and the seconds

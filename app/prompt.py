@@ -48,7 +48,8 @@ def passage_header(passage: Passage) -> str:
 
 
 def render_user_message(
-    question: str, blocks: Sequence[tuple[str, str]], question_first: bool = True
+    question: str, blocks: Sequence[tuple[str, str]], question_first: bool = True,
+    intro: str = "Passages from the documents:", closing: str = "Answer in one sentence.",
 ) -> tuple[str, list[tuple[int, int]]]:
     """The user turn and, for each (header, body) block, the character range of its body in that turn.
 
@@ -62,18 +63,19 @@ def render_user_message(
     model to cite "[1]" there made it echo passage markup (needle in a haystack, 2K and 8K tokens, 10 cells:
     5 right), and "Answer briefly." let it answer with a list of clause headings (all 20 cells at 2K-32K
     tokens: 19 right; with "Answer in one sentence.": 20). Citations stay asked for in SYSTEM_PROMPT, where
-    a bigger model follows them; the tool's own evidence never depends on them.
+    a bigger model follows them; the tool's own evidence never depends on them. The combining pass of mode
+    `sections` quotes notes instead of passages and asks for more than a sentence (`intro`, `closing`).
     """
     pieces: list[str] = [f"Question: {question}\n\n"] if question_first else []
-    pieces.append("Passages from the documents:\n\n")
+    pieces.append(f"{intro}\n\n")
     spans: list[tuple[int, int]] = []
     cursor = sum(map(len, pieces))
     for header, body in blocks:
-        opening, body, closing = fence(header, body)
-        pieces += [opening, body, closing]
+        opening, body, fence_end = fence(header, body)
+        pieces += [opening, body, fence_end]
         spans.append((cursor + len(opening), cursor + len(opening) + len(body)))
-        cursor += len(opening) + len(body) + len(closing)
-    pieces.append(f"Question: {question}\nAnswer in one sentence.")
+        cursor += len(opening) + len(body) + len(fence_end)
+    pieces.append(f"Question: {question}\n{closing}")
     return "".join(pieces), spans
 
 
@@ -129,9 +131,13 @@ class PromptBuilder:
         question: str,
         ranked: Sequence[Passage],
         reorder: Callable[[Sequence[Passage]], list[Passage]],
+        **wording: str,
     ) -> PromptPlan:
-        """Admit passages best first while they fit, reorder them, render, and locate each in the tokens."""
-        base = self.count(self._render(render_user_message(question, [])[0]))
+        """Admit passages best first while they fit, reorder them, render, and locate each in the tokens.
+
+        `wording`: `intro` and `closing` of `render_user_message`, for prompts that quote something else.
+        """
+        base = self.count(self._render(render_user_message(question, [], **wording)[0]))
         if base > self.budget:
             raise PromptTooLong(
                 f"the question alone takes {base} tokens; the window leaves {self.budget} "
@@ -148,7 +154,7 @@ class PromptBuilder:
             else:
                 dropped.append(passage)
         while True:
-            plan = self._locate(question, reorder(kept))
+            plan = self._locate(question, reorder(kept), **wording)
             # Per-block counts can differ from the joined prompt by a token at a seam; drop the weakest then.
             if len(plan.input_ids) <= self.budget or not kept:
                 break
@@ -174,8 +180,8 @@ class PromptBuilder:
             placed.append(_with_position(passage, i, start, end, len(located)))
         return PromptPlan(input_ids=list(enc["input_ids"]), passages=placed, text=text)
 
-    def _locate(self, question: str, ordered: Sequence[Passage]) -> PromptPlan:
-        user, spans = render_user_message(question, [(passage_header(p), p.text) for p in ordered])
+    def _locate(self, question: str, ordered: Sequence[Passage], **wording: str) -> PromptPlan:
+        user, spans = render_user_message(question, [(passage_header(p), p.text) for p in ordered], **wording)
         text = self._render(user)
         shift = text.index(user)
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)

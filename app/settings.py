@@ -27,9 +27,11 @@ ROPE_SCALINGS = ("yarn", "linear", "dynamic", "none")
 CHUNKERS = ("semantic", "fixed")
 RETRIEVERS = ("hybrid", "dense")
 REORDER_CHOICES = ("important_first_last", "reverse_rank", "document_order", "none")
-MODES = ("auto", "rag", "full_document")
+MODES = ("auto", "rag", "full_document", "sections")
+FOLLOWUP_REWRITES = ("rule", "model")
 KV_CACHE_DTYPES = ("auto", "float32", "bfloat16")
 ANSWER_STYLES = ("generative", "extractive")
+OCR_CHOICES = ("auto", "always", "never")
 
 
 class SettingsError(ValueError):
@@ -95,6 +97,9 @@ class Settings:
     # `auto` does so on a CPU with bfloat16 arithmetic (AVX-512 BF16 or AMX), where attention gets faster, and
     # not on AVX2, where the conversions cost more than the bytes save (README, Generation speed)
     kv_cache_dtype: str = "auto"
+    # a LoRA adapter folder written by `longdoc adapt` ("" = none): merged into the weights at load, named in the
+    # answer's `model.adapter`
+    generator_adapter: str = ""
 
     # chunking
     chunker: str = "semantic"
@@ -124,6 +129,19 @@ class Settings:
     # `auto` reads one document whole when it is at most this many generator tokens: at that size the whole
     # text costs about what the retrieved passages would, and on a CPU a longer prefill costs minutes.
     auto_full_document_max_tokens: int = 2048
+    # `sections` (app/sections.py): a whole-document question ("list every ...", "summarise ...") over a document
+    # longer than the window is read section by section, each section at most this many generator tokens, with a
+    # note of at most `section_note_tokens` each, then one combining pass of at most `sections_answer_tokens`.
+    # At 1,024 a note's one source passage is a fair share of what its section holds (a section is four or five
+    # chunks: a few clauses of a contract, a few minutes of a meeting).
+    sections_tokens: int = 1024
+    section_note_tokens: int = 64
+    sections_answer_tokens: int = 256
+    # follow-ups in a conversation (app/conversation.py): `rule` carries the document in focus and joins the
+    # previous question's subject when the follow-up has none, without the model; `model` has the generator
+    # rewrite the follow-up as a question that stands alone (for a model bigger than the embedded 135M one, which
+    # echoes its prompt: benchmarks/bench_followups.py), the document still chosen by the rule
+    followup_rewrite: str = "rule"
     # abstain when the passages' relevance (app/abstain.py: best passage, best sentence, question words found) is
     # below this. On the dev CUAD contracts 0.34 catches 22.2% of questions about clauses a contract lacks and
     # refuses 1.3% of those whose clause is there, 0.8% of dev meeting queries and none of 30 needles in meetings
@@ -140,8 +158,30 @@ class Settings:
     # never repeat an n-gram of the answer (0 = off): small models decoding greedily otherwise loop on a phrase
     no_repeat_ngram: int = 4
 
+    # adaptation, `longdoc adapt` (app/adapt.py): LoRA continued pre-training on the user's documents
+    adapt_seq_len: int = 16384  # tokens per training sequence: twice the native window, half the YaRN x4 one
+    adapt_steps: int = 200
+    adapt_lora_rank: int = 16
+    adapt_learning_rate: float = 2e-4
+    adapt_held_out: float = 0.1  # fraction of the documents, whole, never trained on and scored before/after
+    adapt_eval_sequences: int = 8  # held-out sequences scored at the end (each one forward pass)
+    adapt_checkpoint_every: int = 50  # steps; a run whose --out holds a checkpoint continues from it
+
+    # reading PDFs (ingest/loaders/pdf.py). OCR (Tesseract 5, `tesseract-ocr` from Debian): `auto` reads the pages
+    # that have no text layer (scans, faxes, image exhibits) and keeps every other page's text as it is; `always`
+    # reads every page (a text layer not to be trusted); `never` reads none (such pages stay empty)
+    ocr: str = "auto"
+    ocr_languages: str = "eng"  # Tesseract's language names joined by "+", e.g. "eng+deu" (tesseract-ocr-deu)
+    # the page image Tesseract reads: 300 dpi is Tesseract's own advice; clean typed pages scanned and read at 200
+    # come out as well (character error rate 0.20% against 0.18% at 300, benchmarks/bench_ocr.py)
+    ocr_dpi: int = 300
+    ocr_timeout_s: float = 120.0  # one page; a page that takes longer fails its file, with the page named
+    # an OCR page whose mean word confidence (0-100) is below this is named in the document's info for a look
+    ocr_min_confidence: float = 60.0
+
     # limits
     max_file_mb: float = 200.0
+    max_pdf_pages: int = 2000  # a PDF with more pages is refused before any page is read
 
     def __post_init__(self) -> None:
         self.index_dir = Path(self.index_dir).expanduser()
@@ -158,6 +198,8 @@ class Settings:
             ("mode", MODES),
             ("kv_cache_dtype", KV_CACHE_DTYPES),
             ("answer_style", ANSWER_STYLES),
+            ("ocr", OCR_CHOICES),
+            ("followup_rewrite", FOLLOWUP_REWRITES),
         ):
             value = getattr(self, name)
             if value not in allowed:
@@ -167,12 +209,19 @@ class Settings:
         except StoreError as exc:
             raise SettingsError(str(exc)) from None
         positive = ("embed_batch_size", "chunk_max_tokens", "fixed_chunk_tokens", "top_k", "max_new_tokens",
-                "generator_timeout_s", "generator_concurrency", "rerank_candidates")
+                "generator_timeout_s", "generator_concurrency", "rerank_candidates", "ocr_dpi", "ocr_timeout_s",
+                "max_pdf_pages", "sections_tokens",
+                "section_note_tokens", "sections_answer_tokens")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive, got {getattr(self, name)}")
         if self.no_repeat_ngram < 0 or self.no_repeat_ngram == 1:
             raise SettingsError(f"no_repeat_ngram must be 0 (off) or at least 2, got {self.no_repeat_ngram}")
+        if self.generator_adapter and self.generator_is_server:
+            raise SettingsError("generator_adapter applies to a model loaded in this process, not to a server's "
+                                f"({self.generator}): merge it into the served weights, or unset it")
+        if not 0 <= self.ocr_min_confidence <= 100:
+            raise SettingsError(f"ocr_min_confidence is a confidence from 0 to 100, got {self.ocr_min_confidence}")
         if self.rope_factor < 1.0:
             raise SettingsError(f"rope_factor must be at least 1.0, got {self.rope_factor}")
         if not 0 <= self.fixed_chunk_overlap < self.fixed_chunk_tokens:

@@ -80,3 +80,24 @@ def test_redact_hides_a_password_wherever_the_url_puts_it():
     assert redact("host=h password=s3 user=u") == "host=h password=*** user=u"
     assert redact("postgresql://u:s3@[::1]:5432/db") == "postgresql://u:***@[::1]:5432/db"
     assert redact("postgresql://u:p@ss@h/db") == "postgresql://u:***@h/db"
+
+
+def test_files_are_read_with_the_settings_defaults_when_no_settings_are_given():
+    """`load_document` called on its own reads a PDF as `longdoc ingest` does: ReadOptions' defaults are the
+    settings' defaults."""
+    import dataclasses
+
+    from ingest.types import ReadOptions
+
+    settings = Settings.load(config_file=None, env={})
+    read = {f.name for f in dataclasses.fields(ReadOptions)} - {"show_progress"}
+    assert ReadOptions(**{name: getattr(settings, name) for name in read}) == ReadOptions()
+
+
+def test_ocr_settings_are_checked_when_loaded():
+    with pytest.raises(SettingsError, match=r"ocr='sometimes' is not one of auto, always, never"):
+        Settings.load(env={"LONGDOC_OCR": "sometimes"})
+    with pytest.raises(SettingsError, match="ocr_min_confidence"):
+        Settings.load(env={"LONGDOC_OCR_MIN_CONFIDENCE": "150"})
+    with pytest.raises(SettingsError, match="max_pdf_pages must be positive"):
+        Settings.load(env={"LONGDOC_MAX_PDF_PAGES": "0"})

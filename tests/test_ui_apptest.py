@@ -10,10 +10,13 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from app.answer import Answer, Evidence, ModelInfo, Passage
+from app.answer import Answer, Evidence, ModelInfo, Passage, Quote
+from app.api import LongDocQA
+from ingest.layout import Box
 from ui.answer_view import highlight, link_citations
 from ui.charts import prompt_map, zone_bounds
 from ui.export import answers_csv, answers_json
+from ui.page_view import page_html
 from ui.uploads import UploadRejected, safe_filename, save_upload
 
 APP = Path(__file__).resolve().parents[1] / "ui" / "streamlit_app.py"
@@ -74,6 +77,50 @@ def test_an_answer_in_history_renders_passages_maps_and_downloads(app_test: AppT
     captions = " ".join(c.value for c in at.caption)
     assert "32,768" in captions  # effective window from the answer's model
     assert "Decoding: int4+int8 weights, bfloat16 KV cache, sdpa attention" in captions
+
+
+def pdf_answer(qa: LongDocQA, pdf: Path) -> Answer:
+    """An answer about the PDF `pdf` ingested into `qa`: its passages and its quote placed on their page."""
+    from app.quote import on_page
+
+    passages = qa.engine.retrieve("Which law governs?", doc=pdf.name, top_k=2)
+    holder = passages[0]
+    start = holder.char_start + holder.text.index("laws")
+    quote = on_page(Quote(pdf.name, start, start + 4, "laws"), holder)
+    return Answer(question="Which law governs?", answer="Texas.", passages=passages, quote=quote)
+
+
+def test_a_pdf_answer_shows_its_quote_on_its_page(app_test: AppTest, tmp_path: Path) -> None:
+    from tests.test_loaders import write_pdf
+
+    pdf = write_pdf(tmp_path / "msa.pdf", [["1. Services. Acme provides the services."], [CLAUSE, "Venue: Bexar."]])
+    with LongDocQA(index_dir=tmp_path / "index") as qa:
+        qa.ingest(pdf)
+        answer = pdf_answer(qa, pdf)
+    assert answer.quote.page == 2
+    app_test.session_state["history"] = [answer]
+    at = app_test.run()
+    assert not at.exception
+    assert any(m.value.startswith("**Page 2** of msa.pdf") for m in at.markdown)
+    assert [b.label for b in at.button if b.label.startswith("Open page")] == ["Open page 2"]
+
+    pdf.unlink()  # the file gone (a library read on another machine): the page is named, not drawn
+    st.cache_data.clear()
+    at = app_test.run()
+    assert not at.exception
+    assert any("page 2 of msa.pdf; the page cannot be shown: msa.pdf: its PDF is not at" in c.value for c in at.caption)
+
+
+def test_quote_marks_sit_on_the_page_in_percent_of_its_size() -> None:
+    on_2 = Box(2, 61.2, 79.2, 306.0, 91.2, 612.0, 792.0)
+    quote = Quote("msa.pdf", 10, 20, "the laws", page=2, boxes=[on_2, Box(3, 0, 0, 10, 10, 612.0, 792.0)])
+    below = Box(2, 61.2, 91.2, 306, 103.2, 612, 792)
+    passage = Passage(1, 0.8, "msa.pdf", "abc", 0, 40, "x" * 40, page=2, boxes=[on_2, below])
+    shown = page_html("iVBORw0KGgo=", Answer("q", passages=[passage], quote=quote), "640px")
+    assert shown.count('class="mark quote"') == 1 and shown.count('class="mark passage"') == 2
+    assert ('class="mark quote" style="position: absolute; left: 10.000%; top: 10.000%; width: 40.000%; '
+            'height: 1.515%') in shown
+    assert shown.index('class="mark passage"') < shown.index('class="mark quote"')  # the quote's drawn on top
 
 
 def test_abstained_answer_says_no_passage_was_relevant(app_test: AppTest, answer: Answer) -> None:
@@ -165,3 +212,46 @@ def test_an_unsupported_sentence_is_underlined_with_its_reason(answer: Answer) -
     marked = mark_unsupported(answer)
     assert marked.startswith("Texas law governs [1]. <span class=\"unsupported\"")
     assert 'title="not in the passages: 5"' in marked and "&lt;$5 million&gt;.</span>" in marked
+
+
+def test_a_sections_answer_shows_every_section_read_and_what_it_searched(app_test: AppTest, answer: Answer) -> None:
+    from app.answer import Note, Search
+
+    answer.mode = "sections"
+    answer.question = "List every obligation."
+    answer.searched = Search("List every obligation.", "msa.txt", "the document in focus")
+    answer.notes = [
+        Note(section=1, doc="msa.txt", char_start=0, char_end=31, text="Acme and Comware are the parties.", used=True,
+             source=2, relevance=0.41),
+        Note(section=2, doc="msa.txt", char_start=31, char_end=len(DOC_TEXT), text="", relevance=0.2,
+             reason="relevance 0.20 is below 0.34: not read by the model"),
+    ]
+    app_test.session_state["history"] = [answer]
+    at = app_test.run()
+    assert not at.exception
+    assert "Sections read: 2, 1 noted into the answer" in [e.label for e in at.expander]
+    markdown = " ".join(m.value for m in at.markdown)
+    assert "where each section's note sat in the combining prompt" in markdown
+    assert "Acme and Comware are the parties." in markdown and "not read by the model" in markdown
+    assert "Searched **msa.txt** (the document in focus)" in [c.value for c in at.caption]
+
+
+def test_the_document_in_focus_is_shown_and_one_click_searches_the_whole_library(
+        app_test: AppTest, tmp_path: Path) -> None:
+    from app import LongDocQA
+
+    (tmp_path / "msa.txt").write_text(DOC_TEXT, encoding="utf-8")
+    LongDocQA(index_dir=tmp_path / "index").ingest([tmp_path / "msa.txt"])
+    at = app_test.run()
+    assert any("search **the whole library**" in c.value for c in at.caption)
+    at.session_state["conversation"].focus_on("msa.txt")  # as an upload of one file does
+    at.run()
+    assert any("search **msa.txt**" in c.value for c in at.caption)
+    assert at.sidebar.selectbox(key="focus_choice").value == "msa.txt"
+    at.button(key="widen").click().run()
+    assert not at.exception
+    assert at.session_state["conversation"].focus is None
+    assert any("search **the whole library**" in c.value for c in at.caption)
+    assert at.sidebar.selectbox(key="focus_choice").value == ""  # shown as "All documents"
+    at.sidebar.selectbox(key="focus_choice").select("msa.txt").run()  # choosing a document puts it in focus
+    assert at.session_state["conversation"].focus == "msa.txt"

@@ -3,9 +3,10 @@
 Uploads a contract, asks which law governs it, waits for the streamed answer from the local model and
 checks that the answer, the passages table and the prompt map are on the page. The screenshot goes to the
 test's tmp dir, and to docs/ui.png (the README's) when SAVE_UI_SCREENSHOT=1 (not a LONGDOC_* name: conftest
-clears those so a developer's settings cannot change what the tests see).
+clears those so a developer's settings cannot change what the tests see). A second test asks of a PDF and checks
+that the quote is marked on its rendered page (docs/ui_pdf.png).
 
-Debian's Chromium is used, never a downloaded browser (`make browser` installs it).
+Debian's Chromium is used, never a downloaded browser (`make system` installs it).
 """
 
 from __future__ import annotations
@@ -67,8 +68,10 @@ def wait_until_healthy(url: str, server: subprocess.Popen, log: Path, timeout_s:
 
 
 @pytest.fixture
-def server(tmp_path: Path):
-    """`streamlit run ui/streamlit_app.py` on a free local port with an empty index in tmp_path; yields its URL."""
+def server(request: pytest.FixtureRequest, tmp_path: Path):
+    """`streamlit run ui/streamlit_app.py` on a free local port with an empty index in tmp_path; yields its URL.
+
+    A test may pass more settings as LONGDOC_* variables by parametrising this fixture indirectly."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "streamlit.log"
@@ -76,6 +79,7 @@ def server(tmp_path: Path):
         "LONGDOC_INDEX_DIR": str(tmp_path / "index"),
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
+        **getattr(request, "param", {}),
     }
     command = [
         sys.executable, "-m", "streamlit", "run", str(ROOT / "ui" / "streamlit_app.py"),
@@ -97,10 +101,21 @@ def server(tmp_path: Path):
 
 
 @pytest.fixture
+def server_with_samples(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The `server`, with the sample documents in its library first, as after `make run`."""
+    from app import LongDocQA
+
+    with LongDocQA(index_dir=tmp_path / "index") as qa:
+        report = qa.ingest([p for p in (ROOT / "sample_docs").iterdir() if p.name != "SOURCES.md"])
+    assert not report.skipped, report.skipped
+    return request.getfixturevalue("server")
+
+
+@pytest.fixture
 def page(tmp_path: Path):
     """A page in headless Debian Chromium with a throwaway profile. Playwright refuses `--user-data-dir` in
     `launch()`'s args, so the profile is given the way it asks: `launch_persistent_context(user_data_dir)`."""
-    assert CHROMIUM.exists(), "Debian's Chromium is missing: run `make browser` (apt-get install chromium)"
+    assert CHROMIUM.exists(), "Debian's Chromium is missing: run `make system` (apt-get install chromium)"
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
             tmp_path / "chromium",
@@ -118,20 +133,22 @@ def page(tmp_path: Path):
             context.close()
 
 
-def upload(page: Page, path: Path) -> None:
+def upload(page: Page, path: Path, library_size: int = 1) -> None:
     sidebar = page.get_by_test_id("stSidebar")
     sidebar.locator("input[type=file]").set_input_files(path)
     expect(sidebar.get_by_role("button", name=f"Remove {path.name}")).to_be_visible()  # the file is staged
     sidebar.get_by_role("button", name="Add to library").click()
-    expect(sidebar.get_by_role("heading", name="Library (1)")).to_be_visible(timeout=INGEST_TIMEOUT_MS)
+    expect(sidebar.get_by_role("heading", name=f"Library ({library_size})")).to_be_visible(timeout=INGEST_TIMEOUT_MS)
 
 
-def ask(page: Page, question: str) -> None:
+def ask(page: Page, question: str, turn: int = 1) -> None:
+    """Ask the `turn`-th question of the session and wait until its answer, with its prompt map, is drawn."""
     box = page.get_by_placeholder("Ask a question about your documents")
     expect(box).to_be_enabled(timeout=60_000)
     box.fill(question)
     box.press("Enter")
-    expect(page.get_by_text("Prompt map")).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
+    reply = page.get_by_role("main").get_by_test_id("stChatMessage").nth(2 * turn - 1)
+    expect(reply).to_contain_text("Prompt map", timeout=ANSWER_TIMEOUT_MS)
     wait_for_script(page)
 
 
@@ -186,3 +203,89 @@ def test_upload_ask_and_see_answer_passages_and_prompt_map(server: str, page: Pa
     if os.environ.get("SAVE_UI_SCREENSHOT") == "1":
         (ROOT / "docs").mkdir(exist_ok=True)
         shutil.copy(shot, ROOT / "docs" / "ui.png")
+
+
+# A short answer is enough here: the page shows the quote, which is found from the question and the passages.
+@pytest.mark.parametrize("server", [{"LONGDOC_MAX_NEW_TOKENS": "24"}], indirect=True)
+def test_pdf_answer_shows_the_quote_marked_on_its_page(server: str, page: Page, tmp_path: Path) -> None:
+    """A PDF's answer shows the page its quote is on, the quote's rectangles over the page image (the other passages'
+    lighter), where the downloaded answer JSON places them, and a button opens the page large."""
+    pdf = ROOT / "sample_docs" / "cerence_ip_agreement.pdf"
+    page.goto(server)
+    expect(page.get_by_text("The library is empty")).to_be_visible(timeout=120_000)
+    upload(page, pdf)
+    ask(page, QUESTION)
+
+    main = page.get_by_role("main")
+    view = main.locator(".page-view").first
+    image = view.locator("img")
+    expect(image).to_be_visible()
+    expect(view.locator(".mark.quote").first).to_be_visible()
+    assert view.locator(".mark.passage").count() >= 1, "the other passages on the page are marked too"
+    expect(main.get_by_test_id("stException")).to_have_count(0)
+
+    with page.expect_download() as download:
+        page.get_by_test_id("stSidebar").get_by_role("button", name="JSON").click()
+    quote = json.loads(Path(download.value.path()).read_text(encoding="utf-8"))[0]["quote"]
+    on_page = [b for b in quote["boxes"] if b["page"] == quote["page"]]
+    assert quote["page"] and on_page, quote
+    expect(main.get_by_text(f"Page {quote['page']}", exact=True)).to_be_visible()
+    expect(view.locator(".mark.quote")).to_have_count(len(on_page))
+    # each mark sits on the image where its box says, in the image's own scale
+    frame = image.bounding_box()
+    for box, mark in zip(on_page, view.locator(".mark.quote").all()):
+        at = mark.bounding_box()
+        assert at["x"] == pytest.approx(frame["x"] + frame["width"] * box["x0"] / box["page_width"], abs=2)
+        assert at["y"] == pytest.approx(frame["y"] + frame["height"] * box["y0"] / box["page_height"], abs=2)
+    shot = tmp_path / "ui_pdf.png"
+    view.screenshot(path=shot)
+    if os.environ.get("SAVE_UI_SCREENSHOT") == "1":
+        shutil.copy(shot, ROOT / "docs" / "ui_pdf.png")
+
+    main.get_by_role("button", name=f"Open page {quote['page']}").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog.locator(".page-view img")).to_be_visible(timeout=60_000)
+    expect(dialog.locator(".mark.quote").first).to_be_visible()
+
+
+def downloaded_answers(page: Page) -> list[dict]:
+    """Every answer of the session, as the page's JSON download holds them."""
+    with page.expect_download() as download:
+        page.get_by_test_id("stSidebar").get_by_role("button", name="JSON").click()
+    return json.loads(Path(download.value.path()).read_text(encoding="utf-8"))
+
+
+def test_a_fresh_upload_is_what_this_agreement_means_in_a_conversation_and_a_sections_answer_shows_its_map(
+        server_with_samples: str, page: Page, tmp_path: Path) -> None:
+    page.goto(server_with_samples)
+    sidebar, main = page.get_by_test_id("stSidebar"), page.get_by_role("main")
+    expect(sidebar.get_by_role("heading", name="Library (4)")).to_be_visible(timeout=120_000)
+    expect(main.get_by_text("Questions search the whole library")).to_be_visible()
+
+    upload(page, CUAD_CONTRACT, library_size=5)
+    expect(main.get_by_text(f"Questions search {CUAD_CONTRACT.name}")).to_be_visible()  # the upload is in focus
+    ask(page, "When does this agreement expire?")
+    ask(page, "And which law governs it?", turn=2)
+    first, second = downloaded_answers(page)
+    for answer in (first, second):
+        assert {p["doc"] for p in answer["passages"]} == {CUAD_CONTRACT.name}, answer["passages"]
+        assert answer["searched"]["doc"] == CUAD_CONTRACT.name
+    assert any("laws of the State of Texas" in p["text"] for p in second["passages"])
+    expect(main.get_by_text(f"Searched {CUAD_CONTRACT.name} (the document in focus)")).to_have_count(2)
+
+    # the same contract read section by section: every section's note, and the maps of the notes' sources
+    sidebar.get_by_test_id("stSelectbox").filter(has_text="Mode").click()
+    page.get_by_role("option", name="sections").click()
+    ask(page, "List every obligation of the distributor.", turn=3)
+    sections = downloaded_answers(page)[2]
+    assert sections["mode"] == "sections" and sections["notes"]
+    assert {n["source"] for n in sections["notes"] if n["used"]} == {p["rank"] for p in sections["passages"]}
+    reply = main.get_by_test_id("stChatMessage").nth(5)
+    expect(reply.get_by_text("where each section's note sat in the combining prompt")).to_be_visible()
+    expect(reply.get_by_test_id("stExpander").filter(has_text="Sections read:")).to_be_visible()
+    expect(reply.get_by_test_id("stVegaLiteChart")).to_have_count(2)  # the prompt map and the document map
+    expect(main.get_by_test_id("stException")).to_have_count(0)
+
+    main.get_by_role("button", name="Search the whole library").click()
+    expect(main.get_by_text("Questions search the whole library")).to_be_visible()
+    screenshot(page, tmp_path / "conversation.png")

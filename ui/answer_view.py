@@ -14,7 +14,9 @@ import pandas as pd
 import streamlit as st
 
 from app.answer import Answer, Evidence, Passage
+from app.api import LongDocQA
 from ui.charts import display_height, document_map, prompt_map, short_name
+from ui.page_view import render_quote_page
 
 # "[2]" or "[1, 3]": the model cites passages by their retrieval rank (app/prompt.py `passage_header`).
 _CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
@@ -134,12 +136,14 @@ def quote_in_context(answer: Answer) -> str | None:
             f'<small>{html.escape(q.doc)}, characters {q.char_start:,}–{q.char_end:,}</small>')
 
 
-def render_quote(answer: Answer) -> None:
+def render_quote(qa: LongDocQA, answer: Answer, key: str) -> None:
+    """The quote in the text around it and, for a PDF, on its page."""
     shown = quote_in_context(answer)
     if shown is None or answer.abstained:
         return
     st.markdown("**Quote**: the words of the document that state the answer")
     st.html(shown)
+    render_quote_page(qa, answer, key)
 
 
 def render_evidence(answer: Answer) -> None:
@@ -184,11 +188,38 @@ def render_maps(answer: Answer, doc_lengths: Mapping[str, int], key: str) -> Non
     document map a bar a few pixels wide, its 0% and 100% labels touching."""
     prompt_chart, doc_chart = prompt_map(answer), document_map(answer, doc_lengths)
     if prompt_chart is not None:
-        st.markdown("**Prompt map**: where each passage sat in the prompt (models read the start and end best)")
+        st.markdown("**Prompt map**: where each section's note sat in the combining prompt (passage [n] is the "
+                    "source of note [n])" if answer.mode == "sections" else
+                    "**Prompt map**: where each passage sat in the prompt (models read the start and end best)")
         st.altair_chart(prompt_chart, width="stretch", height=display_height(prompt_chart), key=f"{key}-prompt-map")
     if doc_chart is not None:
         st.markdown("**Document map**: where each passage came from in its document")
         st.altair_chart(doc_chart, width="stretch", height=display_height(doc_chart), key=f"{key}-doc-map")
+
+
+def searched_line(answer: Answer) -> str | None:
+    """"Searched X" (a document or the whole library), with the follow-up as searched when it was resolved."""
+    s = answer.searched
+    if s is None:
+        return None
+    line = f"Searched {'**' + s.doc + '**' if s.doc else 'the whole library'}"
+    if s.question != answer.question:
+        line += f" for “{s.question}”"
+    return line + (f" ({s.why})" if s.why else "")
+
+
+def render_notes(answer: Answer) -> None:
+    """Mode `sections`: every section read, in order, with its note and whether it went into the answer."""
+    if not answer.notes:
+        return
+    used = sum(n.used for n in answer.notes)
+    with st.expander(f"Sections read: {len(answer.notes)}, {used} noted into the answer"):
+        for n in answer.notes:
+            place = f"Section {n.section} · characters {n.char_start:,}–{n.char_end:,} · relevance {n.relevance:.2f}"
+            if n.used:
+                st.markdown(f"**{place} · note [{n.source}]**  \n{html.escape(n.text)}")
+            else:
+                st.markdown(f":gray[{place} · not used: {html.escape(n.reason)}]")
 
 
 def render_meta(answer: Answer) -> None:
@@ -203,6 +234,9 @@ def render_meta(answer: Answer) -> None:
     if "total_s" in timings:
         parts.append(f"{timings['total_s']:.1f} s")
     st.caption(" · ".join(parts))
+    searched = searched_line(answer)
+    if searched:
+        st.caption(searched)
 
 
 def render_answer_text(answer: Answer, key: str) -> None:
@@ -230,13 +264,14 @@ def render_answer_text(answer: Answer, key: str) -> None:
             st.caption("The model says the passages do not state this: check the passages below.")
 
 
-def render_answer(answer: Answer, doc_lengths: Mapping[str, int], key: str) -> None:
+def render_answer(qa: LongDocQA, answer: Answer, doc_lengths: Mapping[str, int], key: str) -> None:
     """The whole answer: text, metadata and evidence, then the two maps, then the passages."""
     render_answer_text(answer, key)
     if answer.error:
         return
     render_meta(answer)
-    render_quote(answer)
+    render_notes(answer)
+    render_quote(qa, answer, key)
     render_evidence(answer)
     if answer.passages:
         render_maps(answer, doc_lengths, key)

@@ -14,6 +14,7 @@ import streamlit as st
 
 from app.api import LongDocQA
 from app.answer import ModelInfo
+from app.conversation import Conversation
 from app.errors import LongDocError
 from app.ingestion import IngestReport
 from app.settings import MODES, REORDER_CHOICES
@@ -23,9 +24,9 @@ from ui.uploads import UPLOAD_TYPES, UploadRejected, save_upload
 
 @dataclass
 class QueryOptions:
-    """What the settings panel chose for the next question; passed straight to `LongDocQA.stream`."""
+    """What the settings panel chose for the next question; passed straight to `Conversation.stream` (the
+    document searched is the conversation's focus, which the panel sets)."""
 
-    doc: str | None
     top_k: int
     reorder: str
     mode: str
@@ -44,8 +45,11 @@ def save_uploads(qa: LongDocQA, files) -> tuple[list[Path], list[tuple[str, str]
     return saved, rejected
 
 
-def ingest_uploads(qa: LongDocQA, lock: threading.Lock, files) -> None:
-    """Save and ingest uploads inside an `st.status` with a progress bar; every failed file gets its reason."""
+def ingest_uploads(qa: LongDocQA, lock: threading.Lock, files, conversation: Conversation) -> None:
+    """Save and ingest uploads inside an `st.status` with a progress bar; every failed file gets its reason.
+
+    One document uploaded goes into the conversation's focus: "this agreement" in the next question means it.
+    Several widen the search to the whole library."""
     with st.status(f"Adding {len(files)} file(s)…", expanded=True) as status:
         paths, failed = save_uploads(qa, files)
         report = IngestReport()
@@ -62,6 +66,9 @@ def ingest_uploads(qa: LongDocQA, lock: threading.Lock, files) -> None:
                 failed.append(("upload", str(exc)))
             bar.progress(1.0, text="Done")
         failed += [(Path(file).name, reason) for file, reason in report.skipped]
+        added = [d.name for d in report.ingested + report.unchanged] + [name for name, _ in report.duplicates]
+        if added:
+            conversation.focus_on(added[0] if len(added) == 1 else None)
         st.session_state.ingest_log = ingest_messages(report, failed)
         render_ingest_log()
         state = "error" if failed and not (report.ingested or report.unchanged or report.duplicates) else "complete"
@@ -94,7 +101,7 @@ def render_ingest_log() -> None:
         getattr(st, kind)(text)
 
 
-def render_upload(qa: LongDocQA, lock: threading.Lock) -> None:
+def render_upload(qa: LongDocQA, lock: threading.Lock, conversation: Conversation) -> None:
     st.subheader("Add documents")
     with st.form("upload", clear_on_submit=True, border=False):
         files = st.file_uploader(
@@ -105,7 +112,7 @@ def render_upload(qa: LongDocQA, lock: threading.Lock) -> None:
         )
         submitted = st.form_submit_button("Add to library", type="primary")
     if submitted and files:
-        ingest_uploads(qa, lock, files)
+        ingest_uploads(qa, lock, files, conversation)
     else:
         render_ingest_log()
 
@@ -118,6 +125,8 @@ def describe(doc: DocumentInfo) -> str:
     parts += [f"{doc.chunks} chunks", f"{doc.tokens:,} tokens", doc.ingested_at.replace("T", " ")[:16]]
     if doc.aliases:
         parts.append(f"also named {', '.join(doc.aliases)}")
+    if doc.ocr_pages:
+        parts.append(doc.ocr_note)  # "2 pages read by OCR, mean confidence 94; low on p. 3"
     return " · ".join(parts)
 
 
@@ -171,11 +180,17 @@ def render_model(qa: LongDocQA, model: ModelInfo | None) -> None:
     )
 
 
-def render_settings(qa: LongDocQA, docs: list[DocumentInfo]) -> QueryOptions:
+def render_settings(qa: LongDocQA, docs: list[DocumentInfo], conversation: Conversation) -> QueryOptions:
     s = qa.settings
     st.subheader("Question settings")
-    doc = st.selectbox(
-        "Documents searched", [None] + [d.name for d in docs], format_func=lambda n: n or "All documents"
+    names = [d.name for d in docs]
+    if conversation.focus not in names:  # removed since it was in focus
+        conversation.widen()
+    st.session_state.focus_choice = conversation.focus or ""  # "": the whole library (None would show no choice)
+    st.selectbox(
+        "Documents searched", ["", *names], format_func=lambda n: n or "All documents", key="focus_choice",
+        on_change=lambda: conversation.focus_on(st.session_state.focus_choice or None),
+        help="The conversation's document in focus: the one you uploaded last, named, or the last answer drew on.",
     )
     top_k = st.slider("Passages retrieved (top-k)", 1, 20, min(s.top_k, 20))
     reorder = st.selectbox(
@@ -184,18 +199,20 @@ def render_settings(qa: LongDocQA, docs: list[DocumentInfo]) -> QueryOptions:
     )
     mode = st.selectbox(
         "Mode", MODES, index=MODES.index(s.mode),
-        help="rag: retrieved passages only; full_document: the whole document when it fits the window; auto: pick.",
+        help="rag: retrieved passages only; full_document: the whole document when it fits the window; sections: "
+             "the document read section by section, a note each, then combined; auto: pick.",
     )
-    return QueryOptions(doc=doc, top_k=top_k, reorder=reorder, mode=mode)
+    return QueryOptions(top_k=top_k, reorder=reorder, mode=mode)
 
 
-def render_sidebar(qa: LongDocQA, lock: threading.Lock) -> tuple[QueryOptions, list[DocumentInfo]]:
+def render_sidebar(qa: LongDocQA, lock: threading.Lock,
+                   conversation: Conversation) -> tuple[QueryOptions, list[DocumentInfo]]:
     """Draw the sidebar; returns the chosen question settings and the library as it stands after any change."""
     with st.sidebar:
         st.title("longdoc-qa")
-        render_upload(qa, lock)
+        render_upload(qa, lock, conversation)
         docs = qa.documents()
         render_library(qa, lock, docs)
         st.divider()
-        options = render_settings(qa, docs)
+        options = render_settings(qa, docs, conversation)
     return options, docs

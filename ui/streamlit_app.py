@@ -16,7 +16,9 @@ import streamlit as st
 
 from app.answer import Answer
 from app.api import LongDocQA
+from app.conversation import Conversation
 from app.errors import LongDocError
+from app.sections import SectionProgress
 from app.settings import SettingsError
 from ui.answer_view import render_answer
 from ui.export import answers_csv, answers_json
@@ -42,13 +44,23 @@ def text_pieces(events: Iterator[str | Answer], final: list[Answer]) -> Iterator
             yield event
 
 
-def stream_answer(qa: LongDocQA, question: str, options: QueryOptions) -> Answer:
-    """Stream one answer onto the page and return it; a failure comes back as an Answer carrying `error`."""
+def stream_answer(conversation: Conversation, question: str, options: QueryOptions) -> Answer:
+    """Stream one answer onto the page and return it; a failure comes back as an Answer carrying `error`.
+
+    A sections answer shows a bar, "Reading DOC: section i of n", while the sections are read, before the combined
+    answer streams."""
     final: list[Answer] = []
     placeholder = st.empty()
     try:
         with placeholder.container(), st.spinner("Finding passages and reading them…"):
-            st.write_stream(text_pieces(qa.stream(question, **vars(options)), final))
+            progress = st.empty()
+
+            def on_progress(event: SectionProgress) -> None:
+                progress.progress(event.done / max(1, event.total),
+                                  text=f"Reading {event.doc}: section {event.done} of {event.total}")
+
+            events = conversation.stream(question, **vars(options), on_progress=on_progress)
+            st.write_stream(text_pieces(events, final))
     except LongDocError as exc:
         return Answer(question=question, error=str(exc))
     except Exception as exc:  # the page shows a message, the server log keeps the traceback
@@ -66,12 +78,23 @@ def render_empty_library() -> None:
     )
 
 
-def render_history(history: list[Answer], doc_lengths: dict[str, int]) -> None:
+def render_focus(conversation: Conversation) -> None:
+    """Which documents the next question searches, with one click to widen to the whole library."""
+    if conversation.focus is None:
+        st.caption("Questions search **the whole library**. A document you upload, name or ask about comes into "
+                   "focus.")
+        return
+    left, right = st.columns([3, 1], vertical_alignment="center")
+    left.caption(f"Questions search **{conversation.focus}** (the document in focus).")
+    right.button("Search the whole library", on_click=conversation.widen, key="widen", icon=":material/travel_explore:")
+
+
+def render_history(qa: LongDocQA, history: list[Answer], doc_lengths: dict[str, int]) -> None:
     for i, answer in enumerate(history):
         with st.chat_message("user"):
             st.markdown(answer.question)
         with st.chat_message("assistant"):
-            render_answer(answer, doc_lengths, key=f"a{i}")
+            render_answer(qa, answer, doc_lengths, key=f"a{i}")
 
 
 def render_downloads(history: list[Answer]) -> None:
@@ -92,24 +115,32 @@ def main() -> None:
         st.error(f"Cannot open the index: {exc}")
         st.stop()
     history: list[Answer] = st.session_state.setdefault("history", [])
-    options, docs = render_sidebar(qa, lock)
+    if "conversation" not in st.session_state:  # one a browser session; turns and focus carry across questions
+        st.session_state.conversation = qa.chat()
+    conversation: Conversation = st.session_state.conversation
+    options, docs = render_sidebar(qa, lock, conversation)
     model_and_downloads = st.sidebar.container()  # filled last, so they include this run's answer
 
     st.header("Ask your documents")
     doc_lengths = {d.name: d.chars for d in docs}
     if not docs:
         render_empty_library()
-    render_history(history, doc_lengths)
+    render_history(qa, history, doc_lengths)
     question = st.chat_input(
         "Ask a question about your documents" if docs else "Add a document first", disabled=not docs
     )
     if question:
+        focus = conversation.focus
         with st.chat_message("user"):
             st.markdown(question)
         with st.chat_message("assistant"):
-            answer = stream_answer(qa, question, options)
-            render_answer(answer, doc_lengths, key=f"a{len(history)}")
+            answer = stream_answer(conversation, question, options)
+            render_answer(qa, answer, doc_lengths, key=f"a{len(history)}")
         history.append(answer)
+        if conversation.focus != focus:  # the sidebar's "Documents searched" was drawn before: draw it again
+            st.rerun()
+    if docs:
+        render_focus(conversation)
     with model_and_downloads:
         render_model(qa, next((a.model for a in reversed(history) if a.model), None))
         st.divider()

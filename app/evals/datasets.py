@@ -342,6 +342,33 @@ def load_qmsum(path: Path | None = None, quick: bool = False) -> EvalSet:
     return EvalSet("qmsum", documents, questions)
 
 
+@dataclass(frozen=True)
+class GeneralQuery:
+    """A QMSum general query ("Summarize the whole meeting.") and its gold summary; no evidence spans."""
+
+    doc: str  # EvalDocument.name, as `load_qmsum` names the meeting
+    question: str
+    answer: str
+
+
+def load_qmsum_general(path: Path | None = None) -> tuple[list[EvalDocument], list[GeneralQuery]]:
+    """QMSum meetings (named and written as `load_qmsum` does) and their general queries with gold summaries.
+
+    Raises:
+        DataMissing: the file is not there.
+    """
+    path = Path(path) if path else DATA_ROOT / QMSUM_FILE
+    if not path.is_file():
+        raise missing_data(path)
+    documents, queries = [], []
+    with path.open(encoding="utf-8") as fh:
+        for i, meeting in enumerate(json.loads(line) for line in fh if line.strip()):
+            doc = EvalDocument(f"qmsum_{path.stem}_{i:03d}.txt", transcript_text(meeting["meeting_transcripts"])[0])
+            documents.append(doc)
+            queries += [GeneralQuery(doc.name, q["query"], q["answer"]) for q in meeting.get("general_query_list", [])]
+    return documents, queries
+
+
 def load_eval_set(data: str, quick: bool = False) -> EvalSet:
     """`cuad`, `qmsum`, or a path: a folder laid out like `cuad_dev`, or a QMSum-style `.jsonl` file.
 

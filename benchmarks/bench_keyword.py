@@ -5,7 +5,7 @@ keyword search, so every upload costs the next question time in proportion to th
 keeps postings and counts up to date instead. This measures both in one run, on synthetic libraries of 1K and
 10K documents of 40 chunks of 150 words each: sentences of three dev contracts (CUAD) drawn at random and
 shuffled, their numbers replaced by random ones of the same length (so each document brings new terms, as
-dates, amounts and clause numbers do), then cut into chunks.
+dates, amounts and clause numbers do), then cut into chunks (benchmarks/synthetic_library.py).
 
 For each size:
 - first search after an upload: bm25s tokenising and indexing all chunks of the library plus the new document
@@ -28,8 +28,6 @@ import ctypes
 import gc
 import os
 import platform
-import random
-import re
 import statistics
 import subprocess
 import sys
@@ -46,14 +44,13 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.evals.datasets import DEV_CONTRACTS, require_dev_data  # noqa: E402
+from benchmarks import synthetic_library  # noqa: E402
 from benchmarks.contract_questions import QUESTIONS as ALL_QUESTIONS  # noqa: E402
 from index.keyword import STOPWORDS, TOKEN_PATTERN, KeywordIndex  # noqa: E402
 
 SIZES = [int(n) for n in os.environ.get("BENCH_KEYWORD_DOCS", "1000,10000").split(",")]
 CHUNKS_PER_DOC = 40
 WORDS_PER_CHUNK = 150
-CONTRACTS_PER_DOC = 3
 QUESTIONS = ALL_QUESTIONS[6:14]  # governing law, termination, assignment, non-compete, exclusivity, cap, fee, audit
 REPEATS = 5  # each question asked this many times for the latency p50
 UPLOADS = 5  # KeywordIndex's add + search is timed on this many new documents
@@ -62,21 +59,13 @@ SEED = 0
 OUT = Path(__file__).resolve().parent / "results" / "bench_keyword.txt"
 
 console = Console(width=150, record=True)
-require_dev_data(DEV_CONTRACTS)
-contracts = [p.read_text(encoding="utf-8-sig") for p in sorted(DEV_CONTRACTS.glob("*.txt"))]
-sentences = [[s for s in re.split(r"(?<=[.;:])\s+", " ".join(c.split())) if s] for c in contracts]
+synthetic_library.contract_sentences()  # exits with one line if the dev contracts are missing
 stemmer = Stemmer.Stemmer("english")
 
 
 def synthetic_document(n: int) -> list[str]:
     """Document n: shuffled sentences of three contracts, numbers made up, cut into 40 chunks of 150 words."""
-    rng = random.Random(SEED * 1_000_003 + n)
-    pool = [s for c in rng.sample(range(len(sentences)), CONTRACTS_PER_DOC) for s in sentences[c]]
-    words: list[str] = []
-    while len(words) < CHUNKS_PER_DOC * WORDS_PER_CHUNK:
-        sentence = re.sub(r"\d", lambda _: str(rng.randrange(10)), rng.choice(pool))
-        words.extend(sentence.split())
-    return [" ".join(words[i:i + WORDS_PER_CHUNK]) for i in range(0, CHUNKS_PER_DOC * WORDS_PER_CHUNK, WORDS_PER_CHUNK)]
+    return synthetic_library.synthetic_document(n, CHUNKS_PER_DOC, WORDS_PER_CHUNK, SEED)
 
 
 def bm25s_build(texts: list[str]) -> bm25s.BM25:

@@ -2,7 +2,7 @@
 
 A private PostgreSQL 18 + pgvector (app/local_engines.py) gets a synthetic library through `PgVectorStore.add`:
 documents of 40 chunks of 150 words, each from the sentences of three dev contracts (CUAD) drawn at random,
-their digits made up (the generator of bench_keyword.py), so common contract words ('agreement', 'party',
+their digits made up (benchmarks/synthetic_library.py), so common contract words ('agreement', 'party',
 'law') sit in a large share of all chunks, as in a real library of contracts. Then, for eight contract
 questions (governing law, termination, assignment, non-compete, exclusivity, cap, fee, audit):
 
@@ -19,10 +19,8 @@ Run: .venv/bin/python benchmarks/bench_pgvector.py
      BENCH_PGVECTOR_URL=postgresql://... measures a library loaded before (skips starting a server and loading)
 """
 
-import hashlib
 import os
 import platform
-import random
 import re
 import secrets
 import shutil
@@ -41,12 +39,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import index.pgvector_store as pgvector_store  # noqa: E402
-from app.evals.datasets import DEV_CONTRACTS, require_dev_data  # noqa: E402
 from app.local_engines import free_port, start_postgres  # noqa: E402
+from benchmarks import synthetic_library  # noqa: E402
 from benchmarks.contract_questions import QUESTIONS as ALL_QUESTIONS  # noqa: E402
-from index.base import DocumentInfo, LibraryMeta  # noqa: E402
+from index.base import LibraryMeta  # noqa: E402
 from index.stores import open_store  # noqa: E402
-from ingest.types import Chunk  # noqa: E402
 
 DOCS = int(os.environ.get("BENCH_PGVECTOR_DOCS", "2500"))  # 100,000 chunks
 URL = os.environ.get("BENCH_PGVECTOR_URL")
@@ -54,7 +51,6 @@ HNSW = os.environ.get("BENCH_PGVECTOR_HNSW", "1") == "1"
 DIM = int(os.environ.get("BENCH_PGVECTOR_DIM", "8"))
 CHUNKS_PER_DOC = 40
 WORDS_PER_CHUNK = 150
-CONTRACTS_PER_DOC = 3
 QUESTIONS = ALL_QUESTIONS[6:14]
 BUDGETS = [1_000, 2_000, 5_000, 10_000]
 REPEATS = 3  # each question this many times for a p50
@@ -62,34 +58,12 @@ SEED = 0
 RESULTS = Path(__file__).resolve().parent / "results"  # bench_pgvector_<chunks>.txt
 
 console = Console(width=150, record=True)
-require_dev_data(DEV_CONTRACTS)
-contracts = [p.read_text(encoding="utf-8-sig") for p in sorted(DEV_CONTRACTS.glob("*.txt"))]
-sentences = [[s for s in re.split(r"(?<=[.;:])\s+", " ".join(c.split())) if s] for c in contracts]
-
-
-def synthetic_document(n: int) -> list[str]:
-    """Document n: shuffled sentences of three contracts, numbers made up, cut into 40 chunks of 150 words."""
-    rng = random.Random(SEED * 1_000_003 + n)
-    pool = [s for c in rng.sample(range(len(sentences)), CONTRACTS_PER_DOC) for s in sentences[c]]
-    words: list[str] = []
-    while len(words) < CHUNKS_PER_DOC * WORDS_PER_CHUNK:
-        sentence = re.sub(r"\d", lambda _: str(rng.randrange(10)), rng.choice(pool))
-        words.extend(sentence.split())
-    return [" ".join(words[i:i + WORDS_PER_CHUNK]) for i in range(0, CHUNKS_PER_DOC * WORDS_PER_CHUNK, WORDS_PER_CHUNK)]
+synthetic_library.contract_sentences()  # exits with one line if the dev contracts are missing
 
 
 def add_document(store, n: int, rng: np.random.Generator) -> None:
-    paragraphs = synthetic_document(n)
-    text = "\n\n".join(paragraphs)
-    doc_id = hashlib.sha256(text.encode()).hexdigest()[:16]
-    name = f"doc-{n}.txt"
-    chunks, start = [], 0
-    for i, paragraph in enumerate(paragraphs):
-        chunks.append(Chunk(doc_id, name, i, paragraph, start, start + len(paragraph), WORDS_PER_CHUNK, [1],
-                            f"{i + 1}. Section"))
-        start += len(paragraph) + 2
-    info = DocumentInfo(doc_id, name, "txt", name, 1, len(chunks), WORDS_PER_CHUNK * len(chunks), len(text),
-                        "2026-01-01T00:00:00Z")
+    paragraphs = synthetic_library.synthetic_document(n, CHUNKS_PER_DOC, WORDS_PER_CHUNK, SEED)
+    info, text, chunks = synthetic_library.as_document(f"doc-{n}.txt", paragraphs, WORDS_PER_CHUNK)
     store.add(info, text, chunks, rng.standard_normal((len(chunks), DIM)).astype(np.float32))
 
 

@@ -49,8 +49,8 @@ WORK = Path(__file__).resolve().parent / "out" / "sections"
 TOP_K = 5
 CUAD_CONTRACTS = 10  # the shortest dev contracts with MIN_LIST_QUESTIONS categories of several spans ...
 MIN_LIST_QUESTIONS = 3
-LIST_PER_CONTRACT = 2  # ... each asked its LIST_PER_CONTRACT categories with the most gold spans
-GENERAL_MEETINGS = 12  # meetings for the general queries, spread evenly over the 35 by length
+LIST_PER_CONTRACT = 1  # ... each asked its LIST_PER_CONTRACT categories with the most gold spans
+GENERAL_MEETINGS = 6  # meetings for the general queries, spread evenly over the 35 by length
 # "List every ..." questions for CUAD categories whose clauses a contract often has several of.
 LIST_QUESTIONS = {
     "License Grant": "List every license granted in this agreement.",

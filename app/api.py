@@ -3,29 +3,30 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
-from app.adapt import AdaptReport, adapt
 from app.answer import Answer, ModelInfo
 from app.batch import Question, answer_all, group_by_doc
 from app.conversation import Conversation
-from app.engine import QueryEngine
 from app.errors import DocumentNotFound, LongDocError
-from app.generator import Generator
-from app.ingestion import IngestReport, content_id, ingest_files
 from app.sections import SectionProgress
 from app.settings import Settings
 from index.embedder import Embedder
 from index.base import DocumentInfo, LibraryMeta
 from index.copy import CopyReport, copy_library
-from index.stores import open_store
-from ingest.chunkers import Chunker, make_chunker, mean_word_vectors
-from ingest.loaders.pdf import render_page
+from index.stores import open_store, recorded_meta
 from ingest.types import IngestError, ReadOptions
 
 if TYPE_CHECKING:
     from PIL import Image
+
+    from app.adapt import AdaptReport
+    from app.engine import QueryEngine
+    from app.generator import Generator
+    from app.ingestion import IngestReport
+    from ingest.chunkers import Chunker
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ def load_generator(settings: Settings) -> Generator:
         from app.server_generator import ServerGenerator
 
         return ServerGenerator.connect(settings)
+    from app.generator import Generator  # torch and transformers: only when a model is loaded here (cold start)
+
     return Generator.load(settings)
 
 
@@ -62,10 +65,52 @@ class LongDocQA:
         elif index_dir is not None or overrides:
             settings = settings.replace(**overrides, **({"index_dir": Path(index_dir)} if index_dir else {}))
         self.settings = settings
-        self.embedder = Embedder.load(settings.embedder, batch_size=settings.embed_batch_size, int8=settings.embed_int8)
-        meta = LibraryMeta(settings.embedder, self.embedder.dim, self.embedder.precision)
-        self.store = open_store(settings.vector_store, settings.index_dir, meta)
-        self.engine = QueryEngine(settings, self.store, self.embedder, lambda: load_generator(settings))
+        # The embedder and the query engine are made on first use (cold start): `docs` and `remove` need neither,
+        # and loading the embedder imports torch.
+        self._lock = threading.RLock()  # one object serves the UI's sessions: each is made once
+        self._embedder: Embedder | None = None
+        self._engine: QueryEngine | None = None
+        self.store = open_store(settings.vector_store, settings.index_dir, self._library_meta())
+
+    def _library_meta(self) -> LibraryMeta:
+        """What the library must have been built with. The vector size is the embedder's; an existing embedded
+        library that records this embedder and precision gives it without loading the model (`embedder` checks
+        it when the model loads), anything else (a new library, another embedder, an engine) loads it now."""
+        s = self.settings
+        precision = "int8" if s.embed_int8 else "float32"
+        found = recorded_meta(s.vector_store, s.index_dir)
+        if (found is not None and found.get("embedder") == s.embedder
+                and found.get("precision", "float32") == precision and type(found.get("dim")) is int):
+            return LibraryMeta(s.embedder, found["dim"], precision)
+        self._embedder = self._load_embedder()
+        return LibraryMeta(s.embedder, self._embedder.dim, self._embedder.precision)
+
+    def _load_embedder(self) -> Embedder:
+        s = self.settings
+        return Embedder.load(s.embedder, batch_size=s.embed_batch_size, int8=s.embed_int8)
+
+    @property
+    def embedder(self) -> Embedder:
+        """The sentence embedder, loaded on first use; refused, as at opening, if its vectors are not the
+        library's (a model directory replaced under the same name)."""
+        with self._lock:
+            if self._embedder is None:
+                embedder = self._load_embedder()
+                LibraryMeta(self.settings.embedder, embedder.dim, embedder.precision).check(
+                    self.store.meta.to_dict(), self.store.where)
+                self._embedder = embedder
+            return self._embedder
+
+    @property
+    def engine(self) -> QueryEngine:
+        """Retrieval and answering over the library; the generator inside loads at the first question."""
+        with self._lock:
+            if self._engine is None:
+                from app.engine import QueryEngine  # imports torch and transformers (cold start)
+
+                settings = self.settings
+                self._engine = QueryEngine(settings, self.store, self.embedder, lambda: load_generator(settings))
+            return self._engine
 
     def close(self) -> None:
         """Release the library's connection (an engine's); the object is not used after."""
@@ -97,6 +142,8 @@ class LongDocQA:
         """
         if isinstance(paths, (str, Path)):
             paths = [paths]
+        from app.ingestion import ingest_files  # the loaders and chunkers: llama-index, pypdf (cold start)
+
         s = self.settings
         return ingest_files(
             paths, self.store, self.embedder, self.chunker(), max_bytes=int(s.max_file_mb * 1024 * 1024),
@@ -111,6 +158,8 @@ class LongDocQA:
 
     def chunker(self) -> Chunker:
         """The chunker the settings name, as `ingest` uses it (benchmarks take it from here to measure the same)."""
+        from ingest.chunkers import make_chunker, mean_word_vectors  # llama-index (cold start)
+
         s = self.settings
         return make_chunker(
             s.chunker, self.embedder.tokenizer, min(s.chunk_max_tokens, self.embedder.max_tokens),
@@ -253,6 +302,8 @@ class LongDocQA:
             >>> r = qa.adapt(["contracts/"], "adapters/contracts", seq_len=2048, steps=200)  # doctest: +SKIP
             >>> r.ppl_before, r.ppl_after                                                    # doctest: +SKIP
         """
+        from app.adapt import adapt  # torch and peft (cold start)
+
         if isinstance(paths, (str, Path)):
             paths = [paths]
         settings = self.settings if rope_factor is None else self.settings.replace(rope_factor=rope_factor)
@@ -272,6 +323,9 @@ class LongDocQA:
             >>> image = qa.page_image(a.quote.doc, a.quote.page, dpi=144)      # doctest: +SKIP
             >>> [(b.x0 * 2, b.y0 * 2) for b in a.quote.boxes]                  # doctest: +SKIP
         """
+        from app.ingestion import content_id  # with the loaders: pypdf, pypdfium2 (cold start)
+        from ingest.loaders.pdf import render_page
+
         info = self._info(doc)
         path = Path(info.source)
         if info.doc_type != "pdf":

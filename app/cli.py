@@ -422,7 +422,10 @@ def main() -> None:
     logging.basicConfig(
         level=os.environ.get("LONGDOC_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
     )
-    from transformers.utils import logging as transformers_logging
+    # transformers' "Loading weights" bar on every start says nothing to a user. Switched off in huggingface_hub,
+    # whose setting transformers takes when it is imported, so that commands without a model never import it
+    # (cold start): the same as transformers.utils.logging.disable_progress_bar().
+    from huggingface_hub.utils import disable_progress_bars
 
-    transformers_logging.disable_progress_bar()  # its "Loading weights" bar on every start says nothing to a user
+    disable_progress_bars()
     app()

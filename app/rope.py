@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 class RopeError(ValueError):
@@ -114,6 +115,8 @@ def attention_factor(scaling: str, factor: float) -> float:
 
 def default_inv_freq(rope_theta: float, head_dim: int) -> torch.Tensor:
     """Plain RoPE inverse frequencies, theta^(-2i/d): the reference each scaling is checked against."""
+    import torch  # here, not at the top: `user_errors()` imports RopeError on every CLI error (cold start)
+
     return 1.0 / (rope_theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
 
 
@@ -184,6 +187,8 @@ def verify_rotary(model: Any, expected: RopeSpec) -> None:
     ``none``, divided by the factor for ``linear``, kept at the high end and divided at the low end for ``yarn``,
     and, for ``dynamic``, shrunk by a probe beyond the original window (then restored).
     """
+    import torch  # cold start, as in default_inv_freq
+
     rotary = _find_rotary(model)
     rope_type = getattr(rotary, "rope_type", None)
     want_type = expected.parameters["rope_type"]
@@ -211,6 +216,8 @@ def verify_rotary(model: Any, expected: RopeSpec) -> None:
 
 def _dynamic_probe_shrinks(rotary: Any, expected: RopeSpec) -> bool:
     """Run the rotary once at twice the original window: dynamic NTK must lower its frequencies there."""
+    import torch  # cold start, as in default_inv_freq
+
     before = rotary.inv_freq.detach().clone()
     x = torch.zeros(1, dtype=torch.float32, device=before.device)
     with torch.no_grad():

@@ -9,6 +9,7 @@ The engines' clients are imported only when their backend is chosen, so the embe
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Callable
@@ -85,6 +86,20 @@ def open_store(location: str, index_dir: Path, meta: LibraryMeta) -> VectorStore
             with another embedder.
     """
     return BACKENDS[backend_kind(location)](location, index_dir, meta)
+
+
+def recorded_meta(location: str, index_dir: Path) -> dict | None:
+    """What an existing embedded library records it was built with (its `LibraryMeta` as a dict), read without
+    opening it; None for a new or unreadable one, and for an engine, whose record is read as it is opened."""
+    if backend_kind(location) != EMBEDDED:
+        return None
+    from index.faiss_store import MARKER_FILE
+
+    try:
+        found = json.loads((Path(index_dir).expanduser() / MARKER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def redact(location: str) -> str:

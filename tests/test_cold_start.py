@@ -1,0 +1,110 @@
+"""A command loads only what it uses: `longdoc --help`, `docs` and `remove` import no torch, transformers,
+llama-index or sentence-transformers and load no model; `ingest` loads the embedder but not the generator.
+
+Each check runs the commands in a new Python process, as a user's shell does, and reads its `sys.modules` after:
+the tests' own process has long since imported everything. benchmarks/bench_cold_start.py times the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app import LongDocQA
+from app.settings import Settings
+from index.base import DocumentInfo, LibraryMeta, StoreError
+from index.faiss_store import FaissStore
+from ingest.types import Chunk
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "transformers", "llama_index", "sentence_transformers")
+MINILM_DIM = 384  # the default embedder's (all-MiniLM-L6-v2) vector size, as a library built with it records
+
+# Runs `longdoc ARGS...` for each argv list given, in this one process, then prints what was imported.
+SCRIPT = """
+import json, sys
+from app.cli import main
+commands, heavy = json.loads(sys.argv[1]), set(json.loads(sys.argv[2]))
+codes = []
+for argv in commands:
+    sys.argv = ["longdoc", *argv]
+    try:
+        main()
+    except SystemExit as exc:
+        codes.append(exc.code)
+loaded = sorted({name.split(".")[0] for name in sys.modules} & heavy)
+app_modules = sorted(name for name in sys.modules if name.split(".")[0] in ("app", "index", "ingest"))
+print("\\n" + json.dumps({"codes": codes, "heavy": loaded, "modules": app_modules}))
+"""
+
+
+def longdoc_in_new_process(*commands: list[str]) -> tuple[dict, str]:
+    """The exit codes, the heavy packages imported and our modules loaded after running `commands` in one new
+    process; and what it printed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LONGDOC_")}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", COLUMNS="200")
+    done = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(commands), json.dumps(HEAVY)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    *printed, last = done.stdout.rstrip("\n").split("\n")
+    return json.loads(last), "\n".join(printed) + done.stderr
+
+
+def library(index_dir: Path, names: list[str], dim: int = MINILM_DIM) -> Path:
+    """An embedded library as `ingest` with the default embedder leaves it, with made-up vectors: no model runs."""
+    store = FaissStore.open(index_dir, LibraryMeta(Settings().embedder, dim))
+    rng = np.random.default_rng(0)
+    for name in names:
+        text = f"{name}: This Agreement shall be governed by the laws of the State of Delaware."
+        doc_id = hashlib.sha256(text.encode()).hexdigest()[:16]
+        chunk = Chunk(doc_id, name, 0, text, 0, len(text), len(text.split()))
+        info = DocumentInfo(doc_id, name, "txt", f"/data/{name}", 1, 1, chunk.n_tokens, len(text),
+                            "2026-01-01T00:00:00Z")
+        vectors = rng.standard_normal((1, dim)).astype(np.float32)
+        store.add(info, text, [chunk], vectors / np.linalg.norm(vectors))
+    store.close()
+    return index_dir
+
+
+def test_help_docs_and_remove_import_no_model_library(tmp_path: Path) -> None:
+    full = str(library(tmp_path / "full", ["msa.txt", "call.txt"]))
+    empty = str(library(tmp_path / "empty", []))
+    result, printed = longdoc_in_new_process(
+        ["--help"], ["docs", "--index", empty], ["docs", "--index", full], ["remove", "call.txt", "--index", full],
+        ["remove", "nope.txt", "--index", full],  # an error: the CLI's error handling must stay light too
+        ["index", "copy", "--to", str(tmp_path / "copy"), "--index", full],
+    )
+    assert result["codes"] == [0, 0, 0, 0, 1, 0], printed
+    assert "The library is empty" in printed and "msa.txt" in printed and "removed call.txt (1 chunks)" in printed
+    assert "no ingested document named 'nope.txt'" in printed and "1 copied" in printed
+    assert result["heavy"] == [], f"imported {result['heavy']}"
+    assert "app.generator" not in result["modules"] and "app.engine" not in result["modules"]
+    assert [d.name for d in LongDocQA(index_dir=full).documents()] == ["msa.txt"]
+
+
+def test_ingest_loads_the_embedder_and_not_the_generator(tmp_path: Path) -> None:
+    contract = tmp_path / "msa.txt"
+    contract.write_text("1. Governing Law. This Agreement shall be governed by the laws of the State of Delaware.\n\n"
+                        "2. Term. It ends two years after the Effective Date.\n", encoding="utf-8")
+    result, printed = longdoc_in_new_process(["ingest", str(contract), "--index", str(tmp_path / "index")])
+    assert result["codes"] == [0] and "1 ingested" in printed, printed
+    assert "sentence_transformers" in result["heavy"]
+    assert not {"app.generator", "app.engine", "app.adapt"} & set(result["modules"]), result["modules"]
+
+
+def test_a_library_opened_on_its_record_still_refuses_an_embedder_with_other_vectors(tmp_path: Path) -> None:
+    """`docs` trusts the vector size the library records for this embedder; the model, once loaded for a
+    question or an ingest, must give that size, or it is refused as it was at opening before."""
+    qa = LongDocQA(index_dir=library(tmp_path / "index", ["msa.txt"], dim=8))
+    assert [d.name for d in qa.documents()] == ["msa.txt"]
+    with pytest.raises(StoreError, match=r"\(8 dimensions\).*\(384 dimensions\)"):
+        qa.embedder
+    with pytest.raises(StoreError, match="their vectors cannot be compared"):
+        qa.ask("Which law governs?")

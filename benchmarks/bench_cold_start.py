@@ -169,8 +169,8 @@ def figures(output: str) -> tuple[str, str]:
 tokens = {side: figures(printed[side, "ask"]) for side in SIDES}
 same_answer = answer_text(printed["before", "ask"]) == answer_text(printed["after", "ask"])
 
-table = Table("command", "before: first (s)", "before: median [range] (s)", "after: first (s)",
-              "after: median [range] (s)", "after / before (median)",
+table = Table("command", "before: first (s)", "before: median \\[range] (s)", "after: first (s)",
+              "after: median \\[range] (s)", "after / before (median)",
               title=f"longdoc, each command a new process, {RUNS} runs each (page cache warm)")
 for name in COMMANDS:
     row = [f"longdoc {name}" + (f" (top-k {TOP_K}, {tokens['after'][0]} prompt tokens)" if name == "ask" else "")]

@@ -88,7 +88,8 @@ def test_unreachable_engine_is_one_line_naming_host_and_port() -> None:
     with pytest.raises(StoreError) as err:
         open_store(f"milvus://127.0.0.1:{port}/lib", Path("unused"), META)
     assert f"127.0.0.1:{port}" in str(err.value) and "\n" not in str(err.value)
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 60  # the retry policy (RETRIES), not a speed figure: pymilvus's default
+    # retries take minutes
 
 
 def test_collections_of_another_application_are_not_taken_for_a_library(location: str) -> None:
@@ -123,7 +124,9 @@ def test_engine_stopped_mid_ingest_adds_nothing_and_says_so(tmp_path: Path, monk
             add(store, "big.txt", big)
         message = str(err.value)
         assert f"127.0.0.1:{port}" in message and "big.txt was not added" in message and "\n" not in message
-        assert time.monotonic() - started < 30
+        # a guard on the retry policy, not a speed figure: with pymilvus's default retries (75, backing off to
+        # 3 s) the error takes minutes; with the store's RETRIES it comes in seconds, even on two busy cores
+        assert time.monotonic() - started < 90
         store.close()
 
         engine = start_milvus(data, port)

@@ -186,6 +186,8 @@ for side in SIDES:
 console.print(f"the same answer before and after: {'yes' if same_answer else 'NO'}; after: "
               f"{answer_text(printed['after', 'ask'])!r}", highlight=False, soft_wrap=True)
 
+console.print(f"load average at the end {os.getloadavg()[0]:.1f} (a run beside other work shows in the ranges)",
+              highlight=False)
 OUT.parent.mkdir(parents=True, exist_ok=True)
 OUT.write_text(console.export_text(), encoding="utf-8")
 console.print(f"-> {OUT.relative_to(ROOT)}", highlight=False)

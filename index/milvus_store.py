@@ -116,6 +116,10 @@ logging.getLogger("pymilvus.client.connection_manager").setLevel(logging.ERROR)
 DEFAULT_PORT = 19530
 DEFAULT_PREFIX = "longdoc"
 CONNECT_TIMEOUT_S = 3.0
+# pymilvus pings an idle connection every 10 s; a gRPC server keeps its default minimum of 5 minutes between
+# pings (milvus-lite does), answers faster pings with GOAWAY "too_many_pings", and the call in flight then fails
+# as if the engine were unreachable. Pinging at the server default avoids that; calls keep their own timeouts.
+GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000}
 RETRIES = 3  # pymilvus retries a failed request; its default (75 times, backing off to 3 s) takes minutes
 ENGINE_ERRORS = (MilvusException, grpc.RpcError)
 
@@ -230,7 +234,8 @@ class MilvusStore(VectorStore):
         host, port, prefix, token = _parse(location)
         try:
             client = MilvusClient(
-                uri=f"http://{host}:{port}", token=token, timeout=CONNECT_TIMEOUT_S, dedicated=True
+                uri=f"http://{host}:{port}", token=token, timeout=CONNECT_TIMEOUT_S, dedicated=True,
+                grpc_options=GRPC_OPTIONS,
             )
         except ENGINE_ERRORS as exc:
             raise StoreError(

@@ -173,6 +173,18 @@ def test_contract_is_not_mistaken_for_transcript():
     assert load_document(CONTRACT).doc_type == "txt"
 
 
+def test_a_filed_contracts_page_footers_are_not_speaker_turns(tmp_path):
+    """An EDGAR exhibit as CUAD's text has it: each page one long line, then the filing's "Source:" footer."""
+    footer = "Source: ACME HEALTH SERVICES, INC., 8-K, 3/20/2020"
+    pages = ["EXHIBIT 99.2 Page 1 of 3 DISTRIBUTOR AGREEMENT Agreement made this 19th day of March, 2020 Between: "
+             "Acme Health Services, Inc. and Beta Medical LLC. 1. Appointment. Beta is appointed distributor.",
+             "2. Term. This Agreement runs for two years. 3. Price. Prices are set out in Schedule A.",
+             "4. Governing Law. This Agreement is governed by the laws of Nevada."]
+    path = tmp_path / "distributor.txt"
+    path.write_text("".join(f"{page}\n\n{footer}\n\n" for page in pages), encoding="utf-8")
+    assert load_document(path).doc_type == "txt"
+
+
 def _encrypted_pdf(p: Path) -> Path:
     return write_pdf(p, [["secret terms"]], encrypt="userpassword")
 

@@ -30,8 +30,13 @@ _TAG = re.compile(r"<[^>]*>")
 
 
 def looks_like_speaker_lines(text: str) -> bool:
-    """True when `text` reads as "Speaker: text" turns rather than prose that happens to hold a colon."""
-    lines = [line for line in text.splitlines() if line.strip()]
+    """True when `text` reads as "Speaker: text" turns rather than prose that happens to hold a colon.
+
+    A line met more than once counts once: page furniture repeats word for word ("Source: ACME INC, 8-K,
+    3/20/2020" under every page of a filed contract), while a meeting's turns, even "Okay.", carry a speaker and
+    only sometimes repeat.
+    """
+    lines = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
     matches = [m for line in lines if (m := _SPEAKER_LINE.match(line))]
     if len(matches) < MIN_TURNS or len(matches) < MIN_SPEAKER_LINE_SHARE * len(lines):
         return False

@@ -32,6 +32,7 @@ FOLLOWUP_REWRITES = ("rule", "model")
 KV_CACHE_DTYPES = ("auto", "float32", "bfloat16")
 ANSWER_STYLES = ("generative", "extractive")
 OCR_CHOICES = ("auto", "always", "never")
+PIN_OPENING_CHOICES = ("auto", "always", "never")
 
 
 class SettingsError(ValueError):
@@ -113,7 +114,9 @@ class Settings:
     retriever: str = "hybrid"
     # The opening chunk of the document answering best (title, parties, date: a contract's preamble) is kept
     # at rank 2: the embedder scores "Who are the parties?" low against "made as of ... by and between X".
-    pin_opening: bool = True
+    # `auto` does so for documents with headings that are not transcripts (contracts, reports), where openings
+    # answer, and not for meetings and calls, where the opening is greetings (app/engine.py, opening_answers).
+    pin_opening: str = "auto"
     # ... unless the opening's cosine to the question is below this: then it is about something else and the
     # place goes to the next retrieved passage. On short-answer CUAD 0.15 frees 79 of 414 places, costs 1 answer
     # that only the opening held and wins back 3 the pin had pushed out (benchmarks/bench_retrieval.py).
@@ -199,6 +202,7 @@ class Settings:
             ("kv_cache_dtype", KV_CACHE_DTYPES),
             ("answer_style", ANSWER_STYLES),
             ("ocr", OCR_CHOICES),
+            ("pin_opening", PIN_OPENING_CHOICES),
             ("followup_rewrite", FOLLOWUP_REWRITES),
         ):
             value = getattr(self, name)

@@ -66,14 +66,14 @@ variants = {"dense, no pin": {"retriever": "dense"}, "hybrid, no pin": {}}
 if args.reranker:
     variants[f"hybrid + reranker {Path(args.reranker).name}, no pin"] = {"reranker": args.reranker}
 for name, overrides in variants.items():
-    qa.engine.settings = qa.settings.replace(pin_opening=False, **overrides)
+    qa.engine.settings = qa.settings.replace(pin_opening="never", **overrides)
     started = time.perf_counter()
     hits = {q.id: found(qa.engine.retrieve(q.question, doc=q.doc, top_k=K), q)
             for q in tqdm(data.questions, desc=name)}
     rows[name] = (*recall(hits), time.perf_counter() - started)
 
 # the pin at each threshold: one retrieval without it (six deep) and the opening's cosine decide every case
-qa.engine.settings = qa.settings.replace(pin_opening=False)
+qa.engine.settings = qa.settings.replace(pin_opening="never")
 cases = []
 for q in tqdm(data.questions, desc="pin"):
     plain = qa.engine.retrieve(q.question, doc=q.doc, top_k=K)

@@ -51,3 +51,44 @@ def test_an_opening_about_something_else_is_not_pinned(qa):
     passages = qa.engine.retrieve(question, top_k=5)
     assert all(p.char_start != 0 for p in passages)
     assert len(passages) == 5 and [p.rank for p in passages] == [1, 2, 3, 4, 5]
+
+
+GREETING = "Project Manager: Good morning everyone, welcome to the kick-off meeting. Let's start.\n"
+TURNS = ("Marketing: Our survey of batch {n} users says the remote control should have {n} buttons at most.\n"
+         "Industrial Designer: Then the case for batch {n} can be rubber, which costs less to mould.\n")
+PROSE = ("Good afternoon and thank you for joining the call.\n"
+         + "".join(f"Revenue in region {n} rose {n} percent on higher volumes in the quarter.\n" for n in range(2, 200))
+         + "We expect full-year revenue between $1.8 billion and $1.9 billion.\n")
+
+
+@pytest.fixture(scope="module")
+def talk(tmp_path_factory):
+    """A meeting transcript ("Speaker: words" turns) and a call written as running prose, with no headings."""
+    folder = tmp_path_factory.mktemp("talk")
+    meeting, call = folder / "meeting.txt", folder / "call.txt"
+    meeting.write_text(GREETING + "".join(TURNS.format(n=n) for n in range(2, 120)), encoding="utf-8")
+    call.write_text(PROSE, encoding="utf-8")
+    qa = LongDocQA(index_dir=folder / "index")
+    assert len(qa.ingest([meeting, call]).ingested) == 2
+    return qa
+
+
+@pytest.mark.parametrize("doc, question", [("meeting.txt", "What case material did the designer propose for batch 31?"),
+                                           ("call.txt", "What full-year revenue do they expect?")])
+def test_talk_keeps_retrieval_order_unless_pinned_always(talk, doc, question):
+    def retrieve(pin: str) -> list:
+        talk.engine.settings = talk.settings.replace(pin_opening=pin)
+        try:
+            return [(p.char_start, p.char_end) for p in talk.engine.retrieve(question, doc=doc, top_k=5)]
+        finally:
+            talk.engine.settings = talk.settings
+
+    never, always = retrieve("never"), retrieve("always")
+    assert all(start != 0 for start, _ in never)  # retrieval alone does not bring the greeting
+    assert always[1][0] == 0 and always[0] == never[0]  # pinned, it takes the second place
+    assert retrieve("auto") == never
+
+
+def test_a_contract_with_headings_is_pinned_under_auto(qa):
+    assert qa.settings.pin_opening == "auto"
+    assert qa.engine.retrieve("Which state's law governs this agreement?", top_k=5)[1].char_start == 0

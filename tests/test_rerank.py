@@ -35,13 +35,13 @@ def library(tmp_path_factory):
 
 def test_the_reranker_keeps_the_candidates_it_scores_highest(library, tiny_cross_encoder):
     question = "Within how many days must batch 7 be delivered?"
-    plain = LongDocQA(index_dir=library / "index", pin_opening=False)
+    plain = LongDocQA(index_dir=library / "index", pin_opening="never")
     assert plain.ingest([library / "supply.txt"]).ingested
     candidates = plain.engine.retrieve(question, top_k=20)
     scores = CrossEncoder(str(tiny_cross_encoder)).predict([(question, p.text) for p in candidates])
     expected = [candidates[i].char_start for i in sorted(range(20), key=lambda i: -scores[i])[:3]]
 
-    reranked = LongDocQA(index_dir=library / "index", pin_opening=False, reranker=str(tiny_cross_encoder),
+    reranked = LongDocQA(index_dir=library / "index", pin_opening="never", reranker=str(tiny_cross_encoder),
                          rerank_candidates=20)
     passages = reranked.engine.retrieve(question, top_k=3)
     assert [p.char_start for p in passages] == expected

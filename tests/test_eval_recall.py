@@ -25,6 +25,8 @@ from app.evals.datasets import (
     CollapsedText,
     DataMissing,
     load_cuad,
+    load_ectsum,
+    load_eval_set,
     load_qmsum,
     missing_data,
     require_dev_data,
@@ -142,3 +144,41 @@ def test_missing_data_is_one_line_saying_where_the_dev_data_belongs(tmp_path):
         load_qmsum(tmp_path / QMSUM_FILE)
     with pytest.raises(SystemExit, match=r"^error: .*nowhere does not exist$"):
         require_dev_data(tmp_path / "nowhere")
+
+
+CALL = ("Good morning and welcome to the third quarter call.\n"
+        "For the third quarter, total revenues were $452.2 million compared with $441 million a year ago.\n"
+        "On a non-GAAP basis, diluted earnings per share were $0.83, up from $0.71.\n"
+        "We now expect full-year revenues of between $1.82 billion and $1.83 billion.\n"
+        "Capital spending was 12 million in the quarter, 12 million in the second and 12 million in the first, "
+        "and 12 million in 2020.\n")
+BULLETS = ("q3 revenue rose 2.5 percent to $452.2 million.\n"
+           "q3 non-gaap earnings per share $0.83.\n"
+           "sees fy revenue $1.82 billion to $1.83 billion.\n"
+           "capex fell 40 percent.\n"  # a figure the call never states: not asked
+           "capital spending of $12 million in 2021.\n")  # 12 is on one line said four times: locates that line
+
+
+def _calls(root: Path) -> None:
+    (root / "ects").mkdir(parents=True)
+    (root / "gt_summaries").mkdir()
+    (root / "ects" / "XYZ_q3_2021.txt").write_text(CALL, encoding="utf-8")
+    (root / "gt_summaries" / "XYZ_q3_2021.txt").write_text(BULLETS, encoding="utf-8")
+
+
+def test_earnings_call_cloze_masks_a_figure_the_call_states_and_points_at_its_line(tmp_path):
+    _calls(tmp_path / "calls")
+    data = load_eval_set(str(tmp_path / "calls"))
+    assert data.name == "ectsum" and [d.name for d in data.documents] == ["ectsum_XYZ_q3_2021.txt"]
+    text = data.documents[0].text
+    asked = {q.question: [text[s:e] for s, e in q.gold] for q in data.questions}
+    assert asked == {
+        # 2.5 is not in the call: the next figure, 452.2, is masked
+        "q3 revenue rose 2.5 percent to $___ million.": [CALL.splitlines()[1]],
+        "q3 non-gaap earnings per share $___.": [CALL.splitlines()[2]],
+        "sees fy revenue $___ billion to $1.83 billion.": [CALL.splitlines()[3]],
+        "capital spending of $___ million in 2021.": [CALL.splitlines()[4]],  # 2021, a year, is never masked
+    }
+    assert all(q.short_answer and q.category == "ectsum" for q in data.questions)
+    with pytest.raises(DataMissing, match=r"ects does not exist$"):
+        load_ectsum(tmp_path / "nowhere")

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from app.errors import user_errors
-from app.settings import CHUNKERS, RETRIEVERS, Settings
+from app.settings import CHUNKERS, PIN_OPENING_CHOICES, RETRIEVERS, Settings
 
 eval_app = typer.Typer(help="Measure retrieval and long-context reading on your own setup.", no_args_is_help=True)
 console = Console()
@@ -23,10 +23,13 @@ log = logging.getLogger(__name__)
 
 @eval_app.command()
 def recall(
-    data: Annotated[str, typer.Option(help="cuad, qmsum, a folder laid out like cuad_dev, or a QMSum-style .jsonl.")] = "cuad",
+    data: Annotated[str, typer.Option(help="cuad, qmsum, ectsum, a folder laid out like cuad_dev or ectsum_dev, or a "
+                                           "QMSum-style .jsonl.")] = "cuad",
     quick: Annotated[bool, typer.Option("--quick", help="Two short documents: under a minute on 2 cores.")] = False,
     chunker: Annotated[Optional[str], typer.Option(help=f"{', '.join(CHUNKERS)} (default from settings).")] = None,
     retriever: Annotated[Optional[str], typer.Option(help=f"{', '.join(RETRIEVERS)} (default from settings).")] = None,
+    pin_opening: Annotated[Optional[str], typer.Option(help=f"{', '.join(PIN_OPENING_CHOICES)}: keep the document's "
+                                                            "opening among the passages (default from settings).")] = None,
     vector_store: Annotated[Optional[str], typer.Option(help="Measure on this engine (postgresql://..., milvus://...), "
                                                     "which must be empty; default: an embedded library in a "
                                                     "temporary folder.")] = None,
@@ -42,7 +45,8 @@ def recall(
 
     try:
         eval_set = load_eval_set(data, quick=quick)
-        settings = Settings.load(chunker=chunker, retriever=retriever, vector_store=vector_store or "faiss")
+        settings = Settings.load(chunker=chunker, retriever=retriever, pin_opening=pin_opening,
+                                 vector_store=vector_store or "faiss")
     except ValueError as exc:  # SettingsError is a ValueError
         raise typer.BadParameter(str(exc)) from None
     except LongDocError as exc:  # DataMissing: the dev data is not beside the repository

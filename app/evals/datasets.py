@@ -39,6 +39,7 @@ DEV_CONTRACTS = DATA_ROOT / CUAD_DIR / "contracts"  # haystacks and prompts for 
 CUAD_CLAUSES = "master_clauses_dev.csv"
 CUAD_DESCRIPTIONS = "category_descriptions.csv"
 QMSUM_FILE = Path("qmsum_dev") / "val.jsonl"
+ECTSUM_DIR = "ectsum_dev"  # ects/<call>.txt (one sentence a line) and gt_summaries/<call>.txt (one bullet a line)
 OMITTED = "<omitted>"
 # `--quick` takes the two shortest documents of at least this many characters (about 4,000 tokens): long
 # enough that retrieving 5 passages is a real choice, short enough to ingest in seconds.
@@ -369,6 +370,75 @@ def load_qmsum_general(path: Path | None = None) -> tuple[list[EvalDocument], li
     return documents, queries
 
 
+# ---- ECTSum ------------------------------------------------------------------------------------------------
+
+# A figure as a bullet or a transcript line writes it: "452.2", "$1.82", "2.5", "225"; a thousands comma is read
+# away ("1,250" is "1250"). Years and quarter or fiscal-year labels ("2021", "q3", "fy") are not figures a
+# question asks for: every line of a call names the year.
+_FIGURE = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?(?![\w])")
+_YEAR = re.compile(r"(?:19|20)\d\d")
+MAX_GOLD_LINES = 3  # a figure said on more lines than this locates nothing: the bullet is not asked
+
+
+def figures(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, normal form) of every figure in `text` that is not a year, in order."""
+    out = []
+    for m in _FIGURE.finditer(text):
+        value = m.group().rstrip(",").replace(",", "")
+        if not _YEAR.fullmatch(value):
+            out.append((m.start(), m.start() + len(m.group().rstrip(",")), value))
+    return out
+
+
+def cloze(bullet: str, lines: list[tuple[int, int, str]]) -> tuple[str, list[tuple[int, int]]] | None:
+    """The bullet with its first figure that the call states on 1 to MAX_GOLD_LINES lines masked as "___", and
+    those lines' [start, end) as gold; None when no figure of it is stated there (ECTSum's bullets are often
+    rounded or computed: "rose 2.5 percent" from two revenue figures)."""
+    for start, end, value in figures(bullet):
+        gold = [(s, e) for s, e, line in lines if value in {v for _, _, v in figures(line)}]
+        if 1 <= len(gold) <= MAX_GOLD_LINES:
+            return bullet[:start] + "___" + bullet[end:], gold
+    return None
+
+
+def load_ectsum(root: Path | None = None, quick: bool = False) -> EvalSet:
+    """ECTSum earnings calls and cloze questions built from their Reuters-style bullets.
+
+    Each bullet ("q3 revenue rose 2.5 percent to $452.2 million.") becomes a question with one figure masked
+    ("q3 revenue rose 2.5 percent to $___ million."), and its gold is the transcript line(s) that state the
+    masked figure (`cloze`): a user reading the bullet asks where the call says it. Bullets with no figure the
+    call states are left out (logged).
+
+    Raises:
+        DataMissing: the folder or its `ects/` is not there.
+    """
+    root = Path(root) if root else DATA_ROOT / ECTSUM_DIR
+    calls = root / "ects"
+    if not calls.is_dir():
+        raise missing_data(calls)
+    built = [(path, path.read_text(encoding="utf-8")) for path in sorted(calls.glob("*.txt"))]
+    if quick:
+        built = quick_pick(built, lambda b: b[1])
+    documents, questions, left_out = [], [], 0
+    for path, text in built:
+        doc = EvalDocument(f"ectsum_{path.stem}.txt", text)
+        documents.append(doc)
+        lines = [(m.start(), m.end(), m.group()) for m in re.finditer(r"[^\n]+", text)]
+        summary = root / "gt_summaries" / path.name
+        bullets = summary.read_text(encoding="utf-8").splitlines() if summary.is_file() else []
+        for j, bullet in enumerate(b.strip() for b in bullets):
+            found = cloze(bullet, lines) if bullet else None
+            if found is None:
+                left_out += bool(bullet)
+                continue
+            question, gold = found
+            questions.append(EvalQuestion(f"ectsum-{path.stem}-{j:02d}", doc.name, question, gold, "ectsum", True,
+                                          answer=bullet))
+    logger.info("ECTSum: %d calls, %d cloze questions, %d bullets with no figure stated in the call",
+                len(documents), len(questions), left_out)
+    return EvalSet("ectsum", documents, questions)
+
+
 def load_eval_set(data: str, quick: bool = False) -> EvalSet:
     """`cuad`, `qmsum`, or a path: a folder laid out like `cuad_dev`, or a QMSum-style `.jsonl` file.
 
@@ -382,12 +452,16 @@ def load_eval_set(data: str, quick: bool = False) -> EvalSet:
         return load_cuad(quick=quick)
     if data == "qmsum":
         return load_qmsum(quick=quick)
+    if data == "ectsum":
+        return load_ectsum(quick=quick)
     path = Path(data).expanduser()
     if path.is_dir() and (path / CUAD_CLAUSES).is_file():
         return load_cuad(path, quick=quick)
     if path.is_file() and path.suffix == ".jsonl":
         return load_qmsum(path, quick=quick)
+    if path.is_dir() and (path / "ects").is_dir():
+        return load_ectsum(path, quick=quick)
     raise ValueError(
-        f"--data {data!r}: expected cuad, qmsum, a folder holding {CUAD_CLAUSES}, contracts/ and "
+        f"--data {data!r}: expected cuad, qmsum, ectsum, a folder laid out like ectsum_dev (ects/), a folder holding {CUAD_CLAUSES}, contracts/ and "
         f"{CUAD_DESCRIPTIONS}, or a QMSum-style .jsonl file"
     )

@@ -200,6 +200,7 @@ class RecallReport:
     data: str
     chunker: str
     retriever: str
+    pin_opening: str  # the `pin_opening` setting the passages were retrieved with
     k: int
     budget_tokens: int
     budget_tokenizer: str
@@ -219,7 +220,8 @@ class RecallReport:
     def title(self) -> str:
         int8 = ", int8 embedder" if self.embedder_precision == "int8" else ""
         engine = f", on {self.vector_store}" if self.vector_store != "faiss" else ""
-        return f"{self.data}: {self.chunker} chunks, {self.retriever} retrieval{int8}{engine}"
+        pin = f", opening pinned {self.pin_opening}" if self.pin_opening != "auto" else ""
+        return f"{self.data}: {self.chunker} chunks, {self.retriever} retrieval{pin}{int8}{engine}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -302,6 +304,7 @@ def run_recall(
         data=eval_set.name,
         chunker=settings.chunker,
         retriever=settings.retriever,
+        pin_opening=settings.pin_opening,
         k=k,
         budget_tokens=budget_tokens,
         budget_tokenizer=budget.name,
@@ -360,10 +363,12 @@ def recall_plot(report: RecallReport, path: Path) -> None:
 
 
 def write_report(report: RecallReport, out: Path) -> tuple[Path, Path]:
-    """`recall_<data>_<chunker>_<retriever>[_int8].json` and `.png` in `out`; returns their paths."""
+    """`recall_<data>_<chunker>_<retriever>[_pin-<always|never>][_int8].json` and `.png` in `out`; returns their
+    paths."""
     out.mkdir(parents=True, exist_ok=True)
     int8 = "_int8" if report.embedder_precision == "int8" else ""
-    stem = f"recall_{report.data}_{report.chunker}_{report.retriever}{int8}"
+    pin = f"_pin-{report.pin_opening}" if report.pin_opening != "auto" else ""
+    stem = f"recall_{report.data}_{report.chunker}_{report.retriever}{pin}{int8}"
     json_path, png_path = out / f"{stem}.json", out / f"{stem}.png"
     json_path.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
     recall_plot(report, png_path)

@@ -1,6 +1,7 @@
 """Ingestion, side by side in one run: llama-index's default pipeline, its SemanticSplitter pipeline, and ours.
 
-On the dev CUAD contracts and QMSum meetings (`../shared/data`), each pipeline goes from files to a persisted
+On the dev CUAD contracts, QMSum meetings and ECTSum earnings calls (`../shared/data`; the calls' questions are
+the cloze questions `longdoc eval recall --data ectsum` builds from their bullets), each pipeline goes from files to a persisted
 index, then every question is asked of its own document. Reported per pipeline:
 
 - ingest throughput: document tokens (all-MiniLM-L6-v2 word pieces, each counted once) per second, from
@@ -12,9 +13,10 @@ index, then every question is asked of its own document. Reported per pipeline:
   [CLS]/[SEP]) and silently drops the rest; llama-index also spends some of them on its metadata header;
 - evidence recall@5 and recall within the first 2,000 generator tokens of the ranked passages (the fair
   figure: big chunks hit more spans at a fixed k by covering more text), on CUAD short-answer categories,
-  all CUAD categories, and QMSum; scored by `app.evals.recall`, the code behind `longdoc eval recall`.
-  Ours is scored with dense and hybrid retrieval alone (the chunking compared), and "pinned": the engine's
-  own retrieval, hybrid plus the document's opening chunk, which is what a question actually gets.
+  all CUAD categories, QMSum and ECTSum; scored by `app.evals.recall`, the code behind `longdoc eval recall`.
+  Ours is scored with dense and hybrid retrieval alone (the chunking compared), and "engine": the engine's
+  own retrieval, hybrid plus the document's opening chunk where its structure calls for it (contracts, not
+  transcripts or calls: `pin_opening`), which is what a question actually gets.
 
 The llama-index pipelines are its defaults: SimpleDirectoryReader (which puts `file_path` in the text it
 embeds), SentenceSplitter(1024, 200) or SemanticSplitterNodeParser(buffer 1, 95th percentile), a
@@ -24,7 +26,7 @@ so a 10-line BaseEmbedding wraps the same SentenceTransformer object (normalised
 Each pipeline embeds in batches of its own default size: 10 texts for llama-index, `embed_batch_size` (8) for ours.
 
 Run: .venv/bin/python benchmarks/bench_ingest.py   (writes benchmarks/results/bench_ingest.{json,png})
-     BENCH_CUAD_DOCS=6 BENCH_QMSUM_DOCS=2 BENCH_PIPELINES=default,semantic-splitter,ours BENCH_TAG=_small ...
+     BENCH_CUAD_DOCS=6 BENCH_QMSUM_DOCS=2 BENCH_ECTSUM_DOCS=2 BENCH_PIPELINES=default,semantic-splitter,ours BENCH_TAG=_small ...
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ from rich.table import Table
 from tqdm.auto import tqdm
 
 from app.api import LongDocQA
-from app.evals.datasets import CUAD_DIR, QMSUM_FILE, CollapsedText, EvalSet, load_cuad, load_qmsum, require_dev_data
+from app.evals.datasets import (CUAD_DIR, ECTSUM_DIR, QMSUM_FILE, CollapsedText, EvalSet, load_cuad, load_ectsum,
+                                load_qmsum, require_dev_data)
 from app.evals.recall import (
     BUDGET_TOKENS,
     DEPTH,
@@ -77,16 +80,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 # shared cores takes minutes per contract. A subset is spread over the set (every n-th document).
 CUAD_DOCS = int(os.environ.get("BENCH_CUAD_DOCS", 0)) or None  # None = all 41 contracts
 QMSUM_DOCS = int(os.environ.get("BENCH_QMSUM_DOCS", 0)) or None  # None = all 35 meetings
+ECTSUM_DOCS = int(os.environ.get("BENCH_ECTSUM_DOCS", 0)) or None  # None = all 20 calls
 PIPELINES = os.environ.get("BENCH_PIPELINES", "default,semantic-splitter,ours,ours-int8").split(",")
 INT8 = "semantic, int8 embedder"  # "ours-int8": ours semantic with embed_int8
 TAG = os.environ.get("BENCH_TAG", "")  # output name suffix, so runs of different sizes do not overwrite
 K = 5
 BUDGET = BUDGET_TOKENS  # generator tokens
 LLAMA_EMBED_BATCH = 10  # llama-index's default embed_batch_size; ours comes from Settings
-# llama-index's are dense; "pinned" is the engine's own retrieval: hybrid plus the document's opening chunk at
-# rank 2 (QueryEngine._pin_opening), what `longdoc ask` puts in front of the model
-OUR_RETRIEVERS = os.environ.get("BENCH_RETRIEVERS", "dense,hybrid,pinned").split(",")
-SAME_INDEX = ("(hybrid)", "(pinned)")  # rows that search the dense row's index: one ingest figure for all
+# llama-index's are dense; "engine" is the engine's own retrieval: hybrid plus, where the document's structure
+# calls for it, its opening chunk at rank 2 (QueryEngine._pin_opening), what `longdoc ask` puts before the model
+OUR_RETRIEVERS = os.environ.get("BENCH_RETRIEVERS", "dense,hybrid,engine").split(",")
+SAME_INDEX = ("(hybrid)", "(engine)")  # rows that search the dense row's index: one ingest figure for all
 OUT = Path(__file__).resolve().parent / "results"
 BASELINE = "llama-index default"
 # ---------------------------------------------------------------------------------------------------------------
@@ -165,9 +169,9 @@ def score(eval_set: EvalSet, rank: Any, budget: TokenBudget, desc: str,
 
 
 # ---- run ------------------------------------------------------------------------------------------------------
-require_dev_data(CUAD_DIR, QMSUM_FILE)
-sets = {"cuad": load_cuad(), "qmsum": load_qmsum()}
-for name, limit in (("cuad", CUAD_DOCS), ("qmsum", QMSUM_DOCS)):
+require_dev_data(CUAD_DIR, QMSUM_FILE, ECTSUM_DIR)
+sets = {"cuad": load_cuad(), "qmsum": load_qmsum(), "ectsum": load_ectsum()}
+for name, limit in (("cuad", CUAD_DOCS), ("qmsum", QMSUM_DOCS), ("ectsum", ECTSUM_DOCS)):
     if limit:
         s = sets[name]
         keep = {d.name for d in s.documents[:: max(1, len(s.documents) // limit)][:limit]}
@@ -229,7 +233,7 @@ for label, make_parser in parsers.items():
 for chunker, qa in ours.items():
     if chunker != INT8 and "ours" not in PIPELINES:
         continue
-    # in batches, with the embedder that built this index; `embed_queries` remembers them for "pinned" below
+    # in batches, with the embedder that built this index; `embed_queries` remembers them for "engine" below
     vectors = {name: qa.embedder.embed_queries([q.question for q in s.questions]) for name, s in sets.items()}
     for retriever in OUR_RETRIEVERS:
         rows[f"ours {chunker} ({retriever})"] = {"ingest": {}, "recall": {}}
@@ -256,7 +260,7 @@ for chunker, qa in ours.items():
                                    "embedded_share": read / total, "nodes_relocated": 0}
 
             def rank(q, vector, retriever=retriever, qa=qa, doc_ids=doc_ids):
-                if retriever == "pinned":  # the question's vector is remembered from the batch embedding above
+                if retriever == "engine":  # the question's vector is remembered from the batch embedding above
                     return [(p.char_start, p.char_end, p.text) for p in qa.engine.retrieve(q.question, q.doc, DEPTH)]
                 # index.retrieval.retrieve() minus the query embedding, which was done once for all questions
                 hits = RETRIEVAL_METHODS[retriever](qa.store, vector, q.question, DEPTH, doc_ids[q.doc])
@@ -274,7 +278,7 @@ for row in rows.values():
     row["embedded_share"] = sum(v["embedded_share"] * v["tokens"] for v in ing.values()) / tokens
 base = rows[BASELINE]
 
-ingest_table = Table("pipeline", "chunks (cuad/qmsum)", "seconds", "tokens/s", "x default", "share embedded",
+ingest_table = Table("pipeline", f"chunks ({'/'.join(sets)})", "seconds", "tokens/s", "x default", "share embedded",
                      title=f"Ingest, files to persisted index ({sum(doc_tokens.values()):,} document tokens, "
                            f"{os.cpu_count()} cores)")
 for label, row in rows.items():
@@ -291,7 +295,7 @@ if embed_only:
                   f"{sum(embed_only.values()):.1f} s, {ceiling:,.0f} tokens/s, {ceiling / base['tokens_per_s']:.2f} x default: "
                   "the most any pipeline embedding all the text with this model in float32 can reach")
 
-columns = [("cuad", "short_answer"), ("cuad", "all"), ("qmsum", "all")]
+columns = [("cuad", "short_answer"), ("cuad", "all"), ("qmsum", "all"), ("ectsum", "all")]
 recall_table = Table("pipeline", *[f"{d} {g}\nR@{K} | R@{BUDGET}tok | MRR" for d, g in columns],
                      title=f"Evidence recall (points vs {BASELINE} at equal budget)")
 for label, row in rows.items():

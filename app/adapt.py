@@ -258,7 +258,7 @@ def training_dtype(device: torch.device) -> str:
 def load_for_training(settings: Settings) -> Any:
     """The generator as `Generator.load` builds it (weights, RoPE scaling applied and verified, attention), in the
     training dtype, without the quantized decode copies and without any adapter already set."""
-    from app.generator import Generator, _device
+    from app.llm.generator import Generator, _device
 
     if settings.generator_is_server:
         raise LongDocError(f"adapt trains a model loaded in this process; generator is a server "
@@ -280,7 +280,7 @@ def lora_config(rank: int) -> Any:
 
 def merge_adapter(model: Any, adapter_dir: str | Path, settings: Settings) -> Any:
     """`model` with the LoRA adapter in `adapter_dir` merged into its weights: a plain model again, so every path
-    that reads the weights (the forward, `app.decode_step`'s quantized copies) reads the adapted ones. The merged
+    that reads the weights (the forward, `app.llm.decode_step`'s quantized copies) reads the adapted ones. The merged
     weights are off the GGUF's 4-bit grid, so the decode step reads them in int8 (`model.decode_weights` says so).
 
     Raises:
@@ -344,7 +344,7 @@ def _run_key(settings: Settings, config: AdaptConfig, corpus: Corpus) -> dict[st
 
 def held_out_nll(model: Any, sequences: Sequence[list[int]]) -> torch.Tensor:
     """Mean next-token loss at each position over `sequences` (shorter ones count where they reach)."""
-    from app.perplexity import model_nll
+    from app.llm.perplexity import model_nll
 
     longest = max(len(s) for s in sequences)
     total, count = torch.zeros(longest - 1), torch.zeros(longest - 1)

@@ -95,7 +95,7 @@ class ModelInfo:
     context_window: int
     attn_implementation: str | None = "sdpa"
     kv_cache_dtype: str | None = "float32"
-    decode_weights: str | None = "float32"  # "int4+int8" or "int8" when app.decode_step decodes
+    decode_weights: str | None = "float32"  # "int4+int8" or "int8" when app.llm.decode_step decodes
     backend: str = "local"
     tokenizer: str = "local"
     server: str | None = None  # the server's base URL

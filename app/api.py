@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from app.adapt import AdaptReport
     from app.engine import QueryEngine
-    from app.generator import Generator
+    from app.llm.generator import Generator
     from app.ingestion import IngestReport
     from ingest.chunkers import Chunker
 
@@ -34,10 +34,10 @@ log = logging.getLogger(__name__)
 def load_generator(settings: Settings) -> Generator:
     """The model `settings.generator` names: an OpenAI-compatible server for an http(s) URL, else one loaded here."""
     if settings.generator_is_server:
-        from app.server_generator import ServerGenerator
+        from app.llm.server_generator import ServerGenerator
 
         return ServerGenerator.connect(settings)
-    from app.generator import Generator  # torch and transformers: only when a model is loaded here (cold start)
+    from app.llm.generator import Generator  # torch and transformers: only when a model is loaded here (cold start)
 
     return Generator.load(settings)
 

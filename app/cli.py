@@ -281,7 +281,7 @@ def ppl(
 ) -> None:
     """Perplexity by position segment for each RoPE scaling, as a table and a plot."""
     from app.evals.niah import parse_sizes
-    from app.perplexity import run_ppl
+    from app.llm.perplexity import run_ppl
 
     settings = Settings.load()
     scaling = scaling or (settings.rope_scaling if adapter else "none,linear,dynamic,yarn")
@@ -347,8 +347,8 @@ def serve(
     parallel: Annotated[int, typer.Option(min=1, help="Requests decoded at once, sharing one KV buffer.")] = 4,
 ) -> None:
     """Serve a GGUF through llama.cpp's own server with YaRN, on 127.0.0.1: an OpenAI-compatible generator."""
-    from app.generator import embedded_gguf
-    from app.llama_server import ServerConfig, native_window as gguf_window, run_until_signalled
+    from app.llm.generator import embedded_gguf
+    from app.llm.llama_server import ServerConfig, native_window as gguf_window, run_until_signalled
 
     path = gguf or embedded_gguf()
     if not path.is_file():

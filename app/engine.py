@@ -21,7 +21,7 @@ from app.abstain import relevance, says_not_stated
 from app.answer import Answer, Passage, Search
 from app.errors import DocumentNotFound, EmptyIndex, LongDocError
 from app.evidence import score_sentences, select_evidence
-from app.generator import Generator, PrefixCache
+from app.llm.generator import Generator, PrefixCache
 from app.prompt import PromptBuilder, PromptPlan
 from app.quote import find_quote
 from app.reorder import REORDERERS

@@ -24,7 +24,7 @@ def user_errors() -> tuple[type[Exception], ...]:
 
     A function, not a constant, so importing this module does not load the index's dependencies.
     """
-    from app.rope import RopeError
+    from app.llm.rope import RopeError
     from app.settings import SettingsError
     from index.embedder import EmbedderError
     from index.base import StoreError

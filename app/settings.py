@@ -91,7 +91,7 @@ class Settings:
     dtype: str = "float32"
     device: str = "auto"
     # on CPU, decode a Llama through a written-out step with 4-bit (with AVX-512, where the GGUF held them so) or
-    # int8 copies of the weights (app/decode_step.py): about 2x the tokens/s of transformers' forward on the AVX-512
+    # int8 copies of the weights (app/llm/decode_step.py): about 2x the tokens/s of transformers' forward on the AVX-512
     # machine, 98% the same next tokens
     quantized_decode: bool = True
     # keys and values kept in bfloat16 under a float32 model halve what attention reads per generated token;

@@ -48,7 +48,7 @@ from rich.table import Table  # noqa: E402
 from app.adapt import adapt, held_out_files, held_out_nll, pack, read_documents  # noqa: E402
 from app.evals.datasets import DATA_ROOT  # noqa: E402
 from app.evals.niah import run_niah, size_label  # noqa: E402
-from app.generator import Generator  # noqa: E402
+from app.llm.generator import Generator  # noqa: E402
 from app.settings import Settings  # noqa: E402
 
 TINY = os.environ.get("BENCH_TINY") == "1"

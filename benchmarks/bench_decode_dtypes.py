@@ -6,7 +6,7 @@ and, decoding a 1K-token stretch of a dev contract token by token (the way answe
 perplexity and how often the next-token argmax agrees with float32's, for:
 
 - float32 weights through transformers' forward (``quantized_decode=false``),
-- the written-out decode step (the default; `app/decode_step.py`): 4-bit copies of the layers (the GGUF's own
+- the written-out decode step (the default; `app/llm/decode_step.py`): 4-bit copies of the layers (the GGUF's own
   Q4_1 grid; int8 on a CPU without AVX-512) and an int8 copy of the output layer, float32 everywhere else,
 - the same with the KV cache in bfloat16 (`kv_cache_dtype`; the default where the CPU has bfloat16 arithmetic),
 - bfloat16 weights (half the bytes; but AVX2 has no bf16 arithmetic, so every product is converted),
@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from app.evals.datasets import DEV_CONTRACTS, require_dev_data
-from app.generator import Generator
+from app.llm.generator import Generator
 from app.settings import Settings
 from decode_steps import decode_step_ms
 

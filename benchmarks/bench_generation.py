@@ -4,8 +4,8 @@ Every row reads the same prompt and decodes greedily. The rows take turns, REPEA
 each keeps its best, since other work on a shared CPU only ever slows a run down and taking turns spreads that
 over all rows alike. The rows:
 
-- this engine as shipped: the written-out decode step with 4-bit and int8 weights (app/decode_step.py) and the
-  growing KV cache (app/kv_cache.py), kept in bfloat16 where the CPU has bfloat16 arithmetic
+- this engine as shipped: the written-out decode step with 4-bit and int8 weights (app/llm/decode_step.py) and the
+  growing KV cache (app/llm/kv_cache.py), kept in bfloat16 where the CPU has bfloat16 arithmetic
   (``kv_cache_dtype=auto``);
 - this engine with ``kv_cache_dtype=float32``, to show what the bfloat16 cache gives;
 - this engine with ``quantized_decode=false`` and ``kv_cache_dtype=float32`` too: transformers' forward for
@@ -28,7 +28,7 @@ from rich.table import Table
 from transformers.generation.streamers import BaseStreamer
 
 from app.evals.datasets import DEV_CONTRACTS, require_dev_data
-from app.generator import EMBEDDED_GGUF, EMBEDDED_PACKAGE, Generator
+from app.llm.generator import EMBEDDED_GGUF, EMBEDDED_PACKAGE, Generator
 from app.settings import Settings
 
 PROMPT_TOKENS = 2048  # prompt length, chat template included

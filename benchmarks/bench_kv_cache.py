@@ -13,8 +13,8 @@ from rich.table import Table
 from transformers import DynamicCache
 
 from app.evals.datasets import DEV_CONTRACTS, require_dev_data
-from app.generator import Generator
-from app.kv_cache import growing_cache
+from app.llm.generator import Generator
+from app.llm.kv_cache import growing_cache
 from app.settings import Settings
 from decode_steps import decode_step_ms
 

@@ -33,8 +33,8 @@ from rich.table import Table  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from app import LongDocQA  # noqa: E402
-from app.generator import embedded_gguf  # noqa: E402
-from app.llama_server import ServerConfig, start_server, stop_server  # noqa: E402
+from app.llm.generator import embedded_gguf  # noqa: E402
+from app.llm.llama_server import ServerConfig, start_server, stop_server  # noqa: E402
 from benchmarks.contract_questions import QUESTIONS, pick_contract  # noqa: E402
 
 FULL = {"questions": 20, "tokens": 4_000}

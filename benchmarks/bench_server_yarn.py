@@ -35,9 +35,9 @@ from rich.table import Table  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from app.evals.datasets import DEV_CONTRACTS, require_dev_data  # noqa: E402
-from app.generator import Generator, embedded_gguf  # noqa: E402
-from app.llama_server import ServerConfig, start_server, stop_server  # noqa: E402
-from app.perplexity import LOGIT_CHUNK  # noqa: E402
+from app.llm.generator import Generator, embedded_gguf  # noqa: E402
+from app.llm.llama_server import ServerConfig, start_server, stop_server  # noqa: E402
+from app.llm.perplexity import LOGIT_CHUNK  # noqa: E402
 from app.settings import Settings  # noqa: E402
 
 TEXT = DEV_CONTRACTS / "BERKELEYLIGHTS,INC_06_26_2020-EX-10.12-COLLABORATION AGREEMENT.txt"

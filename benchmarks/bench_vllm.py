@@ -37,7 +37,7 @@ from rich.console import Console  # noqa: E402
 
 from app import LongDocQA  # noqa: E402
 from app.batch import Question  # noqa: E402
-from app.generator import Generator  # noqa: E402
+from app.llm.generator import Generator  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from benchmarks.contract_questions import QUESTIONS, pick_contract  # noqa: E402
 

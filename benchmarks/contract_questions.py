@@ -31,7 +31,7 @@ QUESTIONS = [
 
 def pick_contract(tokens: int) -> tuple[Path, int]:
     """The dev contract whose length in generator tokens is closest to `tokens` (the product's own tokenizer)."""
-    from app.generator import Generator
+    from app.llm.generator import Generator
     from app.settings import Settings
 
     require_dev_data(DEV_CONTRACTS)

@@ -4,7 +4,7 @@ import time
 
 import torch
 
-from app.generator import Generator
+from app.llm.generator import Generator
 
 
 @torch.inference_mode()

@@ -10,7 +10,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from app.evals.datasets import DEV_CONTRACTS, require_dev_data
-from app.generator import Generator
+from app.llm.generator import Generator
 from app.settings import Settings
 
 CONTEXT = 2000

@@ -16,8 +16,8 @@ from app.adapt import ADAPTER_INFO, AdaptConfig, build_corpus, read_documents, s
 from app.cli import app
 from app.errors import LongDocError
 from app.evals.cli import eval_app
-from app.generator import Generator
-from app.perplexity import token_nll
+from app.llm.generator import Generator
+from app.llm.perplexity import token_nll
 from app.settings import Settings, SettingsError
 from conftest import FIXTURES
 

@@ -85,7 +85,7 @@ def test_help_docs_and_remove_import_no_model_library(tmp_path: Path) -> None:
     assert "The library is empty" in printed and "msa.txt" in printed and "removed call.txt (1 chunks)" in printed
     assert "no ingested document named 'nope.txt'" in printed and "1 copied" in printed
     assert result["heavy"] == [], f"imported {result['heavy']}"
-    assert "app.generator" not in result["modules"] and "app.engine" not in result["modules"]
+    assert "app.llm.generator" not in result["modules"] and "app.engine" not in result["modules"]
     assert [d.name for d in LongDocQA(index_dir=full).documents()] == ["msa.txt"]
 
 
@@ -96,7 +96,7 @@ def test_ingest_loads_the_embedder_and_not_the_generator(tmp_path: Path) -> None
     result, printed = longdoc_in_new_process(["ingest", str(contract), "--index", str(tmp_path / "index")])
     assert result["codes"] == [0] and "1 ingested" in printed, printed
     assert "sentence_transformers" in result["heavy"]
-    assert not {"app.generator", "app.engine", "app.adapt"} & set(result["modules"]), result["modules"]
+    assert not {"app.llm.generator", "app.engine", "app.adapt"} & set(result["modules"]), result["modules"]
 
 
 def test_a_library_opened_on_its_record_still_refuses_an_embedder_with_other_vectors(tmp_path: Path) -> None:

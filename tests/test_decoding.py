@@ -2,7 +2,7 @@
 
 import torch
 
-from app.generator import Generator
+from app.llm.generator import Generator
 from app.settings import Settings
 
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from app import generator as generator_module
-from app.generator import Generator
-from app.decode_step import LlamaDecodeStep, QuantizedLinear, int4_is_fast
-from app.kv_cache import MIN_CAPACITY, GrowingLayer, growing_cache
-from app.rope import apply_rope, build_rope
+from app.llm import generator as generator_module
+from app.llm.generator import Generator
+from app.llm.decode_step import LlamaDecodeStep, QuantizedLinear, int4_is_fast
+from app.llm.kv_cache import MIN_CAPACITY, GrowingLayer, growing_cache
+from app.llm.rope import apply_rope, build_rope
 from app.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -140,7 +140,7 @@ def test_default_generator_decodes_the_gguf_layers_in_4_bits_where_that_is_fast(
 
 
 def test_decode_step_is_only_built_for_a_float32_llama(fp32, monkeypatch, caplog):
-    caplog.set_level(logging.INFO, logger="app.decode_step")
+    caplog.set_level(logging.INFO, logger="app.llm.decode_step")
     monkeypatch.setattr(fp32.model.config, "model_type", "mistral")
     assert LlamaDecodeStep.for_model(fp32.model) is None
     assert "model_type is mistral" in caplog.text

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from app.errors import PromptTooLong
-from app.generator import Generator
+from app.llm.generator import Generator
 from app.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -36,7 +36,7 @@ def loads(tmp_path_factory):
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append
-    logger = logging.getLogger("app.generator")
+    logger = logging.getLogger("app.llm.generator")
     logger.addHandler(handler)
     try:
         cold = Generator.load(settings)
@@ -103,7 +103,7 @@ def test_prefix_cache_reuse_answers_like_the_full_prompt(gen):
 
 
 def test_chunked_perplexity_scoring_matches_the_models_own_loss(gen, monkeypatch):
-    from app import perplexity
+    from app.llm import perplexity
 
     monkeypatch.setattr(perplexity, "LOGIT_CHUNK", 64)  # several vocabulary chunks on a short text
     ids = gen.tokenizer(DOCUMENT * 3, add_special_tokens=False)["input_ids"][:300]

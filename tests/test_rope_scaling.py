@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from app.rope import (
+from app.llm.rope import (
     ROPE_SCALINGS,
     ROPE_VALIDATORS,
     RopeError,
@@ -101,7 +101,7 @@ def test_linear_divides_every_frequency_by_the_factor():
 @pytest.mark.slow
 @pytest.mark.parametrize("scaling, window, scale", [("yarn", 32768, 1.1386), ("none", 8192, 1.0)])
 def test_embedded_model_loads_with_the_requested_scaling_active(scaling, window, scale):
-    from app.generator import Generator
+    from app.llm.generator import Generator
     from app.settings import Settings
 
     gen = Generator.load(Settings.load(rope_scaling=scaling))

@@ -332,7 +332,7 @@ def run_niah(
     """
     from app.api import LongDocQA
     from app.engine import QueryEngine
-    from app.generator import Generator
+    from app.llm.generator import Generator
 
     started = time.perf_counter()
     sources = [Path(p) for p in haystack] or [DEV_CONTRACTS]

@@ -248,7 +248,7 @@ def run_position(
         >>> report.retriever(4, "important_first_last")["gold_position"]     # doctest: +SKIP
         0.0
     """
-    from app.generator import Generator
+    from app.llm.generator import Generator
     from app.prompt import PromptBuilder
     from index.embedder import Embedder
 

@@ -55,7 +55,7 @@ def generator_tokenizer(settings: Settings) -> tuple[Any, str]:
     """
     from transformers import AutoTokenizer
 
-    from app.generator import embedded_gguf, gguf_fingerprint
+    from app.llm.generator import embedded_gguf, gguf_fingerprint
 
     source = settings.generator
     if source == EMBEDDED_GENERATOR:

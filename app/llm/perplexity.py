@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from app.errors import LongDocError
-from app.generator import Generator
+from app.llm.generator import Generator
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def perplexity_by_segment(
             generator, reused for its own scaling.
         text: at least max(lengths) tokens of text.
         lengths: token counts to score, e.g. [2048, 8192, 16384].
-        scalings: names from `app.rope.ROPE_SCALINGS`.
+        scalings: names from `app.llm.rope.ROPE_SCALINGS`.
         segment: tokens per reported segment.
         adapter: a `longdoc adapt` folder: one more row, "<scaling>+adapter", the settings' scaling with the
             adapter merged, to read against the same scaling's row without it.

@@ -33,7 +33,7 @@ import openai
 
 from app.answer import ModelInfo
 from app.errors import LongDocError, PromptTooLong
-from app.generator import Generation, Generator, PrefixCache
+from app.llm.generator import Generation, Generator, PrefixCache
 from app.settings import Settings
 
 log = logging.getLogger(__name__)

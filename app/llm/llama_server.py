@@ -46,7 +46,7 @@ class ServerConfig:
         return int(self.native_window * self.rope_factor)
 
     def argv(self) -> list[str]:
-        args = [sys.executable, "-m", "app.llama_server", str(self.gguf), "--port", str(self.port),
+        args = [sys.executable, "-m", "app.llm.llama_server", str(self.gguf), "--port", str(self.port),
                 "--rope-factor", str(self.rope_factor), "--native-window", str(self.native_window),
                 "--parallel", str(self.parallel), "--threads", str(self.threads), "--rope-scaling", self.rope_scaling]
         return args + (["--alias", self.alias] if self.alias else []) + ([] if self.unified_kv else ["--split-kv"])
@@ -93,7 +93,7 @@ def start_server(config: ServerConfig, log_file: Path | None = None) -> subproce
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL
     env = {**os.environ, "LONGDOC_SERVE_API_KEY": config.api_key}  # not on the command line, where ps shows it
     proc = subprocess.Popen(config.argv(), stdout=out, stderr=subprocess.STDOUT, env=env,
-                            cwd=Path(__file__).resolve().parents[1])
+                            cwd=Path(__file__).resolve().parents[2])
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     url = f"http://127.0.0.1:{config.port}/health"
     while time.monotonic() < deadline:
@@ -143,7 +143,7 @@ def run_until_signalled(config: ServerConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m app.llama_server GGUF --port P ...`: the child process of `start_server`."""
+    """`python -m app.llm.llama_server GGUF --port P ...`: the child process of `start_server`."""
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -4,13 +4,13 @@
 path, a local Hugging Face directory or a hub id. Dequantising a GGUF takes tens of seconds, so the converted
 weights are kept as safetensors under ``settings.cache_dir``, keyed by the file's fingerprint and the dtype; later
 loads read that directory in about a second. The cached config is the model's own: the RoPE scaling is applied on
-every load (so one cache serves every scaling) and then checked on the loaded rotary embedding (`app.rope`).
+every load (so one cache serves every scaling) and then checked on the loaded rotary embedding (`app.llm.rope`).
 
 Decoding is our own loop rather than ``model.generate``: one step per token and an argmax, no logits-processor or
 stopping-criteria machinery. On a CPU a decode step is bound by the bytes it reads, so three things cut them: a
 Llama decodes through a written-out step whose weights are 4-bit where the file held them so, else int8
-(`app.decode_step`); the KV cache grows in place instead of being copied at every token; and on a CPU with
-bfloat16 arithmetic it holds keys and values in bfloat16 (`app.kv_cache`). benchmarks/bench_generation.py
+(`app.llm.decode_step`); the KV cache grows in place instead of being copied at every token; and on a CPU with
+bfloat16 arithmetic it holds keys and values in bfloat16 (`app.llm.kv_cache`). benchmarks/bench_generation.py
 measures each against plain ``model.generate`` and llama.cpp.
 """
 
@@ -33,9 +33,9 @@ from tqdm.auto import tqdm
 
 from app.answer import ModelInfo
 from app.errors import LongDocError, PromptTooLong
-from app.decode_step import LlamaDecodeStep
-from app.kv_cache import CAST_QUERY_ATTENTION, growing_cache, use_cast_query_attention
-from app.rope import RopeSpec, apply_rope, build_rope, model_rope_defaults, verify_rotary
+from app.llm.decode_step import LlamaDecodeStep
+from app.llm.kv_cache import CAST_QUERY_ATTENTION, growing_cache, use_cast_query_attention
+from app.llm.rope import RopeSpec, apply_rope, build_rope, model_rope_defaults, verify_rotary
 from app.settings import EMBEDDED_GENERATOR, Settings
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class PrefixCache:
     """
 
     ids: list[int]
-    cache: Any  # a transformers DynamicCache (of app.kv_cache layers)
+    cache: Any  # a transformers DynamicCache (of app.llm.kv_cache layers)
     prefill_s: float
 
 

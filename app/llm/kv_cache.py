@@ -5,7 +5,7 @@ cache: at an 11K-token context that is 500 MB of float32 moved per generated tok
 copy but is sized up front and attends over its full length. This layer keeps a buffer with spare room, writes
 new tokens into it and hands attention a view of the filled part; when the buffer is full it doubles, so
 copies cost O(1) per token amortised (benchmarks/bench_kv_cache.py measures both caches). `crop` only moves the
-end, which is what the prefix cache of `app.generator` does after every question. A buffer never shrinks, so it
+end, which is what the prefix cache of `app.llm.generator` does after every question. A buffer never shrinks, so it
 holds at most twice the tokens it has seen.
 
 The buffer may also hold keys and values in bfloat16 while the model computes in float32: decoding at a long

@@ -1,0 +1,183 @@
+"""Ranking for meetings and calls as well as contracts: what each change moves, on all three kinds, in one run.
+
+The dev contracts (CUAD, 476 questions), meetings (QMSum, 237 queries) and earnings calls (ECTSum, the cloze
+questions `longdoc eval recall --data ectsum` builds) are ingested once each with the default settings; every
+question is asked of its own document and scored as `longdoc eval recall` scores it (`app.evals.recall`):
+recall@5, MRR, and recall within the first 2,000 generator tokens of the ranked passages. Rows:
+
+- the engine as shipped (`pin_opening = "auto"`), and with the opening pinned `always` and `never`;
+- the rest are measured without the pin, against "hybrid, no pin":
+  - the keyword list weighted 0.7 in the reciprocal rank fusion (a tuned-looking weight: does it hold on
+    every kind?);
+  - the question's key terms (its frame words, "summarize", "discussion", "what did ... think", dropped) as
+    the keyword query;
+  - a third ranked list for a question naming a speaker of the document: the fused ranking cut to the
+    chunks where that speaker talks;
+  - small to big: the next chunk handed with each of the first three passages, and both neighbours with
+    every passage, as one passage each (what the budget then holds is fewer, longer passages).
+
+    python benchmarks/bench_transcripts.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Callable
+
+from rich.console import Console
+from rich.table import Table
+from tqdm import tqdm
+
+from app import LongDocQA
+from app.evals.datasets import (CUAD_DIR, ECTSUM_DIR, QMSUM_FILE, EvalQuestion, EvalSet, load_cuad, load_ectsum,
+                                load_qmsum, require_dev_data)
+from app.evals.recall import BUDGET_TOKENS, DEPTH, Ranking, budget_for, score_question, summarise, write_documents
+from index.retrieval import RRF_K
+
+OUT = Path(__file__).resolve().parent / "results"
+WORK = Path(__file__).resolve().parent / "out" / "transcripts"
+K = 5
+CANDIDATES = 50  # each list is cut here before fusion, as index/retrieval.py does
+# The frame of a question about talk or a document, not its subject.
+FRAME_WORDS = frozenset("""
+summarize summarise summary discuss discussed discussing discussion discussions talk talked talking think thought
+opinion opinions say said mention mentioned propose proposed agree agreed disagree disagreed decide decided
+decision decisions conclusion concluded conclude describe description explain elaborate elaborated contribute
+contributed recommend recommended group team meeting members member general please what why how who which when
+where did does do was were is are the a an about of on in to for with their his her they he she it its this that
+there any
+""".split())
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--quick", action="store_true", help="two documents of each kind")
+args = parser.parse_args()
+require_dev_data(CUAD_DIR, QMSUM_FILE, ECTSUM_DIR)
+logging.basicConfig(level=logging.WARNING)
+console = Console(width=150)
+
+
+def key_terms(question: str) -> str:
+    kept = [w for w in re.findall(r"[A-Za-z0-9][\w'-]*", question) if w.lower() not in FRAME_WORDS]
+    return " ".join(kept) or question
+
+
+def fuse(lists: list[list[int]], weights: list[float] | None = None) -> list[int]:
+    """Reciprocal rank fusion of ranked chunk indexes (index/retrieval.py's, with a weight per list)."""
+    scores: dict[int, float] = {}
+    for weight, ranked in zip(weights or [1.0] * len(lists), lists):
+        for rank, i in enumerate(ranked[:CANDIDATES], start=1):
+            scores[i] = scores.get(i, 0.0) + weight / (RRF_K + rank)
+    return sorted(scores, key=lambda i: -scores[i])
+
+
+class Corpus:
+    """One kind of document, ingested once (kept under WORK), with each question's dense and keyword lists."""
+
+    def __init__(self, data: EvalSet) -> None:
+        self.data = data
+        folder = WORK / data.name / ("quick" if args.quick else "all")
+        self.qa = LongDocQA(index_dir=folder / "index")
+        self.qa.ingest(write_documents(data.documents, folder / "docs"), show_progress=True)
+        store, embedder = self.qa.store, self.qa.embedder
+        self.doc_ids = {d.name: store.get(d.name).doc_id for d in data.documents}
+        self.chunks = {name: store.chunks(doc_id) for name, doc_id in self.doc_ids.items()}
+        self.texts = {d.name: d.text for d in data.documents}
+        vectors = embedder.embed_queries([q.question for q in data.questions])
+        self.dense, self.keyword, self.keyword_key = {}, {}, {}
+        for q, vector in zip(tqdm(data.questions, desc=f"{data.name} lists"), vectors):
+            doc_id = self.doc_ids[q.doc]
+            self.dense[q.id] = [c.index for c, _ in store.search(vector, CANDIDATES, doc_id)]
+            self.keyword[q.id] = [c.index for c, _ in store.keyword_search(q.question, CANDIDATES, doc_id)]
+            self.keyword_key[q.id] = [c.index for c, _ in store.keyword_search(key_terms(q.question), CANDIDATES,
+                                                                                doc_id)]
+
+    def ranking(self, q: EvalQuestion, order: list[int]) -> Ranking:
+        chunks = self.chunks[q.doc]
+        return [(chunks[i].char_start, chunks[i].char_end, chunks[i].text) for i in order[:DEPTH]]
+
+    def plain(self, q: EvalQuestion) -> list[int]:
+        return fuse([self.dense[q.id], self.keyword[q.id]])
+
+    def engine(self, pin: str) -> Callable[[EvalQuestion], Ranking]:
+        def rank(q: EvalQuestion) -> Ranking:
+            self.qa.engine.settings = self.qa.settings.replace(pin_opening=pin)
+            try:
+                return [(p.char_start, p.char_end, p.text) for p in self.qa.engine.retrieve(q.question, q.doc, DEPTH)]
+            finally:
+                self.qa.engine.settings = self.qa.settings
+        return rank
+
+    def speaker_list(self, q: EvalQuestion) -> list[int]:
+        chunks = self.chunks[q.doc]
+        words = " " + re.sub(r"[^a-z0-9 ]", " ", q.question.lower()) + " "
+        named = {s for c in chunks for s in c.speakers if f" {s.lower()} " in words}
+        base = self.plain(q)
+        if not named:
+            return base
+        return fuse([base, [i for i in base if named & set(chunks[i].speakers)]])
+
+    def with_neighbours(self, q: EvalQuestion, before: int, after: int, first: int) -> Ranking:
+        """The fused ranking with each of its first `first` passages widened by neighbouring chunks (a chunk
+        already handed out is not handed out again)."""
+        chunks, text, used, out = self.chunks[q.doc], self.texts[q.doc], set(), []
+        for n, i in enumerate(self.plain(q)):
+            if i in used:
+                continue
+            lo, hi = i, i
+            if n < first:
+                while lo > max(0, i - before) and lo - 1 not in used:
+                    lo -= 1
+                while hi < min(len(chunks) - 1, i + after) and hi + 1 not in used:
+                    hi += 1
+            used.update(range(lo, hi + 1))
+            out.append((chunks[lo].char_start, chunks[hi].char_end, text[chunks[lo].char_start:chunks[hi].char_end]))
+        return out[:DEPTH]
+
+
+sets = [load_cuad(quick=args.quick), load_qmsum(quick=args.quick), load_ectsum(quick=args.quick)]
+corpora = [Corpus(data) for data in sets]
+budget = budget_for(corpora[0].qa.settings, corpora[0].qa.embedder, "generator", BUDGET_TOKENS)
+
+rows: dict[str, Callable[[Corpus], Callable[[EvalQuestion], Ranking]]] = {
+    "the engine (pin_opening auto)": lambda c: c.engine("auto"),
+    "pin_opening always": lambda c: c.engine("always"),
+    "hybrid, no pin (pin_opening never)": lambda c: c.engine("never"),
+    "no pin, keyword list weighted 0.7": lambda c: lambda q: c.ranking(q, fuse([c.dense[q.id], c.keyword[q.id]],
+                                                                                [1.0, 0.7])),
+    "no pin, keyword query = the question's key terms": lambda c: lambda q: c.ranking(
+        q, fuse([c.dense[q.id], c.keyword_key[q.id]])),
+    "no pin, + the named speaker's chunks as a third list": lambda c: lambda q: c.ranking(q, c.speaker_list(q)),
+    "no pin, + the next chunk of the first 3 passages": lambda c: lambda q: c.with_neighbours(q, 0, 1, 3),
+    "no pin, + both neighbours of every passage": lambda c: lambda q: c.with_neighbours(q, 1, 1, DEPTH),
+}
+results: dict[str, dict[str, dict[str, float]]] = {}
+started = time.perf_counter()
+for name, make in rows.items():
+    results[name] = {}
+    for corpus in corpora:
+        rank = make(corpus)
+        scored = [score_question(q, rank(q), K, budget) for q in corpus.data.questions]
+        results[name][corpus.data.name] = summarise(scored)
+        short = [r for r in scored if r.short_answer]
+        if corpus.data.name == "cuad":
+            results[name]["cuad short-answer"] = summarise(short)
+
+columns = ["cuad short-answer", "cuad", "qmsum", "ectsum"]
+table = Table("ranking", *[f"{c} ({results[next(iter(rows))][c]['n']})\nR@{K} | MRR | R@{BUDGET_TOKENS} tok"
+                           for c in columns],
+              title=f"Evidence recall by kind of document, each question within its document (budget in {budget.name} tokens)")
+for name, by_set in results.items():
+    table.add_row(name, *[f"{by_set[c]['recall_at_k']:.3f} | {by_set[c]['mrr']:.3f} | {by_set[c]['recall_at_budget']:.3f}"
+                          for c in columns])
+console.print(table)
+console.print(f"{time.perf_counter() - started:.0f} s ranking and scoring")
+OUT.mkdir(parents=True, exist_ok=True)
+path = OUT / f"bench_transcripts{'_quick' if args.quick else ''}.json"
+path.write_text(json.dumps({"bench": "transcripts", "k": K, "budget": budget.name, "rows": results},
+                           indent=2), encoding="utf-8")
+console.print(f"wrote {path}")

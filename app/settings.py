@@ -33,6 +33,20 @@ KV_CACHE_DTYPES = ("auto", "float32", "bfloat16")
 ANSWER_STYLES = ("generative", "extractive")
 OCR_CHOICES = ("auto", "always", "never")
 PIN_OPENING_CHOICES = ("auto", "always", "never")
+# The settings that take one of a set of values, and those values: `Settings.validate` refuses anything else,
+# and tests/test_settings_agree.py checks each set against the registry that implements it.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "rope_scaling": ROPE_SCALINGS,
+    "chunker": CHUNKERS,
+    "retriever": RETRIEVERS,
+    "reorder": REORDER_CHOICES,
+    "mode": MODES,
+    "kv_cache_dtype": KV_CACHE_DTYPES,
+    "answer_style": ANSWER_STYLES,
+    "ocr": OCR_CHOICES,
+    "pin_opening": PIN_OPENING_CHOICES,
+    "followup_rewrite": FOLLOWUP_REWRITES,
+}
 
 
 class SettingsError(ValueError):
@@ -193,18 +207,7 @@ class Settings:
 
     def validate(self) -> None:
         """Check choices and bounds first, so a bad value fails here with a message, not deep in a model."""
-        for name, allowed in (
-            ("rope_scaling", ROPE_SCALINGS),
-            ("chunker", CHUNKERS),
-            ("retriever", RETRIEVERS),
-            ("reorder", REORDER_CHOICES),
-            ("mode", MODES),
-            ("kv_cache_dtype", KV_CACHE_DTYPES),
-            ("answer_style", ANSWER_STYLES),
-            ("ocr", OCR_CHOICES),
-            ("pin_opening", PIN_OPENING_CHOICES),
-            ("followup_rewrite", FOLLOWUP_REWRITES),
-        ):
+        for name, allowed in CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:
                 raise SettingsError(f"{name}={value!r} is not one of {', '.join(allowed)}")

@@ -1,0 +1,46 @@
+"""One source of truth: the choices a setting offers are the ones its part implements, and the defaults the
+settings give are the ones each part would use on its own.
+
+`app.settings` keeps its choice tuples instead of importing the registries because the registries' modules
+pull in numpy, torch or transformers, and `longdoc --help`, `docs` and `remove` must start without them
+(tests/test_cold_start.py); this test is what keeps the two from drifting apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from app import settings as s
+from app.llm.rope import ROPE_SCALINGS
+from app.reorder import REORDERERS
+from index.retrieval import RETRIEVAL_METHODS
+from ingest import chunkers
+from ingest.chunkers.fixed import FixedConfig
+from ingest.chunkers.semantic import SemanticConfig
+
+
+def test_every_choice_is_one_its_registry_implements():
+    assert set(s.REORDER_CHOICES) == set(REORDERERS)
+    assert set(s.RETRIEVERS) == set(RETRIEVAL_METHODS)
+    assert set(s.ROPE_SCALINGS) == set(ROPE_SCALINGS)
+    assert set(s.CHUNKERS) == set(chunkers.CHUNKERS)
+
+
+def test_chunking_defaults_are_the_chunkers_own():
+    defaults = s.Settings(index_dir="unused", cache_dir="unused")
+    assert defaults.chunk_min_tokens == SemanticConfig.min_tokens
+    assert defaults.semantic_breakpoint_percentile == SemanticConfig.breakpoint_percentile
+    assert (defaults.fixed_chunk_tokens, defaults.fixed_chunk_overlap) == (FixedConfig.window, FixedConfig.overlap)
+
+
+@pytest.mark.parametrize("name", sorted(s.CHOICES))
+def test_a_choice_setting_takes_its_choices_and_refuses_others(name):
+    allowed = s.CHOICES[name]
+    assert name in {f.name for f in dataclasses.fields(s.Settings)}
+    assert getattr(s.Settings(index_dir="unused", cache_dir="unused"), name) in allowed  # the default is offered
+    for value in allowed:
+        s.Settings(index_dir="unused", cache_dir="unused", **{name: value})
+    with pytest.raises(s.SettingsError, match=rf"^{name}='no-such-choice' is not one of {', '.join(allowed)}$"):
+        s.Settings(index_dir="unused", cache_dir="unused", **{name: "no-such-choice"})

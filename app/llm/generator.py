@@ -192,11 +192,7 @@ class Generator:
         Raises:
             PromptTooLong: the prompt plus `max_new_tokens` exceeds the context window. Never truncated.
         """
-        max_new = self.settings.max_new_tokens if max_new_tokens is None else max_new_tokens
-        ids = list(input_ids)
-        if not ids:
-            raise LongDocError("the prompt is empty")
-        self._check_fits(len(ids), max_new)
+        ids, max_new = self._admit(input_ids, max_new_tokens)
         started = time.perf_counter()
         if past is None:
             cache, reused = self._new_cache(), 0
@@ -230,6 +226,16 @@ class Generator:
                 _crop(cache, reused)  # give the shared prefix back as it was
 
     # ---- internals -----------------------------------------------------------------------------------------
+
+    def _admit(self, input_ids: list[int], max_new_tokens: int | None) -> tuple[list[int], int]:
+        """The prompt's ids and the answer's token limit, once the prompt is known not to be empty and to fit
+        with that many tokens to spare (`_check_fits`, which says what to change when it does not)."""
+        max_new = self.settings.max_new_tokens if max_new_tokens is None else max_new_tokens
+        ids = list(input_ids)
+        if not ids:
+            raise LongDocError("the prompt is empty")
+        self._check_fits(len(ids), max_new)
+        return ids, max_new
 
     def _check_fits(self, prompt_tokens: int, max_new: int) -> None:
         room = self.context_window - max_new

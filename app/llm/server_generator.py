@@ -198,6 +198,7 @@ class ServerGenerator:
         return PrefixCache(list(prefix_ids), None, time.perf_counter() - started)
 
     generate = Generator.generate  # the same: `stream` run to the end, then `last_stats`
+    _admit = Generator._admit  # the same checks, with this class's `_check_fits` and its message
 
     def stream(self, input_ids: list[int], max_new_tokens: int | None = None,
                past: PrefixCache | None = None) -> Iterator[str]:
@@ -209,11 +210,7 @@ class ServerGenerator:
             PromptTooLong: the prompt plus `max_new_tokens` exceeds the server's window (checked before sending).
             ServerError: the server failed, timed out, or its reply was cut off.
         """
-        max_new = self.settings.max_new_tokens if max_new_tokens is None else max_new_tokens
-        ids = list(input_ids)
-        if not ids:
-            raise LongDocError("the prompt is empty")
-        self._check_fits(len(ids), max_new)
+        ids, max_new = self._admit(input_ids, max_new_tokens)
         started = time.perf_counter()
         first: float | None = None
         pieces: list[str] = []

@@ -30,7 +30,6 @@ Run: .venv/bin/python benchmarks/bench_cold_start.py   (BENCH_COLD_RUNS=5 by def
 """
 
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -38,13 +37,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.run_header import command, run_header  # noqa: E402
+
 BEFORE = Path(os.environ.get("BENCH_COLD_BEFORE", "/tmp/coldstart_before"))
 RUNS = int(os.environ.get("BENCH_COLD_RUNS", "5"))
 PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -107,14 +108,9 @@ versions = subprocess.run([str(PYTHON), "-c", "import importlib.metadata as m; p
                            "m.version(p) for p in ('torch', 'transformers', 'sentence-transformers', "
                            "'llama-index-core')))"], capture_output=True, text=True).stdout.strip()
 dirty = " + working tree" if git("status", "--porcelain", "--", "app", "index", "ingest") else ""
-command = " ".join([".venv/bin/python", *sys.argv])
-if "BENCH_COLD_RUNS" in os.environ:
-    command = f"BENCH_COLD_RUNS={RUNS} {command}"
-header = (f"# {command}   ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
-          f"{os.cpu_count()} cores shared, load average {os.getloadavg()[0]:.1f} at start, before = commit "
-          f"{git('rev-parse', '--short', 'HEAD', cwd=BEFORE)} in {BEFORE}, after = commit "
-          f"{git('rev-parse', '--short', 'HEAD')}{dirty}, PYTHONDONTWRITEBYTECODE="
-          f"{os.environ.get('PYTHONDONTWRITEBYTECODE', '')}, {versions})")
+header = run_header(command("BENCH_COLD_"), f"before = commit {git('rev-parse', '--short', 'HEAD', cwd=BEFORE)} "
+                    f"in {BEFORE}, after = commit {git('rev-parse', '--short', 'HEAD')}{dirty}, "
+                    f"PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')}, {versions}")
 console.print(header, highlight=False, soft_wrap=True)
 
 SIDES = ("before", "after")

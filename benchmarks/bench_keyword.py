@@ -27,12 +27,10 @@ Run: .venv/bin/python benchmarks/bench_keyword.py   (BENCH_KEYWORD_DOCS=1000,100
 import ctypes
 import gc
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import bm25s
@@ -46,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import synthetic_library  # noqa: E402
 from benchmarks.contract_questions import QUESTIONS as ALL_QUESTIONS  # noqa: E402
+from benchmarks.run_header import command, run_header  # noqa: E402
 from index.keyword import STOPWORDS, TOKEN_PATTERN, KeywordIndex  # noqa: E402
 
 SIZES = [int(n) for n in os.environ.get("BENCH_KEYWORD_DOCS", "1000,10000").split(",")]
@@ -145,13 +144,8 @@ def keyword_index(docs: list[list[str]]) -> KeywordIndex:
 
 
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-command = " ".join([".venv/bin/python", *sys.argv])
-if "BENCH_KEYWORD_DOCS" in os.environ:
-    command = f"BENCH_KEYWORD_DOCS={os.environ['BENCH_KEYWORD_DOCS']} {command}"
-header = (f"# {command}   ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
-          f"{os.cpu_count()} cores shared, load average {os.getloadavg()[0]:.1f} at start, "
-          f"commit {commit} + index/keyword.py, numpy {np.__version__}, "
-          f"bm25s {bm25s.__version__})")
+header = run_header(command("BENCH_KEYWORD_"), f"commit {commit} + index/keyword.py, numpy {np.__version__}, "
+                                               f"bm25s {bm25s.__version__}")
 console.print(header, highlight=False, soft_wrap=True)
 
 first_table = Table("documents", "chunks", "bm25s rebuild + search (s)", "KeywordIndex add + search (ms, p50)",

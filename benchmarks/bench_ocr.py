@@ -22,12 +22,10 @@ Run: HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_ocr.py   (writes benchma
 from __future__ import annotations
 
 import os
-import platform
 import re
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,6 +35,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from app.evals.datasets import DEV_CONTRACTS  # noqa: E402
+from benchmarks.run_header import run_header  # noqa: E402
 from benchmarks.scanned_pages import character_error_rate, draw_page, image_pdf, scanned_look, typeset  # noqa: E402
 from ingest.loaders import load_document  # noqa: E402
 from ingest.types import ReadOptions  # noqa: E402
@@ -60,10 +59,8 @@ source = DEV_CONTRACTS if DEV_CONTRACTS.is_dir() else FIXTURE_CONTRACTS
 paths = sorted(source.glob("*.txt"))
 contracts = paths[:: max(1, len(paths) // CONTRACTS)][:CONTRACTS]
 console = Console(width=140, record=True)
-now = datetime.now(timezone.utc)
-console.print(f"# HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_ocr.py   ({now:%Y-%m-%d %H:%M} "
-              f"UTC, {platform.machine()}, {os.cpu_count()} cores shared, load average {os.getloadavg()[0]:.1f} at "
-              f"start, Tesseract {pytesseract.get_tesseract_version()})", highlight=False, soft_wrap=True)
+console.print(run_header("HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_ocr.py",
+                         f"Tesseract {pytesseract.get_tesseract_version()}"), highlight=False, soft_wrap=True)
 console.print(f"{len(contracts)} contracts from {source.relative_to(source.parents[2])}, the first {PAGES} page(s) "
               "of each typeset in Bitstream Vera Sans 11 pt on US Letter", highlight=False)
 

@@ -37,7 +37,7 @@ from app import LongDocQA
 from app.evals.datasets import (CUAD_DIR, ECTSUM_DIR, QMSUM_FILE, EvalQuestion, EvalSet, load_cuad, load_ectsum,
                                 load_qmsum, require_dev_data)
 from app.evals.recall import BUDGET_TOKENS, DEPTH, Ranking, budget_for, score_question, summarise, write_documents
-from index.retrieval import RRF_K
+from index.retrieval import reciprocal_rank_fusion
 
 OUT = Path(__file__).resolve().parent / "results"
 WORK = Path(__file__).resolve().parent / "out" / "transcripts"
@@ -66,15 +66,6 @@ def key_terms(question: str) -> str:
     return " ".join(kept) or question
 
 
-def fuse(lists: list[list[int]], weights: list[float] | None = None) -> list[int]:
-    """Reciprocal rank fusion of ranked chunk indexes (index/retrieval.py's, with a weight per list)."""
-    scores: dict[int, float] = {}
-    for weight, ranked in zip(weights or [1.0] * len(lists), lists):
-        for rank, i in enumerate(ranked[:CANDIDATES], start=1):
-            scores[i] = scores.get(i, 0.0) + weight / (RRF_K + rank)
-    return sorted(scores, key=lambda i: -scores[i])
-
-
 class Corpus:
     """One kind of document, ingested once (kept under WORK), with each question's dense and keyword lists."""
 
@@ -100,8 +91,15 @@ class Corpus:
         chunks = self.chunks[q.doc]
         return [(chunks[i].char_start, chunks[i].char_end, chunks[i].text) for i in order[:DEPTH]]
 
+    def fuse(self, q: EvalQuestion, lists: list[list[int]], weights: list[float] | None = None) -> list[int]:
+        """The chunk indexes of `lists` (each cut at CANDIDATES) fused as the engine fuses them."""
+        chunks = self.chunks[q.doc]
+        fused = reciprocal_rank_fusion([[(chunks[i], 0.0) for i in ranked[:CANDIDATES]] for ranked in lists],
+                                       k=CANDIDATES * len(lists), weights=weights)
+        return [chunk.index for chunk, _ in fused]
+
     def plain(self, q: EvalQuestion) -> list[int]:
-        return fuse([self.dense[q.id], self.keyword[q.id]])
+        return self.fuse(q, [self.dense[q.id], self.keyword[q.id]])
 
     def engine(self, pin: str) -> Callable[[EvalQuestion], Ranking]:
         def rank(q: EvalQuestion) -> Ranking:
@@ -119,7 +117,7 @@ class Corpus:
         base = self.plain(q)
         if not named:
             return base
-        return fuse([base, [i for i in base if named & set(chunks[i].speakers)]])
+        return self.fuse(q, [base, [i for i in base if named & set(chunks[i].speakers)]])
 
     def with_neighbours(self, q: EvalQuestion, before: int, after: int, first: int) -> Ranking:
         """The fused ranking with each of its first `first` passages widened by neighbouring chunks (a chunk
@@ -147,10 +145,10 @@ rows: dict[str, Callable[[Corpus], Callable[[EvalQuestion], Ranking]]] = {
     "the engine (pin_opening auto)": lambda c: c.engine("auto"),
     "pin_opening always": lambda c: c.engine("always"),
     "hybrid, no pin (pin_opening never)": lambda c: c.engine("never"),
-    "no pin, keyword list weighted 0.7": lambda c: lambda q: c.ranking(q, fuse([c.dense[q.id], c.keyword[q.id]],
-                                                                                [1.0, 0.7])),
+    "no pin, keyword list weighted 0.7": lambda c: lambda q: c.ranking(
+        q, c.fuse(q, [c.dense[q.id], c.keyword[q.id]], [1.0, 0.7])),
     "no pin, keyword query = the question's key terms": lambda c: lambda q: c.ranking(
-        q, fuse([c.dense[q.id], c.keyword_key[q.id]])),
+        q, c.fuse(q, [c.dense[q.id], c.keyword_key[q.id]])),
     "no pin, + the named speaker's chunks as a third list": lambda c: lambda q: c.ranking(q, c.speaker_list(q)),
     "no pin, + the next chunk of the first 3 passages": lambda c: lambda q: c.with_neighbours(q, 0, 1, 3),
     "no pin, + both neighbours of every passage": lambda c: lambda q: c.with_neighbours(q, 1, 1, DEPTH),

@@ -36,12 +36,13 @@ class RetrievedChunk:
 
 
 def reciprocal_rank_fusion(
-    rankings: list[list[tuple[Chunk, float]]], k: int, rrf_k: int = RRF_K
+    rankings: list[list[tuple[Chunk, float]]], k: int, rrf_k: int = RRF_K, weights: list[float] | None = None
 ) -> list[tuple[Chunk, float]]:
-    """Fuse ranked lists: each chunk scores the sum over lists of 1 / (rrf_k + rank); the top k, best first.
+    """Fuse ranked lists: each chunk scores the sum over lists of weight / (rrf_k + rank); the top k, best first.
 
     Scores inside the lists are ignored, which is the point: cosine and BM25 live on different scales.
-    Ties keep the order in which the chunks were first met (earlier lists, higher ranks first).
+    Ties keep the order in which the chunks were first met (earlier lists, higher ranks first). Every list
+    weighs 1 unless `weights` says otherwise (benchmarks/bench_transcripts.py measures other weights).
 
     Example:
         >>> fused = reciprocal_rank_fusion([[(a, 0.9), (b, 0.8)], [(b, 12.0), (c, 7.0)]], k=2)
@@ -50,14 +51,14 @@ def reciprocal_rank_fusion(
     """
     scores: dict[str, float] = {}
     chunks: dict[str, Chunk] = {}
-    for ranking in rankings:
+    for ranking, weight in zip(rankings, weights or [1.0] * len(rankings)):
         seen: set[str] = set()
         for rank, (chunk, _) in enumerate(ranking, start=1):
             cid = chunk.chunk_id
             if cid in seen:  # a list naming a chunk twice counts it once, at its best rank
                 continue
             seen.add(cid)
-            scores[cid] = scores.get(cid, 0.0) + 1.0 / (rrf_k + rank)
+            scores[cid] = scores.get(cid, 0.0) + weight / (rrf_k + rank)
             chunks.setdefault(cid, chunk)
     order = sorted(scores, key=lambda cid: -scores[cid])  # stable: ties stay in first-met order
     return [(chunks[cid], scores[cid]) for cid in order[: max(k, 0)]]

@@ -308,6 +308,15 @@ def test_reciprocal_rank_fusion_rewards_agreement() -> None:
     assert len(reciprocal_rank_fusion([[(a, 1.0)], []], k=5)) == 1
 
 
+def test_a_lighter_list_counts_less_in_the_fusion() -> None:
+    a, b = (Chunk("d", "d.txt", i, t, 0, 1, 1) for i, t in enumerate("ab"))
+    lists = [[(a, 0.9), (b, 0.8)], [(b, 12.0), (a, 7.0)]]
+    assert [ch.text for ch, _ in reciprocal_rank_fusion(lists, k=2)] == ["a", "b"]  # a tie: first met first
+    weighted = reciprocal_rank_fusion(lists, k=2, weights=[0.5, 1.0])
+    assert [ch.text for ch, _ in weighted] == ["b", "a"]
+    assert weighted[0][1] == pytest.approx(0.5 / 62 + 1 / 61)
+
+
 # ---- two processes on one library ------------------------------------------------------------------------
 
 

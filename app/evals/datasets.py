@@ -390,12 +390,13 @@ def figures(text: str) -> list[tuple[int, int, str]]:
     return out
 
 
-def cloze(bullet: str, lines: list[tuple[int, int, str]]) -> tuple[str, list[tuple[int, int]]] | None:
+def cloze(bullet: str, lines: list[tuple[int, int, set[str]]]) -> tuple[str, list[tuple[int, int]]] | None:
     """The bullet with its first figure that the call states on 1 to MAX_GOLD_LINES lines masked as "___", and
     those lines' [start, end) as gold; None when no figure of it is stated there (ECTSum's bullets are often
-    rounded or computed: "rose 2.5 percent" from two revenue figures)."""
+    rounded or computed: "rose 2.5 percent" from two revenue figures). `lines`: each line's [start, end) and
+    the normal forms of its figures."""
     for start, end, value in figures(bullet):
-        gold = [(s, e) for s, e, line in lines if value in {v for _, _, v in figures(line)}]
+        gold = [(s, e) for s, e, stated in lines if value in stated]
         if 1 <= len(gold) <= MAX_GOLD_LINES:
             return bullet[:start] + "___" + bullet[end:], gold
     return None
@@ -423,7 +424,7 @@ def load_ectsum(root: Path | None = None, quick: bool = False) -> EvalSet:
     for path, text in built:
         doc = EvalDocument(f"ectsum_{path.stem}.txt", text)
         documents.append(doc)
-        lines = [(m.start(), m.end(), m.group()) for m in re.finditer(r"[^\n]+", text)]
+        lines = [(m.start(), m.end(), {v for _, _, v in figures(m.group())}) for m in re.finditer(r"[^\n]+", text)]
         summary = root / "gt_summaries" / path.name
         bullets = summary.read_text(encoding="utf-8").splitlines() if summary.is_file() else []
         for j, bullet in enumerate(b.strip() for b in bullets):

@@ -231,10 +231,14 @@ def test_pdf_answer_shows_the_quote_marked_on_its_page(server: str, page: Page, 
     assert quote["page"] and on_page, quote
     expect(main.get_by_text(f"Page {quote['page']}", exact=True)).to_be_visible()
     expect(view.locator(".mark.quote")).to_have_count(len(on_page))
-    # each mark sits on the image where its box says, in the image's own scale
-    frame = image.bounding_box()
-    for box, mark in zip(on_page, view.locator(".mark.quote").all()):
-        at = mark.bounding_box()
+    # each mark sits on the image where its box says, in the image's own scale; the image and its marks are
+    # measured in one step, so a scroll of the page between two measurements cannot move one and not the other
+    rects = view.evaluate("""view => {
+        const rect = e => { const r = e.getBoundingClientRect(); return {x: r.x, y: r.y, width: r.width, height: r.height}; };
+        return {frame: rect(view.querySelector("img")), marks: [...view.querySelectorAll(".mark.quote")].map(rect)};
+    }""")
+    frame = rects["frame"]
+    for box, at in zip(on_page, rects["marks"], strict=True):
         assert at["x"] == pytest.approx(frame["x"] + frame["width"] * box["x0"] / box["page_width"], abs=2)
         assert at["y"] == pytest.approx(frame["y"] + frame["height"] * box["y0"] / box["page_height"], abs=2)
     shot = tmp_path / "ui_pdf.png"

@@ -13,12 +13,16 @@ generated answer):
    sentence says nothing); plus the mean embedding similarity to the question and the answer, the evidence
    step's own measure (the answer's own terms are not counted: a small model's answer often names a date from
    the wrong clause, and counting its terms lowered the quote's hits on meetings, benchmarks/bench_quote.py);
-   plus a bonus when the sentence holds what the question asks for: the parties ("between X and Y"), a date
-   for "when" or "what date", a length of time for "how long", "how much notice" or "what period"; plus, for
+   plus a bonus when the sentence holds what the question asks for: the parties (a company or a defined name,
+   "between X and Y"; "the entire agreement between the parties" names nobody), a date for "when" or "what
+   date" (half of it for a year alone: filings leave dates blank, "the [ ] day of [ ], 2020"), a length of time
+   for "how long", "how much notice" or "what period"; the same again when the sentence defines a term made of
+   the question's words ('(the "Effective Date")' for when the agreement becomes effective); plus, for
    each question word in the sentence's file name, what the rarest shared name would count, so that "the
    co-branding agreement's governing law" is quoted from that agreement when several are retrieved.
    A question asking what the document is called is answered by the title in its opening passage.
-3. The best sentence is narrowed to the shortest run of its clauses (split at ; and :, not at commas, which
+3. A heading ("Governing Law and Attornment") states nothing alone: it is quoted with the sentence under it.
+4. The best sentence is narrowed to the shortest run of its clauses (split at ; and :, not at commas, which
    also sit inside names like "Acme, Inc.") that still holds every answer term the sentence matched; with no
    answer term matched, the sentence stays whole.
 """
@@ -31,6 +35,7 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
 import numpy as np
 
 from app.answer import Passage, Quote
@@ -56,6 +61,7 @@ _CLAUSE_END = re.compile(r"[;:]\s+")
 _DURATION = re.compile(r"\b(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten|twelve|thirty|sixty|ninety)\b"
                        r"(?:\s*\(\d+\))?[\s-]+(?:calendar |business |consecutive )?(?:days?|weeks?|months?|years?)\b",
                        re.IGNORECASE)
+_YEAR = re.compile(r"\b(?:19|20)\d\d\b")
 _ASKS_DATE = re.compile(r"\bwhen\b|\bdate\b|\bwhat day\b", re.IGNORECASE)
 _STATES_TERM = re.compile(r"\b(?:continue|remain)s?\b[^.;]{0,40}?\b(?:in (?:full )?(?:force|effect)|for|until)\b"
                           r"|\bin (?:full )?(?:force|effect) until\b|\banniversary\b", re.IGNORECASE)
@@ -65,8 +71,19 @@ _ASKS_TITLE = re.compile(r"\b(?:name|title)\b.*\b(?P<noun>agreement|contract|lea
 _LABEL = re.compile(r"(?:exhibit|source:|page\b|\d+\s*$)", re.IGNORECASE)  # filing labels above a title
 _ASKS_PARTIES = re.compile(r"\bwho\b.*\bpart(?:y|ies)\b|\bwhich (?:companies|parties|entities)\b", re.IGNORECASE)
 _NAMES_PARTIES = re.compile(r"\b(?:between|among)\b", re.IGNORECASE)  # "by and between X and Y"
+# a named organisation or person a party may be: a company form ("Acme, Inc.", "GLAMIS GOLD LTD.") or a
+# capitalised name defined in brackets ('Theismann ("Athlete")', "(hereinafter referred to as "Principal")")
+_NAMES_ORGANISATION = re.compile(
+    r"\b[A-Z][\w&'.-]*,?\s+(?i:inc|incorporated|corp|corporation|company|co|llc|l\.l\.c|ltd|limited|lp|l\.p|plc|gmbh"
+    r"|ag|s\.a|n\.a|b\.v|n\.v|pte|trust|bank|bancorp)\b(?![-'])"
+    r"|\b[A-Z][\w.&'-]*,?\s+\((?i:the\s+|this\s+|hereinafter(?:\s+referred\s+to\s+as)?\s+)?[\"“][A-Z]")
+# a term the document defines: '(the "Effective Date")', '("Initial Term")', '"Commencement Date" means'
+_DEFINES = re.compile(r"\(\s*(?:the\s+|this\s+|an?\s+|hereinafter(?:\s+referred\s+to\s+as)?\s+)?[\"“]([^\"”]{2,60})[\"”]"
+                      r"|[\"“]([^\"”]{2,60})[\"”]\s+(?:means|shall\s+mean)\b", re.IGNORECASE)
 _ASKS_DURATION = re.compile(r"\bhow long\b|\bhow much notice\b|\bhow many (?:days|months|years)\b|\bperiod\b"
                             r"|\bfor how long\b", re.IGNORECASE)
+HEADING_WORDS = 8  # a line this short with no date and no full stop is a heading: it states nothing alone
+HEADING_GAP = 40  # characters (blank lines, a clause number) between a heading and the sentence under it
 NAME_WEIGHT = 1.5  # a capitalised name or a number shared with the answer counts more than a common word
 SIMILARITY_WEIGHT = 2.0  # the embedding similarity (about 0.2-0.7) against the term score (about 0-5)
 ANSWER_TYPE_BONUS = 3.0  # a sentence that holds the kind of thing the question asks for (parties, a date, a duration)
@@ -127,15 +144,36 @@ def answer_type_bonus(question: str, sentence: str) -> float:
     two years"); for when a term ends, once more when the sentence says how long the agreement lasts ("shall
     remain in full force and effect for"), which a renewal or notice clause naming a period does not."""
     if _ASKS_PARTIES.search(question):
-        return ANSWER_TYPE_BONUS if _NAMES_PARTIES.search(sentence) else 0.0
+        named = len(_NAMES_ORGANISATION.findall(sentence))  # "between the parties" names nobody
+        return ANSWER_TYPE_BONUS if named and (_NAMES_PARTIES.search(sentence) or named >= 2) else 0.0
     if _ASKS_DURATION.search(question):
         return ANSWER_TYPE_BONUS if _DURATION.search(sentence) else 0.0
     if _ASKS_DATE.search(question):
         ends = bool(_ASKS_END.search(question))
-        found = dates(sentence) or (ends and _DURATION.search(sentence))
+        found = 1.0 if dates(sentence) or (ends and _DURATION.search(sentence)) else 0.0
+        if not found and _YEAR.search(sentence):
+            found = 0.5  # a date left blank or mangled in the filing: "the [ ] day of [ ], 2020", "19t h day of March, 2020"
         lasts = ends and _STATES_TERM.search(sentence)  # "shall continue in full force and effect for ..."
-        return ANSWER_TYPE_BONUS * (bool(found) + bool(lasts))
+        return ANSWER_TYPE_BONUS * (found + bool(lasts))
     return 0.0
+
+
+def defines_asked_term(question: str, sentence: str) -> float:
+    """ANSWER_TYPE_BONUS when the sentence defines a term made of the question's own words: the contract's
+    answer to "when does it become effective" is where "Effective Date" is defined ('made as of May 22, 2000
+    (the "Effective Date")'), not the clauses that only use it ("effective as of the Effective Date")."""
+    asked = {t.key for t in terms(question)}
+    for m in _DEFINES.finditer(sentence):
+        defined = {t.key for t in terms(m[1] or m[2])}
+        if defined and defined <= asked:
+            return ANSWER_TYPE_BONUS
+    return 0.0
+
+
+def is_heading(text: str) -> bool:
+    """A short line with no date and no closing full stop ("Governing Law and Attornment", "Term and
+    Termination:"): it names what follows and states nothing itself."""
+    return len(text.split()) <= HEADING_WORDS and not dates(text) and not text.rstrip().endswith((".", ";"))
 
 
 def _title_in(text: str, noun: str) -> tuple[int, int] | None:
@@ -223,16 +261,35 @@ def find_quote(scored: ScoredSentences, question: str, answer: str, narrow: bool
     in_name = {p.doc: rarest * len(asked & {t.key for t in terms(re.sub(r"[_.]+", " ", Path(p.doc).stem))})
                for p, _ in candidates}
     scores = [weight(wanted_question, keys) + SIMILARITY_WEIGHT * float(sim) + answer_type_bonus(question, s[2])
-              + in_name[p.doc] for (p, s), keys, sim in zip(candidates, sentence_terms, scored.similarity)]
+              + defines_asked_term(question, s[2]) + in_name[p.doc]
+              for (p, s), keys, sim in zip(candidates, sentence_terms, scored.similarity)]
     best = int(np.argmax(scores))
     passage, (start, end, text) = candidates[best]
+    if is_heading(text):
+        passage, (start, end, text), best = _under_heading(candidates, best)
     matched = {t.key for t in wanted_answer if t.key in sentence_terms[best]}
     span = (start, end, text)
     if matched and narrow:
-        holding = [c for c in clauses(start, text) if matched <= {t.key for t in terms(c[2])}]
+        holding = [c for c in clauses(start, text)
+                   if matched <= {t.key for t in terms(c[2])} and not is_heading(c[2])]
         span = min(holding, key=lambda c: c[1] - c[0], default=span)
     return on_page(Quote(doc=passage.doc, char_start=span[0], char_end=span[1], text=span[2],
                          score=round(scores[best], 4)), passage)
+
+
+def _under_heading(candidates: list, heading: int) -> tuple[Passage, tuple[int, int, str], int]:
+    """(passage, span, index) to quote for a heading: the heading with the sentence under it when both are in
+    one passage; the sentence alone when it opens the next retrieved passage (the text between two passages is
+    not at hand); the heading alone when the sentence under it was not retrieved."""
+    passage, (start, end, text) = candidates[heading]
+    after = [(s[0], i) for i, (p, s) in enumerate(candidates) if p.doc == passage.doc and end <= s[0] < end + HEADING_GAP]
+    if not after:
+        return passage, (start, end, text), heading
+    nearest = min(after)[1]
+    below, (b_start, b_end, b_text) = candidates[nearest]
+    if below is passage:
+        return passage, (start, b_end, passage.text[start - passage.char_start:b_end - passage.char_start]), heading
+    return below, (b_start, b_end, b_text), nearest
 
 
 def on_page(quote: Quote, passage: Passage) -> Quote:

@@ -4,7 +4,7 @@ import pytest
 
 from app.answer import Passage
 from app.evidence import score_sentences, select_evidence, sentences_with_offsets
-from app.quote import dates, find_quote
+from app.quote import dates, defines_asked_term, find_quote
 from app.settings import EMBEDDED_EMBEDDER
 from index.embedder import Embedder
 
@@ -108,3 +108,49 @@ def test_when_a_term_ends_is_quoted_from_the_sentence_saying_how_long_it_lasts(e
             "Date and shall remain in full force and effect for a period of two (2) years.")
     quote = quote_for(embedder, "When does the initial term of the agreement expire?", [whole("t.txt", text)])
     assert "two (2) years" in quote.text and "renew" not in quote.text
+
+
+def test_the_parties_are_quoted_from_where_they_are_named_not_where_the_parties_are_mentioned(embedder):
+    text = ("This Agreement constitutes the entire agreement between the parties and supersedes all prior agreements "
+            "between them. This Sponsorship Agreement is entered into effective January 1, 2010 by Stallings Capital "
+            "Group Consultants, Ltd. (\"Racing\") and GAINSCO, INC. (\"Sponsor\").")
+    quote = quote_for(embedder, "Who are the parties to this agreement?", [whole("r.txt", text)])
+    assert "Stallings Capital" in quote.text and "entire agreement" not in quote.text
+
+
+def test_a_date_the_question_names_is_quoted_from_where_it_is_defined_not_where_it_is_used(embedder):
+    text = ("This Co-Branding Agreement is made as of May 22, 2000 (the \"Effective Date\") by Women.com Networks, Inc. "
+            "and eDiets.com, Inc. Notices shall be sent to the addresses above. Each party shall pay its own costs. "
+            "Women.com shall host the co-branded pages. eDiets shall supply the diet content. Fees are due monthly. "
+            "This Agreement will become effective as of the Effective Date and will remain effective until "
+            "terminated.")
+    question = "On what date does the agreement become effective?"
+    quote = quote_for(embedder, question, [whole("w.txt", text)])
+    assert "May 22, 2000" in quote.text
+    defining, using = text.split(" Notices")[0], text[text.index("This Agreement will"):]
+    assert defines_asked_term(question, defining) > 0 == defines_asked_term(question, using)
+    assert defines_asked_term("When does the initial term expire?", 'for three years (the "Initial Term").') > 0
+    assert defines_asked_term("When does the initial term expire?", 'the "Renewal Term" means one year') == 0
+
+
+def test_a_date_left_blank_in_the_filing_still_counts_as_the_date_by_its_year(embedder):
+    text = ("This Trademark License Agreement is made and entered into as of the [ ] day of [ ], 2020 by Arconic Inc. "
+            "and Arconic Rolled Products Corp. No waiver shall be binding unless made in writing and signed by the "
+            "parties.")
+    quote = quote_for(embedder, "On what date was the agreement made or signed?", [whole("a.txt", text)])
+    assert "[ ], 2020" in quote.text
+
+
+def test_a_heading_is_quoted_with_the_sentence_under_it(embedder):
+    text = ("4.7 Each party shall bear its own costs.\nGoverning Law and Attornment\n4.8 This Agreement will be "
+            "construed in accordance with the laws of the Province of British Columbia.")
+    question = "Which law governs the contract?"
+    quote = quote_for(embedder, question, [whole("g.txt", text)])
+    assert quote.text.startswith("Governing Law and Attornment") and "British Columbia" in quote.text
+    assert text[quote.char_start:quote.char_end] == quote.text
+    # the sentence under it opens the next retrieved passage: that sentence alone, exact in the document
+    cut = text.index("4.8")
+    first = Passage(rank=1, score=0.5, doc="g.txt", doc_id="g", char_start=0, char_end=cut, text=text[:cut])
+    second = Passage(rank=2, score=0.4, doc="g.txt", doc_id="g", char_start=cut, char_end=len(text), text=text[cut:])
+    quote = quote_for(embedder, question, [first, second])
+    assert quote.text.startswith("4.8 This Agreement") and text[quote.char_start:quote.char_end] == quote.text

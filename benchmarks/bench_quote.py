@@ -9,10 +9,15 @@ answer) is asked as a user asks it (`qa.ask`, default settings, real generation)
   name or by the short name in brackets), number words read as digits ("two (2) years" holds "2 years").
   Some gold answers are computed (an expiry date two years after signing) and in no span: every row misses those.
 
-Rows: the generated answer; the top evidence sentence; the quote as `app.quote` finds it; and the quote's best
-sentence without narrowing to a clause. `--data qmsum` asks the meeting queries instead (overlap only).
+Rows: the generated answer; the top evidence sentence; the quote as `app.quote` finds it; the quote's best
+sentence without narrowing to a clause; and the ceiling, whether any sentence of the prompt's passages would
+have done. `--data qmsum` asks the meeting queries instead (overlap only). `--ablate` adds the quote with each
+of its rules for contracts left out, to show what each adds. `--no-generation` generates nothing: the quote
+and the evidence are chosen from the question alone over the passages retrieval gives (what the quote is
+before an answer exists); it measures the choice of span on every meeting query in minutes, where generating
+takes hours (whole-meeting questions are read section by section).
 
-    python benchmarks/bench_quote.py [--quick] [--data qmsum]
+    python benchmarks/bench_quote.py [--quick] [--data qmsum] [--ablate] [--no-generation]
 """
 
 import argparse
@@ -20,17 +25,27 @@ import json
 import logging
 import re
 import time
+from contextlib import ExitStack
 from pathlib import Path
+from types import SimpleNamespace
+from unittest import mock
 
 from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
+import app.quote
 from app import LongDocQA
 from app.answer import Answer
-from app.evals.datasets import CUAD_DIR, QMSUM_FILE, load_cuad, load_qmsum, require_dev_data
+from app.evals.datasets import (
+    CUAD_DIR,
+    QMSUM_FILE,
+    load_cuad,
+    load_qmsum,
+    require_dev_data,
+)
 from app.evals.recall import overlaps, write_documents
-from app.evidence import score_sentences
+from app.evidence import score_sentences, select_evidence
 from app.quote import dates, find_quote
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -42,6 +57,9 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--quick", action="store_true", help="two documents")
 parser.add_argument("--data", choices=("cuad", "qmsum"), default="cuad",
                     help="qmsum: meeting queries, whose gold is turns, not a short answer (overlap only)")
+parser.add_argument("--ablate", action="store_true", help="also the quote with each of its rules left out")
+parser.add_argument("--no-generation", action="store_true",
+                    help="choose the quote from the question alone over the retrieved passages; generate nothing")
 parser.add_argument("--fresh", action="store_true", help="generate the answers again instead of reading them")
 args = parser.parse_args()
 require_dev_data(CUAD_DIR if args.data == "cuad" else QMSUM_FILE)
@@ -76,21 +94,69 @@ files = write_documents(data.documents, WORK / "docs")
 qa = LongDocQA(index_dir=WORK / ("index-quick" if args.quick else "index"))
 qa.ingest(files, show_progress=True)
 
-# Answers are generated once and kept (WORK/answers*.jsonl), so the quote's variants are measured on the same
-# answers; --fresh generates them again.
-cache = WORK / ("answers-quick.jsonl" if args.quick else "answers.jsonl")
-answers = {}
-if cache.exists() and not args.fresh:
-    answers = {row["id"]: Answer.from_dict(row) for row in map(json.loads, cache.read_text(encoding="utf-8").splitlines())}
+
+
+def retrieved_only(q) -> SimpleNamespace:
+    """What an answer holds before generation: the retrieved passages and the evidence for the question alone."""
+    passages = qa.engine.retrieve(q.question, doc=q.doc)
+    evidence = select_evidence(score_sentences(qa.embedder, q.question, "", passages))
+    return SimpleNamespace(answer="", passages=passages, evidence=evidence, abstained=False)
+
+
+def generated(questions) -> dict:
+    """The answers, generated once and kept (WORK/answers*.jsonl), so the quote's variants are measured on the
+    same answers; --fresh generates them again."""
+    cache = WORK / ("answers-quick.jsonl" if args.quick else "answers.jsonl")
+    answers = {}
+    if cache.exists() and not args.fresh:
+        answers = {row["id"]: Answer.from_dict(row)
+                   for row in map(json.loads, cache.read_text(encoding="utf-8").splitlines())}
+    with cache.open("w" if args.fresh else "a", encoding="utf-8") as fh:
+        for q in tqdm([q for q in questions if q.id not in answers], desc="answers", unit="question"):
+            answers[q.id] = qa.ask(q.question, doc=q.doc, id=q.id)
+            fh.write(json.dumps(answers[q.id].to_dict(), ensure_ascii=False) + "\n")
+    return answers
+
+
 started = time.perf_counter()
-with cache.open("w" if args.fresh else "a", encoding="utf-8") as fh:
-    for q in tqdm([q for q in questions if q.id not in answers], desc="answers", unit="question"):
-        answers[q.id] = qa.ask(q.question, doc=q.doc, id=q.id)
-        fh.write(json.dumps(answers[q.id].to_dict(), ensure_ascii=False) + "\n")
+answers = {q.id: retrieved_only(q) for q in questions} if args.no_generation else generated(questions)
 seconds = time.perf_counter() - started
 
+
+def _old_parties_rule(question: str, sentence: str) -> float:
+    """The parties bonus for any sentence saying "between", as before parties had to be named."""
+    if app.quote._ASKS_PARTIES.search(question):
+        return app.quote.ANSWER_TYPE_BONUS if app.quote._NAMES_PARTIES.search(sentence) else 0.0
+    return ANSWER_TYPE_BONUS_RULE(question, sentence)
+
+
+ANSWER_TYPE_BONUS_RULE = app.quote.answer_type_bonus
+# each rule for contracts, left out by patching app.quote for one find_quote call
+ABLATIONS = {
+    "quote without: parties must be named": {"answer_type_bonus": _old_parties_rule},
+    "quote without: the defined term": {"defines_asked_term": lambda question, sentence: 0.0},
+    "quote without: heading with its sentence": {"is_heading": lambda text: False},
+    "quote without: a year alone as half a date": {"_YEAR": re.compile(r"(?!)")},
+} if args.ablate else {}
+
+
+def quote_without(patches: dict, scored, question: str, answer: str):
+    with ExitStack() as stack:
+        for name, value in patches.items():
+            stack.enter_context(mock.patch.object(app.quote, name, value))
+        return find_quote(scored, question, answer)
+
+
+def ceiling(scored, gold, short_answer: str) -> tuple[bool, bool]:
+    """Whether any sentence of the passages overlaps the gold clause, and whether any holds the short answer."""
+    sentences = [s for _, s in scored.sentences]
+    return (any(overlaps((s[0], s[1]), gold) for s in sentences),
+            any(holds(s[2], short_answer) for s in sentences))
+
+
 rows: dict[str, list[tuple[bool, bool, int]]] = {k: [] for k in (
-    "generated answer", "evidence (top sentence)", "quote", "quote: sentence, not narrowed")}
+    *(("generated answer",) if not args.no_generation else ()), "evidence (top sentence)", "quote", "quote: sentence, not narrowed", *ABLATIONS)}
+rows["ceiling: the best sentence of the passages"] = []
 records = []
 for q in questions:
     a = answers[q.id]
@@ -99,14 +165,17 @@ for q in questions:
         "evidence (top sentence)": a.evidence[0] if a.evidence else None,
         "quote": find_quote(scored, q.question, a.answer),
         "quote: sentence, not narrowed": find_quote(scored, q.question, a.answer, narrow=False),
+        **{name: quote_without(patches, scored, q.question, a.answer) for name, patches in ABLATIONS.items()},
     }
-    rows["generated answer"].append((False, holds(a.answer, q.answer), len(a.answer)))
+    if not args.no_generation:
+        rows["generated answer"].append((False, holds(a.answer, q.answer), len(a.answer)))
     for name, span in spans.items():
         if span is None:
             rows[name].append((False, False, 0))
         else:
             rows[name].append((overlaps((span.char_start, span.char_end), q.gold), holds(span.text, q.answer),
                                span.char_end - span.char_start))
+    rows["ceiling: the best sentence of the passages"].append((*ceiling(scored, q.gold, q.answer), None))
     records.append({"id": q.id, "category": q.category, "question": q.question, "gold_answer": q.answer,
                     "answer": a.answer, "abstained": a.abstained,
                     **{name: (span.text if span else None) for name, span in spans.items()}})
@@ -118,13 +187,13 @@ for column in ("what the user reads", "overlaps gold clause", "holds the gold an
 summary = {}
 for name, results in rows.items():
     n = len(results)
-    lengths = sorted(r[2] for r in results)
+    lengths = sorted(r[2] for r in results if r[2] is not None)  # the ceiling is no one span
     summary[name] = {"overlaps_gold": round(sum(r[0] for r in results) / n, 3),
                      "holds_answer": round(sum(r[1] for r in results) / n, 3),
-                     "median_chars": lengths[n // 2]}
+                     "median_chars": lengths[len(lengths) // 2] if lengths else None}
     table.add_row(name, "" if name == "generated answer" else f"{summary[name]['overlaps_gold']:.3f}",
                   f"{summary[name]['holds_answer']:.3f}" if args.data == "cuad" else "(no short answer)",
-                  str(summary[name]["median_chars"]))
+                  str(summary[name]["median_chars"] or ""))
 console.print(table)
 by_category: dict[str, list[int]] = {}  # category -> [questions, quotes overlapping the gold clause]
 for q, (overlapping, _, _) in zip(questions, rows["quote"]):
@@ -134,9 +203,10 @@ for q, (overlapping, _, _) in zip(questions, rows["quote"]):
 if args.data == "cuad":
     console.print("quote overlaps the gold clause, by category: "
                   + "; ".join(f"{c} {hit} of {n}" for c, (n, hit) in by_category.items()))
-console.print(f"{seconds:.0f} s generating answers this run")
+console.print(f"{seconds:.0f} s answering this run")
 OUT.mkdir(parents=True, exist_ok=True)
-path = OUT / f"bench_quote{'' if args.data == 'cuad' else '_' + args.data}{'_quick' if args.quick else ''}.json"
+path = OUT / (f"bench_quote{'' if args.data == 'cuad' else '_' + args.data}{'_quick' if args.quick else ''}"
+              f"{'_no_generation' if args.no_generation else ''}.json")
 path.write_text(json.dumps({"bench": "quote", "questions": len(questions), "summary": summary,
                             "quote_overlaps_by_category": by_category,
                             "seconds": round(seconds, 1), "answers": records}, indent=2, ensure_ascii=False),

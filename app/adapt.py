@@ -44,6 +44,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import torch
 
 from app.errors import LongDocError
+from app.llm.config import GeneratorConfig
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -264,8 +265,8 @@ def load_for_training(settings: Settings) -> Any:
         raise LongDocError(f"adapt trains a model loaded in this process; generator is a server "
                            f"({settings.generator}): set generator to the model's weights")
     device = _device(settings.device)
-    return Generator.load(settings.replace(dtype=training_dtype(device), quantized_decode=False,
-                                           generator_adapter=""))
+    config = settings.generator_config()
+    return Generator.load(config.replace(dtype=training_dtype(device), quantized_decode=False, adapter=""))
 
 
 def lora_config(rank: int) -> Any:
@@ -278,7 +279,7 @@ def lora_config(rank: int) -> Any:
                       target_modules="all-linear", task_type="CAUSAL_LM")
 
 
-def merge_adapter(model: Any, adapter_dir: str | Path, settings: Settings) -> Any:
+def merge_adapter(model: Any, adapter_dir: str | Path, config: GeneratorConfig) -> Any:
     """`model` with the LoRA adapter in `adapter_dir` merged into its weights: a plain model again, so every path
     that reads the weights (the forward, `app.llm.decode_step`'s quantized copies) reads the adapted ones. The merged
     weights are off the GGUF's 4-bit grid, so the decode step reads them in int8 (`model.decode_weights` says so).
@@ -289,12 +290,12 @@ def merge_adapter(model: Any, adapter_dir: str | Path, settings: Settings) -> An
     from peft import PeftModel
 
     info = AdapterInfo.read(adapter_dir)
-    if info.generator != settings.generator:
+    if info.generator != config.source:
         raise LongDocError(f"the adapter {adapter_dir} was trained on {info.generator}, not on the configured "
-                           f"generator {settings.generator}")
-    if (info.rope_scaling, info.rope_factor) != (settings.rope_scaling, settings.rope_factor):
+                           f"generator {config.source}")
+    if (info.rope_scaling, info.rope_factor) != (config.rope_scaling, config.rope_factor):
         log.warning("the adapter %s was trained with %s x%g; the generator runs %s x%g", adapter_dir,
-                    info.rope_scaling, info.rope_factor, settings.rope_scaling, settings.rope_factor)
+                    info.rope_scaling, info.rope_factor, config.rope_scaling, config.rope_factor)
     with _quiet_peft():
         return PeftModel.from_pretrained(model, str(Path(adapter_dir).expanduser())).merge_and_unload()
 

@@ -36,10 +36,10 @@ def load_generator(settings: Settings) -> Generator:
     if settings.generator_is_server:
         from app.llm.server_generator import ServerGenerator
 
-        return ServerGenerator.connect(settings)
+        return ServerGenerator.connect(settings.generator_config())
     from app.llm.generator import Generator  # torch and transformers: only when a model is loaded here (cold start)
 
-    return Generator.load(settings)
+    return Generator.load(settings.generator_config())
 
 
 class LongDocQA:

@@ -285,8 +285,8 @@ def ppl(
 
     settings = Settings.load()
     scaling = scaling or (settings.rope_scaling if adapter else "none,linear,dynamic,yarn")
-    report = run_ppl(file, parse_sizes(lengths), [s.strip() for s in scaling.split(",")], settings, out,
-                     adapter=adapter)
+    report = run_ppl(file, parse_sizes(lengths), [s.strip() for s in scaling.split(",")],
+                     settings.generator_config(), out, adapter=adapter)
     console.print(report.table())
     console.print(f"plot: {out}")
 

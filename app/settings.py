@@ -17,11 +17,11 @@ from typing import Any, Mapping
 
 import platformdirs
 
+from app.llm.config import EMBEDDED_GENERATOR, GeneratorConfig
 from index.base import StoreError
 from index.stores import backend_kind, redact
 
 EMBEDDED_EMBEDDER = "embedded:all-MiniLM-L6-v2"
-EMBEDDED_GENERATOR = "embedded:SmolLM2-135M-Instruct"
 
 ROPE_SCALINGS = ("yarn", "linear", "dynamic", "none")
 CHUNKERS = ("semantic", "fixed")
@@ -247,7 +247,18 @@ class Settings:
     @property
     def generator_is_server(self) -> bool:
         """Whether `generator` names an OpenAI-compatible server rather than a model to load in this process."""
-        return self.generator.startswith(("http://", "https://"))
+        return self.generator_config().is_server
+
+    def generator_config(self) -> GeneratorConfig:
+        """What the model runtime (`app.llm`) is told: the generator's settings and no others."""
+        return GeneratorConfig(
+            source=self.generator, cache_dir=self.cache_dir, rope_scaling=self.rope_scaling,
+            rope_factor=self.rope_factor, original_max_position=self.original_max_position,
+            attn_implementation=self.attn_implementation, dtype=self.dtype, device=self.device,
+            quantized_decode=self.quantized_decode, kv_cache_dtype=self.kv_cache_dtype,
+            adapter=self.generator_adapter, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+            top_p=self.top_p, no_repeat_ngram=self.no_repeat_ngram, served_model=self.generator_model,
+            tokenizer=self.generator_tokenizer, timeout_s=self.generator_timeout_s, api_key=self.api_key)
 
     def to_dict(self) -> dict[str, Any]:
         """Every value, paths as strings; the API key only as whether one is set."""

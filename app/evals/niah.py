@@ -345,7 +345,7 @@ def run_niah(
                                         max_new_tokens=MAX_NEW_TOKENS)
         qa = LongDocQA(settings=run_settings)
         engines = {s: QueryEngine(run_settings.replace(rope_scaling=s), qa.store, qa.embedder,
-                                  lambda s=s: Generator.load(run_settings.replace(rope_scaling=s)))
+                                  lambda s=s: Generator.load(run_settings.replace(rope_scaling=s).generator_config()))
                    for s in scalings if s != run_settings.rope_scaling}
         engines[run_settings.rope_scaling] = qa.engine  # the rag runs' generator, loaded once
         tokenizer = qa.engine.generator.tokenizer

@@ -262,7 +262,7 @@ def run_position(
     queries = embedder.embed_queries([items[i].question for i in chosen])
     distractors = hard_distractors(items, pool, queries, chosen, max(ks) - 1)
 
-    gen = Generator.load(settings)
+    gen = Generator.load(settings.generator_config())
     builder = PromptBuilder(gen.tokenizer, gen.context_window, MAX_NEW_TOKENS)
     report = PositionReport(questions=n, ks=list(ks), ranks={k: gold_ranks(k, quick) for k in ks},
                             strategies=list(strategies), model=asdict(gen.info), data=str(data))

@@ -2,7 +2,8 @@
 
 What the question answering above it uses: `Generator` (a model in this process: tokens in, tokens out, a KV
 cache reused across questions over one document) and `ServerGenerator` (the same interface over an
-OpenAI-compatible server). Beneath them:
+OpenAI-compatible server), both built from a `GeneratorConfig` (`config`: the generator's settings and no
+others; `Settings.generator_config()` makes one). Beneath them:
 
 - `rope`: the RoPE scalings (YaRN, linear, dynamic), applied to a model's config and checked on the loaded
   rotary embedding, since transformers can ignore a scaling it does not parse;

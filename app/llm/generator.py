@@ -1,8 +1,8 @@
 """The local Llama: loading (with RoPE scaling, verified), a cached cold start, prefix KV reuse and streaming.
 
-`Generator.load(settings)` accepts the packaged SmolLM2 GGUF (``embedded:SmolLM2-135M-Instruct``), a ``.gguf``
+`Generator.load(config)` accepts the packaged SmolLM2 GGUF (``embedded:SmolLM2-135M-Instruct``), a ``.gguf``
 path, a local Hugging Face directory or a hub id. Dequantising a GGUF takes tens of seconds, so the converted
-weights are kept as safetensors under ``settings.cache_dir``, keyed by the file's fingerprint and the dtype; later
+weights are kept as safetensors under ``config.cache_dir``, keyed by the file's fingerprint and the dtype; later
 loads read that directory in about a second. The cached config is the model's own: the RoPE scaling is applied on
 every load (so one cache serves every scaling) and then checked on the loaded rotary embedding (`app.llm.rope`).
 
@@ -33,10 +33,10 @@ from tqdm.auto import tqdm
 
 from app.answer import ModelInfo
 from app.errors import LongDocError, PromptTooLong
+from app.llm.config import EMBEDDED_GENERATOR, GeneratorConfig
 from app.llm.decode_step import LlamaDecodeStep
 from app.llm.kv_cache import CAST_QUERY_ATTENTION, growing_cache, use_cast_query_attention
 from app.llm.rope import RopeSpec, apply_rope, build_rope, model_rope_defaults, verify_rotary
-from app.settings import EMBEDDED_GENERATOR, Settings
 
 log = logging.getLogger(__name__)
 
@@ -76,25 +76,25 @@ class Generator:
     """A causal LM with the window its RoPE scaling gives, greedy by default, stopping at the chat end token.
 
     Example:
-        >>> gen = Generator.load(Settings.load())
+        >>> gen = Generator.load(Settings.load().generator_config())
         >>> ids = gen.chat_ids("Answer briefly.", "What is 2 + 2?")
         >>> gen.generate(ids, max_new_tokens=8).text  # doctest: +SKIP
         '2 + 2 = 4.'
     """
 
-    def __init__(self, model: Any, tokenizer: Any, rope: RopeSpec, settings: Settings, name: str) -> None:
+    def __init__(self, model: Any, tokenizer: Any, rope: RopeSpec, config: GeneratorConfig, name: str) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.rope = rope
-        self.settings = settings
+        self.config = config
         self.device = next(model.parameters()).device
         model_dtype, attn = next(model.parameters()).dtype, model.config._attn_implementation
         attn = "sdpa" if attn == CAST_QUERY_ATTENTION else attn  # a model an earlier Generator already switched
-        self.kv_dtype = _kv_dtype(settings.kv_cache_dtype, self.device, model_dtype, attn)
+        self.kv_dtype = _kv_dtype(config.kv_cache_dtype, self.device, model_dtype, attn)
         if self.kv_dtype != model_dtype and not use_cast_query_attention(model):
             log.warning("%s cannot keep its KV cache in %s: keeping it in %s", name, self.kv_dtype, model_dtype)
             self.kv_dtype = model_dtype
-        self.decode_step = LlamaDecodeStep.for_model(model) if settings.quantized_decode else None
+        self.decode_step = LlamaDecodeStep.for_model(model) if config.quantized_decode else None
         self.info = ModelInfo(
             name=name,
             rope_scaling=rope.public(),
@@ -102,7 +102,7 @@ class Generator:
             attn_implementation=attn,
             kv_cache_dtype=_dtype_name(self.kv_dtype),
             decode_weights=self.decode_step.weights if self.decode_step else _dtype_name(model_dtype),
-            adapter=str(Path(settings.generator_adapter).expanduser().resolve()) if settings.generator_adapter else None,
+            adapter=str(Path(config.adapter).expanduser().resolve()) if config.adapter else None,
         )
         self.stop_ids = _stop_ids(tokenizer, model)
         # transformers 5.x renamed `past_key_values` to `cache` (the old name warns); 4.x knows only the old one
@@ -112,8 +112,8 @@ class Generator:
     # ---- loading -------------------------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, settings: Settings) -> "Generator":
-        """Load `settings.generator` with `settings.rope_scaling` (and `settings.generator_adapter` merged into its
+    def load(cls, config: GeneratorConfig) -> "Generator":
+        """Load `config.source` with `config.rope_scaling` (and `config.adapter` merged into its
         weights, before the quantized decode step copies them), verify the scaling, and return it ready.
 
         Raises:
@@ -122,26 +122,27 @@ class Generator:
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         started = time.perf_counter()
-        device = _device(settings.device)
-        attn = _attention(settings.attn_implementation, device)
-        dtype = _dtype(settings.dtype, attn)
-        source, name = _weights_dir(settings, dtype)
-        config = AutoConfig.from_pretrained(source)
-        original, theta = model_rope_defaults(config)
-        original = settings.original_max_position or original
-        rope = build_rope(settings.rope_scaling, settings.rope_factor, original, theta)
-        apply_rope(config, rope)
-        model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=dtype, attn_implementation=attn)
-        if settings.generator_adapter:
+        device = _device(config.device)
+        attn = _attention(config.attn_implementation, device)
+        dtype = _dtype(config.dtype, attn)
+        source, name = _weights_dir(config, dtype)
+        model_config = AutoConfig.from_pretrained(source)
+        original, theta = model_rope_defaults(model_config)
+        original = config.original_max_position or original
+        rope = build_rope(config.rope_scaling, config.rope_factor, original, theta)
+        apply_rope(model_config, rope)
+        model = AutoModelForCausalLM.from_pretrained(source, config=model_config, dtype=dtype,
+                                                     attn_implementation=attn)
+        if config.adapter:
             from app.adapt import merge_adapter  # peft only when an adapter is set
 
-            model = merge_adapter(model, settings.generator_adapter, settings)
+            model = merge_adapter(model, config.adapter, config)
         model.to(device).eval()
         verify_rotary(model, rope)
         tokenizer = AutoTokenizer.from_pretrained(source)
         log.info("loaded %s (%s, window %d, %s) in %.1fs", name, rope.scaling, rope.context_window, attn,
                  time.perf_counter() - started)
-        return cls(model, tokenizer, rope, settings, name)
+        return cls(model, tokenizer, rope, config, name)
 
     # ---- tokens --------------------------------------------------------------------------------------------
 
@@ -185,7 +186,7 @@ class Generator:
 
         Args:
             input_ids: the whole prompt (e.g. from `chat_ids`).
-            max_new_tokens: at most this many tokens (default `settings.max_new_tokens`); stops earlier at the
+            max_new_tokens: at most this many tokens (default `config.max_new_tokens`); stops earlier at the
                 chat template's end token.
             past: a `PrefixCache` whose ids begin `input_ids`: their KV is reused and only the rest is prefilled.
 
@@ -230,7 +231,7 @@ class Generator:
     def _admit(self, input_ids: list[int], max_new_tokens: int | None) -> tuple[list[int], int]:
         """The prompt's ids and the answer's token limit, once the prompt is known not to be empty and to fit
         with that many tokens to spare (`_check_fits`, which says what to change when it does not)."""
-        max_new = self.settings.max_new_tokens if max_new_tokens is None else max_new_tokens
+        max_new = self.config.max_new_tokens if max_new_tokens is None else max_new_tokens
         ids = list(input_ids)
         if not ids:
             raise LongDocError("the prompt is empty")
@@ -286,7 +287,7 @@ class Generator:
         repetition penalty also damped the right answer when it was repeated from the question. Only the
         answer's own tokens count, so quoting the passages is never punished.
         """
-        n = self.settings.no_repeat_ngram
+        n = self.config.no_repeat_ngram
         if n <= 0 or len(generated) < n:
             return logits
         tail = generated[len(generated) - n + 1:]
@@ -299,7 +300,7 @@ class Generator:
 
     def _pick(self, logits: torch.Tensor) -> int:
         """Greedy when temperature is 0 (the default), else nucleus sampling with `top_p`."""
-        temperature, top_p = self.settings.temperature, self.settings.top_p
+        temperature, top_p = self.config.temperature, self.config.top_p
         if temperature <= 0:
             return int(logits.argmax(-1))
         probs = torch.softmax(logits.float() / temperature, dim=-1)[0]
@@ -400,16 +401,16 @@ def embedded_gguf() -> Path:
     return Path(spec.submodule_search_locations[0]) / EMBEDDED_GGUF
 
 
-def _weights_dir(settings: Settings, dtype: torch.dtype) -> tuple[str, str]:
+def _weights_dir(config: GeneratorConfig, dtype: torch.dtype) -> tuple[str, str]:
     """Where transformers should load from, and the model's display name. GGUFs go through the cache."""
-    source = settings.generator
+    source = config.source
     if source == EMBEDDED_GENERATOR:
-        return str(_cached_gguf(embedded_gguf(), settings.cache_dir, dtype)), source.removeprefix("embedded:")
+        return str(_cached_gguf(embedded_gguf(), config.cache_dir, dtype)), source.removeprefix("embedded:")
     if source.endswith(".gguf"):
         gguf = Path(source).expanduser()
         if not gguf.is_file():
             raise LongDocError(f"generator {source}: file not found")
-        return str(_cached_gguf(gguf, settings.cache_dir, dtype)), gguf.stem
+        return str(_cached_gguf(gguf, config.cache_dir, dtype)), gguf.stem
     return source, Path(source).name if Path(source).is_dir() else source
 
 

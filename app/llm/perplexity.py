@@ -8,7 +8,8 @@ Memory on the CPU stays bounded at 32K tokens: attention is sdpa (no L x L matri
 projection runs `LOGIT_CHUNK` positions at a time, so the 32K x 49K logits are never held at once.
 
 Example:
-    >>> report = run_ppl(Path("contract.txt"), [16384], ["none", "yarn"], Settings.load(), Path("ppl.png"))
+    >>> config = Settings.load().generator_config()
+    >>> report = run_ppl(Path("contract.txt"), [16384], ["none", "yarn"], config, Path("ppl.png"))  # doctest: +SKIP
     >>> report.result("yarn").ppl(12288, 16384)  # doctest: +SKIP
 """
 
@@ -25,8 +26,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from app.errors import LongDocError
+from app.llm.config import GeneratorConfig
 from app.llm.generator import Generator
-from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class PplReport:
 
 
 def perplexity_by_segment(
-    settings_or_generator: Settings | Generator,
+    config_or_generator: GeneratorConfig | Generator,
     text: str,
     lengths: list[int],
     scalings: list[str],
@@ -114,13 +115,13 @@ def perplexity_by_segment(
     """Score `text` under each scaling at each length.
 
     Args:
-        settings_or_generator: settings to load the generator with (the scaling is replaced per run), or a loaded
-            generator, reused for its own scaling.
+        config_or_generator: the generator to load (the scaling is replaced per run), or a loaded generator,
+            reused for its own scaling.
         text: at least max(lengths) tokens of text.
         lengths: token counts to score, e.g. [2048, 8192, 16384].
         scalings: names from `app.llm.rope.ROPE_SCALINGS`.
         segment: tokens per reported segment.
-        adapter: a `longdoc adapt` folder: one more row, "<scaling>+adapter", the settings' scaling with the
+        adapter: a `longdoc adapt` folder: one more row, "<scaling>+adapter", the config's scaling with the
             adapter merged, to read against the same scaling's row without it.
 
     Returns:
@@ -128,13 +129,13 @@ def perplexity_by_segment(
     """
     if not lengths or not scalings:
         raise LongDocError("give at least one length and one scaling")
-    given = settings_or_generator if isinstance(settings_or_generator, Generator) else None
-    settings = given.settings if given else settings_or_generator
-    settings = settings.replace(quantized_decode=False)  # scoring never decodes: skip building the decode step
+    given = config_or_generator if isinstance(config_or_generator, Generator) else None
+    config = given.config if given else config_or_generator
+    config = config.replace(quantized_decode=False)  # scoring never decodes: skip building the decode step
     generators = {}
     if given:
         generators[given.rope.scaling] = given
-    first = given or Generator.load(settings.replace(rope_scaling=scalings[0]))
+    first = given or Generator.load(config.replace(rope_scaling=scalings[0]))
     generators.setdefault(first.rope.scaling, first)
     ids = first.tokenizer(text, add_special_tokens=False)["input_ids"]
     longest = max(lengths)
@@ -143,10 +144,9 @@ def perplexity_by_segment(
                            "Give a longer text or smaller --lengths.")
     report = PplReport("", sorted(lengths), segment, first.rope.original_max_position)
     # (label, loader): each model is loaded when its turn comes, so only one extra is held at a time
-    runs = [(s, lambda s=s: generators.get(s) or Generator.load(settings.replace(rope_scaling=s))) for s in scalings]
+    runs = [(s, lambda s=s: generators.get(s) or Generator.load(config.replace(rope_scaling=s))) for s in scalings]
     if adapter:
-        runs.append((f"{settings.rope_scaling}+adapter",
-                     lambda: Generator.load(settings.replace(generator_adapter=str(adapter)))))
+        runs.append((f"{config.rope_scaling}+adapter", lambda: Generator.load(config.replace(adapter=str(adapter)))))
     for label, load in runs:
         gen = load()
         for length in [longest] if gen.rope.scaling in _LENGTH_FREE else sorted(lengths):
@@ -208,7 +208,7 @@ def plot_ppl(report: PplReport, out_png: Path) -> Path:
     return out_png
 
 
-def run_ppl(file: Path | None, lengths: list[int], scalings: list[str], settings: Settings, out_png: Path,
+def run_ppl(file: Path | None, lengths: list[int], scalings: list[str], config: GeneratorConfig, out_png: Path,
             adapter: Path | None = None) -> PplReport:
     """`longdoc ppl`: read `file` (any format ingest reads), score it, draw the plot; print `report.table()`.
 
@@ -227,7 +227,7 @@ def run_ppl(file: Path | None, lengths: list[int], scalings: list[str], settings
         source = f"{len(files)} held-out document(s) of {Path(adapter).name}"
     else:
         text, source = load_document(Path(file)).text, Path(file).name
-    report = perplexity_by_segment(settings, text, lengths, scalings, adapter=adapter)
+    report = perplexity_by_segment(config, text, lengths, scalings, adapter=adapter)
     report.source = source
     plot_ppl(report, out_png)
     return report

@@ -33,8 +33,8 @@ import openai
 
 from app.answer import ModelInfo
 from app.errors import LongDocError, PromptTooLong
+from app.llm.config import GeneratorConfig
 from app.llm.generator import Generation, Generator, PrefixCache
-from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -116,18 +116,19 @@ class ServerGenerator:
     Several questions may stream at once (the engine bounds how many), so `last_stats` is per thread.
 
     Example:
-        >>> gen = ServerGenerator.connect(Settings.load(generator="http://127.0.0.1:8080/v1"))  # doctest: +SKIP
+        >>> config = Settings.load(generator="http://127.0.0.1:8080/v1").generator_config()  # doctest: +SKIP
+        >>> gen = ServerGenerator.connect(config)                                              # doctest: +SKIP
         >>> gen.info.context_window, gen.info.tokenizer                                        # doctest: +SKIP
         (32768, 'server')
     """
 
-    def __init__(self, settings: Settings, client: openai.OpenAI, served: ServedModel, tokenizer: Any,
+    def __init__(self, config: GeneratorConfig, client: openai.OpenAI, served: ServedModel, tokenizer: Any,
                  tokenizer_name: str) -> None:
-        self.settings = settings
+        self.config = config
         self.client = client
         self.served = served
         self.tokenizer = tokenizer
-        self.base_url = settings.generator.rstrip("/")
+        self.base_url = config.source.rstrip("/")
         name = Path(served.id).name if "/" in served.id and served.id.endswith(".gguf") else served.id
         self.info = ModelInfo(
             name=name, rope_scaling=served.rope_scaling, context_window=served.context_window,
@@ -139,26 +140,26 @@ class ServerGenerator:
     # ---- connecting ----------------------------------------------------------------------------------------
 
     @classmethod
-    def connect(cls, settings: Settings) -> "ServerGenerator":
+    def connect(cls, config: GeneratorConfig) -> "ServerGenerator":
         """Ask the server what it serves and how long its window is, and settle which tokenizer counts the prompt.
 
         Raises:
             ServerError: the server is down or refuses the key, the URL is not an OpenAI-compatible API, the model
                 is not served, the window is not reported, or no tokenizer with offsets is to be had.
         """
-        base = settings.generator.rstrip("/")
+        base = config.source.rstrip("/")
         root = base.removesuffix("/v1")  # llama.cpp and vLLM serve /tokenize and /props beside /v1, not under it
-        headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
-        http = httpx.Client(base_url=root, headers=headers, timeout=settings.generator_timeout_s)
+        headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+        http = httpx.Client(base_url=root, headers=headers, timeout=config.timeout_s)
         describe = f"the generator server at {base}"
-        client = openai.OpenAI(base_url=base, api_key=settings.api_key or "none",
-                               timeout=settings.generator_timeout_s, max_retries=RETRIES)
-        served = _served_model(http, base[len(root):] + "/models", settings.generator_model, describe)
+        client = openai.OpenAI(base_url=base, api_key=config.api_key or "none",
+                               timeout=config.timeout_s, max_retries=RETRIES)
+        served = _served_model(http, base[len(root):] + "/models", config.served_model, describe)
         if served.llama_cpp:
             tokenizer, tokenizer_name = ServerTokenizer(http, describe), "server"
         else:
-            tokenizer, tokenizer_name = _local_tokenizer(settings, http, served, describe)
-        gen = cls(settings, client, served, tokenizer, tokenizer_name)
+            tokenizer, tokenizer_name = _local_tokenizer(config, http, served, describe)
+        gen = cls(config, client, served, tokenizer, tokenizer_name)
         log.info("generator %s at %s: window %d, tokens counted by %s", served.id, base, served.context_window,
                  tokenizer_name)
         return gen
@@ -216,8 +217,8 @@ class ServerGenerator:
         pieces: list[str] = []
         finish = usage = timings = None
         response = self._call(lambda: self.client.completions.create(
-            model=self.served.id, prompt=ids, max_tokens=max_new, temperature=self.settings.temperature,
-            top_p=self.settings.top_p, stream=True, stream_options={"include_usage": True}))
+            model=self.served.id, prompt=ids, max_tokens=max_new, temperature=self.config.temperature,
+            top_p=self.config.top_p, stream=True, stream_options={"include_usage": True}))
         with response:
             try:
                 for chunk in response:
@@ -268,7 +269,7 @@ class ServerGenerator:
             return request()
         except openai.APIError as exc:
             raise _explain(exc, f"the generator server at {self.base_url}", self.served.id,
-                           self.settings.generator_timeout_s) from None
+                           self.config.timeout_s) from None
 
 
 def _explain(exc: Exception, describe: str, model: str, timeout: float) -> ServerError:
@@ -358,18 +359,19 @@ def _served_model(http: httpx.Client, models_path: str, wanted: str, describe: s
     return ServedModel(id=str(entry["id"]), context_window=int(window), rope_scaling=rope or None, llama_cpp=llama_cpp)
 
 
-def _local_tokenizer(settings: Settings, http: httpx.Client, served: ServedModel, describe: str) -> tuple[Any, str]:
+def _local_tokenizer(config: GeneratorConfig, http: httpx.Client, served: ServedModel,
+                     describe: str) -> tuple[Any, str]:
     """A local tokenizer of the served model, checked against the server's /tokenize where it has one."""
-    if not settings.generator_tokenizer:
+    if not config.tokenizer:
         raise ServerError(f"{describe} cannot say which characters each token covers (only llama.cpp's server "
                           f"can): set generator_tokenizer to a local tokenizer of {served.id!r} (a Hugging Face "
                           "directory) so the prompt's token positions are exact")
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(settings.generator_tokenizer)
+        tokenizer = AutoTokenizer.from_pretrained(config.tokenizer)
     except (OSError, ValueError) as exc:
-        raise ServerError(f"generator_tokenizer {settings.generator_tokenizer!r}: cannot load it ({exc})") from None
+        raise ServerError(f"generator_tokenizer {config.tokenizer!r}: cannot load it ({exc})") from None
     probe = tokenizer.apply_chat_template(PROBE_MESSAGES, tokenize=False, add_generation_prompt=True)
     ours = tokenizer(probe, add_special_tokens=False)["input_ids"]
     try:
@@ -378,8 +380,8 @@ def _local_tokenizer(settings: Settings, http: httpx.Client, served: ServedModel
     except (httpx.HTTPError, ValueError):
         theirs = None
     if theirs is not None and list(theirs) != list(ours):
-        raise ServerError(f"generator_tokenizer {settings.generator_tokenizer!r} tokenizes differently from "
+        raise ServerError(f"generator_tokenizer {config.tokenizer!r} tokenizes differently from "
                           f"{describe}: it is not the served model's tokenizer")
     checked = "checked against the server" if theirs is not None else "not checked: the server has no /tokenize"
-    log.info("counting tokens with %s (%s)", settings.generator_tokenizer, checked)
-    return tokenizer, f"local:{settings.generator_tokenizer}"
+    log.info("counting tokens with %s (%s)", config.tokenizer, checked)
+    return tokenizer, f"local:{config.tokenizer}"

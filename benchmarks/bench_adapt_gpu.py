@@ -119,14 +119,14 @@ results["train"] = {k: v for k, v in report.to_dict().items() if k not in ("nll_
 held = held_out_files(ADAPTER)
 
 # ---- 3. perplexity by position to EVAL_LEN -------------------------------------------------------------------
-base = Generator.load(settings.replace(quantized_decode=False))
+base = Generator.load(settings.replace(quantized_decode=False).generator_config())
 texts = [text for _, text in read_documents(held)]
 sequences = pack(texts, base.tokenizer, EVAL_LEN)[:EVAL_SEQUENCES]
 if not sequences:
     sys.exit(f"the held-out documents hold fewer than {EVAL_LEN:,} tokens: lower EVAL_LEN or raise HELD_OUT")
 nll = {"before": held_out_nll(base.model, sequences)}
 del base
-adapted = Generator.load(settings.replace(quantized_decode=False, generator_adapter=str(ADAPTER)))
+adapted = Generator.load(settings.replace(quantized_decode=False, generator_adapter=str(ADAPTER)).generator_config())
 nll["after"] = held_out_nll(adapted.model, sequences)
 del adapted
 

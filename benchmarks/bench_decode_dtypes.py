@@ -32,7 +32,7 @@ STEPS = 10
 PPL_TOKENS = 1024
 
 require_dev_data(DEV_CONTRACTS)
-gen = Generator.load(Settings.load(quantized_decode=False, kv_cache_dtype="float32"))
+gen = Generator.load(Settings.load(quantized_decode=False, kv_cache_dtype="float32").generator_config())
 text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(DEV_CONTRACTS.glob("*.txt"))[:3])
 body = gen.tokenizer(text, add_special_tokens=False)["input_ids"]
 
@@ -61,15 +61,15 @@ rows, reference = [], None
 STEP = "decode step"
 for label in ("float32", STEP, f"{STEP}, bfloat16 KV cache", "bfloat16", "int8 dynamic"):
     if label == STEP:
-        gen = Generator.load(Settings.load(kv_cache_dtype="float32"))
+        gen = Generator.load(Settings.load(kv_cache_dtype="float32").generator_config())
         label = f"{STEP}, {gen.info.decode_weights} weights"
     elif label == f"{STEP}, bfloat16 KV cache":
-        gen = Generator.load(Settings.load(kv_cache_dtype="bfloat16"))
+        gen = Generator.load(Settings.load(kv_cache_dtype="bfloat16").generator_config())
         label = f"{STEP}, {gen.info.decode_weights} weights, bfloat16 KV cache"
     elif label == "bfloat16":
-        gen = Generator.load(Settings.load(quantized_decode=False, dtype="bfloat16"))
+        gen = Generator.load(Settings.load(quantized_decode=False, dtype="bfloat16").generator_config())
     elif label == "int8 dynamic":
-        gen = Generator.load(Settings.load(quantized_decode=False, kv_cache_dtype="float32"))
+        gen = Generator.load(Settings.load(quantized_decode=False, kv_cache_dtype="float32").generator_config())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.ao quantization is deprecated; measured here to show why not
             from torch.ao.quantization import quantize_dynamic

@@ -38,9 +38,9 @@ SETTINGS = Settings.load()
 BASELINE, LLAMA_CPP = "transformers model.generate", "llama.cpp (Q4_1)"  # row names the ratios are taken against
 
 require_dev_data(DEV_CONTRACTS)
-gen = Generator.load(SETTINGS)
-gen_kv32 = Generator.load(SETTINGS.replace(kv_cache_dtype="float32"))
-gen_fp32 = Generator.load(SETTINGS.replace(quantized_decode=False, kv_cache_dtype="float32"))
+gen = Generator.load(SETTINGS.generator_config())
+gen_kv32 = Generator.load(SETTINGS.replace(kv_cache_dtype="float32").generator_config())
+gen_fp32 = Generator.load(SETTINGS.replace(quantized_decode=False, kv_cache_dtype="float32").generator_config())
 model, tokenizer = gen_fp32.model, gen_fp32.tokenizer  # untouched transformers model for the baseline
 contract = sorted(DEV_CONTRACTS.glob("*.txt"))[0]
 body = tokenizer(contract.read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"]

@@ -22,7 +22,7 @@ CONTEXTS = (2000, 8000, 16000)
 STEPS = 10
 
 require_dev_data(DEV_CONTRACTS)
-gen = Generator.load(Settings.load(kv_cache_dtype="float32"))  # both caches compared hold float32
+gen = Generator.load(Settings.load(kv_cache_dtype="float32").generator_config())  # both caches compared hold float32
 text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(DEV_CONTRACTS.glob("*.txt"))[:4])
 body = gen.tokenizer(text, add_special_tokens=False)["input_ids"]
 

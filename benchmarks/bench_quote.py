@@ -155,7 +155,8 @@ def ceiling(scored, gold, short_answer: str) -> tuple[bool, bool]:
 
 
 rows: dict[str, list[tuple[bool, bool, int]]] = {k: [] for k in (
-    *(("generated answer",) if not args.no_generation else ()), "evidence (top sentence)", "quote", "quote: sentence, not narrowed", *ABLATIONS)}
+    *(("generated answer",) if not args.no_generation else ()), "evidence (top sentence)", "quote",
+    "quote: sentence, not narrowed", *ABLATIONS)}
 rows["ceiling: the best sentence of the passages"] = []
 records = []
 for q in questions:

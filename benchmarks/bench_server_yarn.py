@@ -52,8 +52,8 @@ args = parser.parse_args()
 require_dev_data(TEXT)
 console = Console()
 
-gen = Generator.load(Settings.load())  # YaRN x4, the default
-linear = Generator.load(Settings.load(rope_scaling="linear"))
+gen = Generator.load(Settings.load().generator_config())  # YaRN x4, the default
+linear = Generator.load(Settings.load(rope_scaling="linear").generator_config())
 ids = gen.tokenizer(TEXT.read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"][:LENGTH]
 assert len(ids) == LENGTH, f"{TEXT.name} has only {len(ids)} tokens"
 positions = [s + (e - s) * i // args.per_segment for s, e in SEGMENTS for i in range(args.per_segment)]

@@ -52,7 +52,7 @@ args = parser.parse_args()
 console = Console()
 
 settings = Settings.load()
-source = Path(Generator.load(settings).model.name_or_path)  # the converted safetensors directory
+source = Path(Generator.load(settings.generator_config()).model.name_or_path)  # the converted safetensors directory
 work = Path(tempfile.mkdtemp(prefix="bench-vllm-"))
 model_dir = work / "smollm2-135m-yarn4"
 shutil.copytree(source, model_dir)

@@ -35,7 +35,7 @@ def pick_contract(tokens: int) -> tuple[Path, int]:
     from app.settings import Settings
 
     require_dev_data(DEV_CONTRACTS)
-    tokenizer = Generator.load(Settings.load()).tokenizer
+    tokenizer = Generator.load(Settings.load().generator_config()).tokenizer
     sizes = [(len(tokenizer(p.read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"]), p)
              for p in sorted(DEV_CONTRACTS.glob("*.txt"))]
     n, path = min(sizes, key=lambda s: abs(s[0] - tokens))

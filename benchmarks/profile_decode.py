@@ -20,7 +20,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--quantized-decode", default="true")
 args = parser.parse_args()
 require_dev_data(DEV_CONTRACTS)
-gen = Generator.load(Settings.load(quantized_decode=args.quantized_decode))
+gen = Generator.load(Settings.load(quantized_decode=args.quantized_decode).generator_config())
 text = sorted(DEV_CONTRACTS.glob("*.txt"))[0].read_text(encoding="utf-8")
 ids = gen.tokenizer(text, add_special_tokens=False)["input_ids"]
 

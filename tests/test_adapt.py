@@ -47,12 +47,12 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def base():
-    return Generator.load(Settings.load(kv_cache_dtype="float32", quantized_decode=False))
+    return Generator.load(Settings.load(kv_cache_dtype="float32", quantized_decode=False).generator_config())
 
 
 @pytest.fixture(scope="module")
 def adapted(trained):
-    return Generator.load(Settings.load(kv_cache_dtype="float32", generator_adapter=str(trained[0])))
+    return Generator.load(Settings.load(kv_cache_dtype="float32", generator_adapter=str(trained[0])).generator_config())
 
 
 def test_documents_are_split_whole_and_the_adapter_is_written(trained):
@@ -147,6 +147,6 @@ def test_bad_adapt_input_is_one_line_and_no_traceback(tmp_path):
     not_adapter = runner.invoke(app, ["ppl", "--adapter", str(tmp_path)])
     assert not_adapter.exit_code == 1 and "not a LoRA adapter" in not_adapter.output
     with pytest.raises(LongDocError, match="not a LoRA adapter"):
-        Generator.load(Settings.load(generator_adapter=str(tmp_path)))
+        Generator.load(Settings.load(generator_adapter=str(tmp_path)).generator_config())
     with pytest.raises(SettingsError, match="generator_adapter"):
         Settings.load(generator="http://127.0.0.1:9/v1", generator_adapter=str(tmp_path))

@@ -8,7 +8,7 @@ from app.settings import Settings
 
 def decoder(n: int) -> Generator:
     gen = Generator.__new__(Generator)  # only the decoding rule is under test: no model needed
-    gen.settings = Settings(no_repeat_ngram=n)
+    gen.config = Settings(no_repeat_ngram=n).generator_config()
     return gen
 
 

@@ -30,12 +30,12 @@ TEXT = (
 
 @pytest.fixture(scope="module")
 def fp32():
-    return Generator.load(Settings.load(quantized_decode=False, kv_cache_dtype="float32"))
+    return Generator.load(Settings.load(quantized_decode=False, kv_cache_dtype="float32").generator_config())
 
 
 @pytest.fixture(scope="module")
 def quantized():
-    return Generator.load(Settings.load(kv_cache_dtype="float32"))
+    return Generator.load(Settings.load(kv_cache_dtype="float32").generator_config())
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +208,7 @@ def test_decode_step_writes_the_cache_the_forward_reads(quantized, fp32, tokens)
 
 
 def test_bfloat16_kv_cache_stores_half_the_bytes_and_predicts_like_float32(fp32, tokens):
-    bf16 = Generator.load(Settings.load(quantized_decode=False, kv_cache_dtype="bfloat16"))
+    bf16 = Generator.load(Settings.load(quantized_decode=False, kv_cache_dtype="bfloat16").generator_config())
     assert (bf16.kv_dtype, bf16.info.kv_cache_dtype, bf16.info.attn_implementation) == (torch.bfloat16, "bfloat16", "sdpa")
     assert fp32.info.kv_cache_dtype == "float32"
     ids = tokens[:200]
@@ -225,7 +225,8 @@ def test_bfloat16_kv_cache_stores_half_the_bytes_and_predicts_like_float32(fp32,
 
 
 def test_decode_step_over_a_bfloat16_cache_predicts_like_float32(fp32, tokens):
-    gen = Generator.load(Settings.load(kv_cache_dtype="bfloat16"))  # the default on a CPU with bfloat16 arithmetic
+    # the default on a CPU with bfloat16 arithmetic
+    gen = Generator.load(Settings.load(kv_cache_dtype="bfloat16").generator_config())
     assert gen.decode_step is not None
     ids = tokens[:200]
     a, b = _teacher_forced(gen, ids, 40), _teacher_forced(fp32, ids, 40)
@@ -249,7 +250,7 @@ def test_auto_kv_cache_dtype_is_bfloat16_only_for_a_float32_cpu_model_with_bfloa
 
 def test_a_model_that_cannot_switch_attention_keeps_a_float32_cache(monkeypatch, caplog):
     monkeypatch.setattr(generator_module, "use_cast_query_attention", lambda model: False)
-    gen = Generator.load(Settings.load(quantized_decode=False, kv_cache_dtype="bfloat16"))
+    gen = Generator.load(Settings.load(quantized_decode=False, kv_cache_dtype="bfloat16").generator_config())
     assert gen.kv_dtype == torch.float32 and gen.info.kv_cache_dtype == "float32"
     assert "cannot keep its KV cache in torch.bfloat16" in caplog.text
     assert gen._new_cache().layers[0].storage_dtype is torch.float32

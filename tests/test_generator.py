@@ -39,10 +39,10 @@ def loads(tmp_path_factory):
     logger = logging.getLogger("app.llm.generator")
     logger.addHandler(handler)
     try:
-        cold = Generator.load(settings)
+        cold = Generator.load(settings.generator_config())
         cold_logs = [r.getMessage() for r in records]
         records.clear()
-        cached = Generator.load(settings)
+        cached = Generator.load(settings.generator_config())
         cached_logs = [r.getMessage() for r in records]
     finally:
         logger.removeHandler(handler)
@@ -82,7 +82,7 @@ def test_stream_pieces_join_to_the_generated_text(gen):
 
 
 def test_too_long_prompt_raises_instead_of_truncating(gen):
-    room = gen.context_window - gen.settings.max_new_tokens
+    room = gen.context_window - gen.config.max_new_tokens
     with pytest.raises(PromptTooLong, match=f"only {room} fit"):
         gen.generate([1] * (room + 1))
 
@@ -91,7 +91,7 @@ def test_prefix_cache_reuse_answers_like_the_full_prompt(gen):
     """Reused or not, the cache holds the same keys and values, up to float32 rounding: the prompt is split into
     other chunks. A bfloat16 cache would round those differences up to its own step, enough to part two greedy
     paths at a near-tie, so this compares exactly with a float32 cache."""
-    gen = Generator.load(gen.settings.replace(kv_cache_dtype="float32"))
+    gen = Generator.load(gen.config.replace(kv_cache_dtype="float32"))
     prefix = gen.prefill(gen.chat_ids(SYSTEM, DOCUMENT))
     held = prefix.cache.get_seq_length()
     for question in ("Which law governs the agreement?", "How much does the Customer pay each month?"):

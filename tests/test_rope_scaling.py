@@ -104,7 +104,7 @@ def test_embedded_model_loads_with_the_requested_scaling_active(scaling, window,
     from app.llm.generator import Generator
     from app.settings import Settings
 
-    gen = Generator.load(Settings.load(rope_scaling=scaling))
+    gen = Generator.load(Settings.load(rope_scaling=scaling).generator_config())
     rotary = gen.model.model.rotary_emb
     assert gen.context_window == window
     assert rotary.attention_scaling == pytest.approx(scale, abs=1e-4)

@@ -201,7 +201,7 @@ def test_budget_is_the_servers_window_and_a_prompt_over_it_is_refused_in_one_lin
 def test_errors_are_one_line_each(tmp_path, server, index):
     def connect(**overrides):
         with pytest.raises(ServerError) as caught:
-            ServerGenerator.connect(Settings.load(index_dir=index, **overrides))
+            ServerGenerator.connect(Settings.load(index_dir=index, **overrides).generator_config())
         message = str(caught.value)
         assert "\n" not in message and "Traceback" not in message
         return message

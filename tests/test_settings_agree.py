@@ -44,3 +44,23 @@ def test_a_choice_setting_takes_its_choices_and_refuses_others(name):
         s.Settings(index_dir="unused", cache_dir="unused", **{name: value})
     with pytest.raises(s.SettingsError, match=rf"^{name}='no-such-choice' is not one of {', '.join(allowed)}$"):
         s.Settings(index_dir="unused", cache_dir="unused", **{name: "no-such-choice"})
+
+
+def test_the_model_runtime_is_told_only_the_generators_settings():
+    """app.llm takes a GeneratorConfig, not Settings: loading its modules imports no settings, and every field of
+    the config carries the setting of its name (or of the name its comment gives) unchanged."""
+    import subprocess
+    import sys
+
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, app.llm.generator, app.llm.server_generator, app.llm.perplexity; "
+                               "print('app.settings' in sys.modules)"], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "False"
+    renamed = {"source": "generator", "adapter": "generator_adapter", "served_model": "generator_model",
+               "tokenizer": "generator_tokenizer", "timeout_s": "generator_timeout_s"}
+    settings = s.Settings.load(generator="http://127.0.0.1:1/v1", rope_factor=2.0, temperature=0.7,
+                               generator_model="m", generator_tokenizer="t", api_key="sk-secret", max_new_tokens=7)
+    config = settings.generator_config()
+    for f in dataclasses.fields(config):
+        assert getattr(config, f.name) == getattr(settings, renamed.get(f.name, f.name)), f.name
+    assert config.is_server and "sk-secret" not in repr(config)

@@ -78,7 +78,8 @@ _NAMES_ORGANISATION = re.compile(
     r"|ag|s\.a|n\.a|b\.v|n\.v|pte|trust|bank|bancorp)\b(?![-'])"
     r"|\b[A-Z][\w.&'-]*,?\s+\((?i:the\s+|this\s+|hereinafter(?:\s+referred\s+to\s+as)?\s+)?[\"“][A-Z]")
 # a term the document defines: '(the "Effective Date")', '("Initial Term")', '"Commencement Date" means'
-_DEFINES = re.compile(r"\(\s*(?:the\s+|this\s+|an?\s+|hereinafter(?:\s+referred\s+to\s+as)?\s+)?[\"“]([^\"”]{2,60})[\"”]"
+_DEFINES = re.compile(r"\(\s*(?:the\s+|this\s+|an?\s+|hereinafter(?:\s+referred\s+to\s+as)?\s+)?"
+                      r"[\"“]([^\"”]{2,60})[\"”]"
                       r"|[\"“]([^\"”]{2,60})[\"”]\s+(?:means|shall\s+mean)\b", re.IGNORECASE)
 _ASKS_DURATION = re.compile(r"\bhow long\b|\bhow much notice\b|\bhow many (?:days|months|years)\b|\bperiod\b"
                             r"|\bfor how long\b", re.IGNORECASE)
@@ -152,7 +153,7 @@ def answer_type_bonus(question: str, sentence: str) -> float:
         ends = bool(_ASKS_END.search(question))
         found = 1.0 if dates(sentence) or (ends and _DURATION.search(sentence)) else 0.0
         if not found and _YEAR.search(sentence):
-            found = 0.5  # a date left blank or mangled in the filing: "the [ ] day of [ ], 2020", "19t h day of March, 2020"
+            found = 0.5  # a date left blank or mangled: "the [ ] day of [ ], 2020", "19t h day of March, 2020"
         lasts = ends and _STATES_TERM.search(sentence)  # "shall continue in full force and effect for ..."
         return ANSWER_TYPE_BONUS * (found + bool(lasts))
     return 0.0
@@ -282,7 +283,8 @@ def _under_heading(candidates: list, heading: int) -> tuple[Passage, tuple[int, 
     one passage; the sentence alone when it opens the next retrieved passage (the text between two passages is
     not at hand); the heading alone when the sentence under it was not retrieved."""
     passage, (start, end, text) = candidates[heading]
-    after = [(s[0], i) for i, (p, s) in enumerate(candidates) if p.doc == passage.doc and end <= s[0] < end + HEADING_GAP]
+    after = [(s[0], i) for i, (p, s) in enumerate(candidates)
+             if p.doc == passage.doc and end <= s[0] < end + HEADING_GAP]
     if not after:
         return passage, (start, end, text), heading
     nearest = min(after)[1]

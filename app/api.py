@@ -13,9 +13,9 @@ from app.conversation import Conversation
 from app.errors import DocumentNotFound, LongDocError
 from app.sections import SectionProgress
 from app.settings import Settings
-from index.embedder import Embedder
 from index.base import DocumentInfo, LibraryMeta
 from index.copy import CopyReport, copy_library
+from index.embedder import Embedder
 from index.stores import open_store, recorded_meta
 from ingest.types import IngestError, ReadOptions
 
@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
     from app.adapt import AdaptReport
     from app.engine import QueryEngine
-    from app.llm.generator import Generator
     from app.ingestion import IngestReport
+    from app.llm.generator import Generator
     from ingest.chunkers import Chunker
 
 log = logging.getLogger(__name__)

@@ -348,7 +348,8 @@ def serve(
 ) -> None:
     """Serve a GGUF through llama.cpp's own server with YaRN, on 127.0.0.1: an OpenAI-compatible generator."""
     from app.llm.generator import embedded_gguf
-    from app.llm.llama_server import ServerConfig, native_window as gguf_window, run_until_signalled
+    from app.llm.llama_server import ServerConfig, run_until_signalled
+    from app.llm.llama_server import native_window as gguf_window
 
     path = gguf or embedded_gguf()
     if not path.is_file():

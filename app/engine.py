@@ -28,10 +28,10 @@ from app.reorder import REORDERERS
 from app.sections import SectionProgress, asks_summary, asks_whole_document, combine_plan, read_sections
 from app.settings import MODES, REORDER_CHOICES, Settings
 from app.support import check_support
+from index.base import DocumentInfo, VectorStore
 from index.embedder import Embedder
 from index.rerank import Reranker, RerankerError
 from index.retrieval import RetrievedChunk, retrieve
-from index.base import DocumentInfo, VectorStore
 from ingest.layout import TextLayout
 from ingest.types import Chunk
 

@@ -26,8 +26,8 @@ def user_errors() -> tuple[type[Exception], ...]:
     """
     from app.llm.rope import RopeError
     from app.settings import SettingsError
-    from index.embedder import EmbedderError
     from index.base import StoreError
+    from index.embedder import EmbedderError
     from ingest.types import IngestError
 
     return (LongDocError, SettingsError, RopeError, StoreError, EmbedderError, IngestError)

@@ -17,8 +17,8 @@ from typing import Callable, Iterable
 
 from tqdm.auto import tqdm
 
-from index.embedder import Embedder
 from index.base import DocumentInfo, StoreError, VectorStore
+from index.embedder import Embedder
 from ingest import IngestError
 from ingest.chunkers import Chunker
 from ingest.loaders import load_document, reading_signature

@@ -19,13 +19,13 @@ All rows use the engine's growing KV cache, in float32 unless the row says other
 import warnings
 
 import torch
+from decode_steps import decode_step_ms
 from rich.console import Console
 from rich.table import Table
 
 from app.evals.datasets import DEV_CONTRACTS, require_dev_data
 from app.llm.generator import Generator
 from app.settings import Settings
-from decode_steps import decode_step_ms
 
 CONTEXTS = (16, 2000, 8000)
 STEPS = 10

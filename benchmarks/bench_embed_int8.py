@@ -29,9 +29,9 @@ from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
 
 from app.evals.datasets import CUAD_DIR, load_cuad, require_dev_data
 from app.settings import Settings
+from index.embedder import Embedder
 from ingest.chunkers import make_chunker
 from ingest.loaders.text import text_document
-from index.embedder import Embedder
 
 DOCS = int(os.environ.get("BENCH_CUAD_DOCS", 10))
 TOP = 5

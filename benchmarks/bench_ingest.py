@@ -57,8 +57,17 @@ from rich.table import Table
 from tqdm.auto import tqdm
 
 from app.api import LongDocQA
-from app.evals.datasets import (CUAD_DIR, ECTSUM_DIR, QMSUM_FILE, CollapsedText, EvalSet, load_cuad, load_ectsum,
-                                load_qmsum, require_dev_data)
+from app.evals.datasets import (
+    CUAD_DIR,
+    ECTSUM_DIR,
+    QMSUM_FILE,
+    CollapsedText,
+    EvalSet,
+    load_cuad,
+    load_ectsum,
+    load_qmsum,
+    require_dev_data,
+)
 from app.evals.recall import (
     BUDGET_TOKENS,
     DEPTH,

@@ -198,7 +198,7 @@ for size in SIZES:
     old_one_p50 = p50_ms(lambda q: bm25s_search(bm25, q, TOP_K, lo, hi))
     new_one_p50 = p50_ms(lambda q: index.search(q, TOP_K, f"doc{one}"))
     terms = index.vocabulary_size
-    del bm25, index
+    bm25 = index = None  # freed before the next size is built
 
     old_held, old_peak = memory_mib(lambda: bm25s_build(texts_after))
     new_held, new_peak = memory_mib(lambda: keyword_index(docs))

@@ -8,6 +8,7 @@ Run: HF_HUB_OFFLINE=1 python benchmarks/bench_kv_cache.py
 """
 
 import torch
+from decode_steps import decode_step_ms
 from rich.console import Console
 from rich.table import Table
 from transformers import DynamicCache
@@ -16,7 +17,6 @@ from app.evals.datasets import DEV_CONTRACTS, require_dev_data
 from app.llm.generator import Generator
 from app.llm.kv_cache import growing_cache
 from app.settings import Settings
-from decode_steps import decode_step_ms
 
 CONTEXTS = (2000, 8000, 16000)
 STEPS = 10

@@ -34,8 +34,17 @@ from rich.table import Table
 from tqdm import tqdm
 
 from app import LongDocQA
-from app.evals.datasets import (CUAD_DIR, ECTSUM_DIR, QMSUM_FILE, EvalQuestion, EvalSet, load_cuad, load_ectsum,
-                                load_qmsum, require_dev_data)
+from app.evals.datasets import (
+    CUAD_DIR,
+    ECTSUM_DIR,
+    QMSUM_FILE,
+    EvalQuestion,
+    EvalSet,
+    load_cuad,
+    load_ectsum,
+    load_qmsum,
+    require_dev_data,
+)
 from app.evals.recall import BUDGET_TOKENS, DEPTH, Ranking, budget_for, score_question, summarise, write_documents
 from index.retrieval import reciprocal_rank_fusion
 

@@ -92,8 +92,8 @@ from pymilvus import DataType, Function, FunctionType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from index.base import (
-    DocumentInfo,
     MAX_NAME_BYTES,
+    DocumentInfo,
     LibraryMeta,
     StoreError,
     VectorStore,

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from index.embedder import Embedder
 from index.base import VectorStore
+from index.embedder import Embedder
 from ingest.types import Chunk
 
 RRF_K = 60  # Cormack, Clarke & Buettcher (SIGIR 2009): damps the weight of the very top ranks

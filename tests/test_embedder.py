@@ -7,10 +7,10 @@ import os
 import numpy as np
 import pytest
 
-from index.embedder import Embedder, EmbedderError
-from index.retrieval import retrieve
 from index.base import DocumentInfo, LibraryMeta
+from index.embedder import Embedder, EmbedderError
 from index.faiss_store import FaissStore
+from index.retrieval import retrieve
 from ingest.types import Chunk
 
 PACKAGED = "embedded:all-MiniLM-L6-v2"

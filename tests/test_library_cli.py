@@ -151,11 +151,12 @@ def test_a_file_the_library_cannot_name_is_skipped_and_the_rest_go_in(library, t
 
 
 def test_index_copy_brings_names_the_target_lacks(tmp_path: Path) -> None:
+    from test_store import CONTRACT as PARAGRAPHS
+    from test_store import add
+
     from index.base import LibraryMeta
     from index.copy import copy_library
     from index.faiss_store import FaissStore
-    from test_store import CONTRACT as PARAGRAPHS
-    from test_store import add
 
     meta = LibraryMeta("fake:8", 8)
     source, target = FaissStore.open(tmp_path / "a", meta), FaissStore.open(tmp_path / "b", meta)

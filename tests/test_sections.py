@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
 
 from app import LongDocQA
 from app.answer import Answer
@@ -17,6 +16,7 @@ from app.sections import (
     asks_whole_document,
     split_sections,
 )
+from conftest import FIXTURES
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACTS = FIXTURES / "cuad_dev" / "contracts"

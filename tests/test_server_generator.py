@@ -18,8 +18,8 @@ from app.batch import Question
 from app.errors import PromptTooLong
 from app.llm.generator import embedded_gguf
 from app.llm.llama_server import ServerConfig, start_server, stop_server
-from app.prompt import SYSTEM_PROMPT, passage_header, render_user_message
 from app.llm.server_generator import ServerError, ServerGenerator, char_offsets
+from app.prompt import SYSTEM_PROMPT, passage_header, render_user_message
 from app.settings import Settings
 
 pytestmark = pytest.mark.slow  # each test loads the generator: in a llama.cpp server, or here in process

@@ -19,10 +19,10 @@ import pytest
 
 from index.base import DocumentInfo, LibraryMeta, StoreError, VectorStore
 from index.copy import copy_library
-from ingest.layout import TextLayout
 from index.faiss_store import FaissStore
 from index.retrieval import reciprocal_rank_fusion
 from index.stores import open_store
+from ingest.layout import TextLayout
 from ingest.types import Chunk
 
 DIM = 8

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from app.api import LongDocQA
 from app.answer import ModelInfo
+from app.api import LongDocQA
 from app.conversation import Conversation
 from app.errors import LongDocError
 from app.ingestion import IngestReport

@@ -82,8 +82,7 @@ def niah(
     """Needle in a haystack: a planted fact at each depth of documents of each length, rag (each reorder
     strategy) beside full_document (yarn and no RoPE scaling); a table, JSON and one heatmap per mode."""
     from app.errors import LongDocError
-    from app.evals.niah import (FULL_DEPTHS, FULL_LENGTHS, QUICK_DEPTHS, QUICK_LENGTHS, SCALINGS, parse_sizes,
-                                run_niah)
+    from app.evals.niah import FULL_DEPTHS, FULL_LENGTHS, QUICK_DEPTHS, QUICK_LENGTHS, SCALINGS, parse_sizes, run_niah
     from app.reorder import REORDERERS
 
     try:

@@ -45,7 +45,7 @@ import torch
 
 from app.errors import LongDocError
 from app.llm.config import GeneratorConfig
-from app.settings import Settings
+from app.settings import BOUNDS, Settings
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +85,11 @@ class AdaptConfig:
         return config
 
     def validate(self) -> None:
-        for name in ("seq_len", "steps", "lora_rank", "eval_sequences", "checkpoint_every"):
-            if getattr(self, name) <= 0:
-                raise LongDocError(f"adapt {name} must be positive, got {getattr(self, name)}")
-        if self.seq_len < 16:
-            raise LongDocError(f"adapt seq_len must be at least 16 tokens, got {self.seq_len}")
-        if self.learning_rate <= 0:
-            raise LongDocError(f"adapt learning_rate must be positive, got {self.learning_rate}")
-        if not 0 <= self.held_out < 1:
-            raise LongDocError(f"adapt held_out is a fraction of the documents in [0, 1), got {self.held_out}")
+        """Each value within the bounds of its `adapt_*` setting (`app.settings.BOUNDS`), overrides too."""
+        for name in self.__dataclass_fields__:
+            bound, value = BOUNDS[f"adapt_{name}"], getattr(self, name)
+            if not bound.admits(value):
+                raise LongDocError(f"adapt {name} {bound.describe()}, got {value}")
 
 
 @dataclass

@@ -49,6 +49,72 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+@dataclass(frozen=True)
+class Bound:
+    """The values a number setting may take: from `low` to `high` (either side open when so marked)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def admits(self, value: float) -> bool:
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def describe(self) -> str:
+        if (self.low, self.low_open, self.high) == (0, True, None):
+            return "must be positive"
+        if self.low is not None and self.high is not None and not (self.low_open or self.high_open):
+            return f"must be from {self.low:g} to {self.high:g}"
+        sides = [f"{'above' if self.low_open else 'at least'} {self.low:g}"] if self.low is not None else []
+        sides += [f"{'below' if self.high_open else 'at most'} {self.high:g}"] if self.high is not None else []
+        return "must be " + " and ".join(sides)
+
+
+POSITIVE = Bound(0, low_open=True)
+# Every number setting and the values it may take: `Settings.validate` refuses anything else, and
+# tests/test_settings_agree.py checks that no number setting is missing here. Relations between two settings
+# (an overlap below its window) are checked in `validate` itself.
+BOUNDS: dict[str, Bound] = {
+    "embed_batch_size": POSITIVE,
+    "generator_timeout_s": POSITIVE,
+    "generator_concurrency": POSITIVE,
+    "rope_factor": Bound(1.0),
+    "original_max_position": Bound(0),  # 0: the model's own
+    "chunk_max_tokens": POSITIVE,
+    "chunk_min_tokens": Bound(0),
+    "fixed_chunk_tokens": POSITIVE,
+    "fixed_chunk_overlap": Bound(0),
+    "semantic_breakpoint_percentile": Bound(0, 100),
+    "pin_min_similarity": Bound(-1, 1),  # a cosine
+    "top_k": POSITIVE,
+    "rerank_candidates": POSITIVE,
+    "auto_full_document_max_tokens": Bound(0),  # 0: never read a document whole on its own
+    "sections_tokens": POSITIVE,
+    "section_note_tokens": POSITIVE,
+    "sections_answer_tokens": POSITIVE,
+    "min_relevance": Bound(0),  # 0 never abstains; above 1 always does
+    "max_new_tokens": POSITIVE,
+    "temperature": Bound(0),
+    "top_p": Bound(0, 1, low_open=True),
+    "no_repeat_ngram": Bound(0),  # and not 1 (validate): a 1-gram ban forbids repeating any token
+    "adapt_seq_len": Bound(16),
+    "adapt_steps": POSITIVE,
+    "adapt_lora_rank": POSITIVE,
+    "adapt_learning_rate": POSITIVE,
+    "adapt_held_out": Bound(0, 1, high_open=True),  # a fraction of the documents
+    "adapt_eval_sequences": POSITIVE,
+    "adapt_checkpoint_every": POSITIVE,
+    "ocr_dpi": POSITIVE,
+    "ocr_timeout_s": POSITIVE,
+    "ocr_min_confidence": Bound(0, 100),
+    "max_file_mb": POSITIVE,
+    "max_pdf_pages": POSITIVE,
+}
+
+
 class SettingsError(ValueError):
     """A setting has a value the tool cannot use; the message says which and what is allowed."""
 
@@ -215,29 +281,21 @@ class Settings:
             backend_kind(self.vector_store)
         except StoreError as exc:
             raise SettingsError(str(exc)) from None
-        positive = ("embed_batch_size", "chunk_max_tokens", "fixed_chunk_tokens", "top_k", "max_new_tokens",
-                "generator_timeout_s", "generator_concurrency", "rerank_candidates", "ocr_dpi", "ocr_timeout_s",
-                "max_pdf_pages", "sections_tokens",
-                "section_note_tokens", "sections_answer_tokens")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise SettingsError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.no_repeat_ngram < 0 or self.no_repeat_ngram == 1:
-            raise SettingsError(f"no_repeat_ngram must be 0 (off) or at least 2, got {self.no_repeat_ngram}")
+        for name, bound in BOUNDS.items():
+            if not bound.admits(getattr(self, name)):
+                raise SettingsError(f"{name} {bound.describe()}, got {getattr(self, name)}")
+        if self.no_repeat_ngram == 1:
+            raise SettingsError("no_repeat_ngram must be 0 (off) or at least 2, got 1")
         if self.generator_adapter and self.generator_is_server:
             raise SettingsError("generator_adapter applies to a model loaded in this process, not to a server's "
                                 f"({self.generator}): merge it into the served weights, or unset it")
-        if not 0 <= self.ocr_min_confidence <= 100:
-            raise SettingsError(f"ocr_min_confidence is a confidence from 0 to 100, got {self.ocr_min_confidence}")
-        if self.rope_factor < 1.0:
-            raise SettingsError(f"rope_factor must be at least 1.0, got {self.rope_factor}")
-        if not 0 <= self.fixed_chunk_overlap < self.fixed_chunk_tokens:
+        if self.fixed_chunk_overlap >= self.fixed_chunk_tokens:
             raise SettingsError(
                 f"fixed_chunk_overlap ({self.fixed_chunk_overlap}) must be smaller than "
                 f"fixed_chunk_tokens ({self.fixed_chunk_tokens})"
             )
-        if not 0 <= self.chunk_min_tokens < self.chunk_max_tokens:
-            raise SettingsError("chunk_min_tokens must be at least 0 and below chunk_max_tokens")
+        if self.chunk_min_tokens >= self.chunk_max_tokens:
+            raise SettingsError("chunk_min_tokens must be below chunk_max_tokens")
 
     def replace(self, **overrides: Any) -> "Settings":
         """A copy with some values changed, checked like the original."""

@@ -64,3 +64,15 @@ def test_the_model_runtime_is_told_only_the_generators_settings():
     for f in dataclasses.fields(config):
         assert getattr(config, f.name) == getattr(settings, renamed.get(f.name, f.name)), f.name
     assert config.is_server and "sk-secret" not in repr(config)
+
+
+def test_every_number_setting_has_its_bounds_and_they_are_enforced():
+    numbers = {f.name for f in dataclasses.fields(s.Settings) if f.type in ("int", "float")}
+    assert numbers == set(s.BOUNDS)
+    defaults = s.Settings.load(config_file=None, env={})
+    for name, bound in s.BOUNDS.items():
+        assert bound.admits(getattr(defaults, name)), name  # every default within its own bounds
+        if bound.low is not None:
+            outside = bound.low if bound.low_open else bound.low - 1
+            with pytest.raises(s.SettingsError, match=f"{name} must be"):
+                defaults.replace(**{name: outside}).validate()

@@ -159,7 +159,7 @@ def answer_type_bonus(question: str, sentence: str) -> float:
     return 0.0
 
 
-def defines_asked_term(question: str, sentence: str) -> float:
+def defined_term_bonus(question: str, sentence: str) -> float:
     """ANSWER_TYPE_BONUS when the sentence defines a term made of the question's own words: the contract's
     answer to "when does it become effective" is where "Effective Date" is defined ('made as of May 22, 2000
     (the "Effective Date")'), not the clauses that only use it ("effective as of the Effective Date")."""
@@ -262,7 +262,7 @@ def find_quote(scored: ScoredSentences, question: str, answer: str, narrow: bool
     in_name = {p.doc: rarest * len(asked & {t.key for t in terms(re.sub(r"[_.]+", " ", Path(p.doc).stem))})
                for p, _ in candidates}
     scores = [weight(wanted_question, keys) + SIMILARITY_WEIGHT * float(sim) + answer_type_bonus(question, s[2])
-              + defines_asked_term(question, s[2]) + in_name[p.doc]
+              + defined_term_bonus(question, s[2]) + in_name[p.doc]
               for (p, s), keys, sim in zip(candidates, sentence_terms, scored.similarity)]
     best = int(np.argmax(scores))
     passage, (start, end, text) = candidates[best]

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import platformdirs
 
-from app.llm.config import EMBEDDED_GENERATOR, GeneratorConfig
+from app.llm.config import EMBEDDED_GENERATOR, GeneratorConfig, is_server_url
 from index.base import StoreError
 from index.stores import backend_kind, redact
 
@@ -305,7 +305,7 @@ class Settings:
     @property
     def generator_is_server(self) -> bool:
         """Whether `generator` names an OpenAI-compatible server rather than a model to load in this process."""
-        return self.generator_config().is_server
+        return is_server_url(self.generator)
 
     def generator_config(self) -> GeneratorConfig:
         """What the model runtime (`app.llm`) is told: the generator's settings and no others."""

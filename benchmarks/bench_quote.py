@@ -123,6 +123,9 @@ answers = {q.id: retrieved_only(q) for q in questions} if args.no_generation els
 seconds = time.perf_counter() - started
 
 
+ANSWER_TYPE_BONUS_RULE = app.quote.answer_type_bonus
+
+
 def _old_parties_rule(question: str, sentence: str) -> float:
     """The parties bonus for any sentence saying "between", as before parties had to be named."""
     if app.quote._ASKS_PARTIES.search(question):
@@ -130,11 +133,10 @@ def _old_parties_rule(question: str, sentence: str) -> float:
     return ANSWER_TYPE_BONUS_RULE(question, sentence)
 
 
-ANSWER_TYPE_BONUS_RULE = app.quote.answer_type_bonus
 # each rule for contracts, left out by patching app.quote for one find_quote call
 ABLATIONS = {
     "quote without: parties must be named": {"answer_type_bonus": _old_parties_rule},
-    "quote without: the defined term": {"defines_asked_term": lambda question, sentence: 0.0},
+    "quote without: the defined term": {"defined_term_bonus": lambda question, sentence: 0.0},
     "quote without: heading with its sentence": {"is_heading": lambda text: False},
     "quote without: a year alone as half a date": {"_YEAR": re.compile(r"(?!)")},
 } if args.ablate else {}

@@ -4,7 +4,7 @@ import pytest
 
 from app.answer import Passage
 from app.evidence import score_sentences, select_evidence, sentences_with_offsets
-from app.quote import dates, defines_asked_term, find_quote
+from app.quote import dates, defined_term_bonus, find_quote
 from app.settings import EMBEDDED_EMBEDDER
 from index.embedder import Embedder
 
@@ -128,9 +128,9 @@ def test_a_date_the_question_names_is_quoted_from_where_it_is_defined_not_where_
     quote = quote_for(embedder, question, [whole("w.txt", text)])
     assert "May 22, 2000" in quote.text
     defining, using = text.split(" Notices")[0], text[text.index("This Agreement will"):]
-    assert defines_asked_term(question, defining) > 0 == defines_asked_term(question, using)
-    assert defines_asked_term("When does the initial term expire?", 'for three years (the "Initial Term").') > 0
-    assert defines_asked_term("When does the initial term expire?", 'the "Renewal Term" means one year') == 0
+    assert defined_term_bonus(question, defining) > 0 == defined_term_bonus(question, using)
+    assert defined_term_bonus("When does the initial term expire?", 'for three years (the "Initial Term").') > 0
+    assert defined_term_bonus("When does the initial term expire?", 'the "Renewal Term" means one year') == 0
 
 
 def test_a_date_left_blank_in_the_filing_still_counts_as_the_date_by_its_year(embedder):

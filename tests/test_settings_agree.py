@@ -76,3 +76,21 @@ def test_every_number_setting_has_its_bounds_and_they_are_enforced():
             outside = bound.low if bound.low_open else bound.low - 1
             with pytest.raises(s.SettingsError, match=f"{name} must be"):
                 defaults.replace(**{name: outside}).validate()
+
+
+def test_every_setting_is_described_and_longdoc_settings_prints_it(monkeypatch):
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    described = s.Settings.described()
+    assert list(described) == [f.name for f in dataclasses.fields(s.Settings)]
+    assert all(len(text) > 10 for text, _, _ in described.values()), "a setting without a description"
+    monkeypatch.setenv("LONGDOC_TOP_K", "8")
+    monkeypatch.setenv("COLUMNS", "200")
+    result = CliRunner().invoke(app, ["settings", "top_k", "rope_scaling"])
+    assert result.exit_code == 0, result.output
+    assert "passages retrieved for a question" in result.output and "(default 5)" in result.output
+    assert "one of yarn, linear, dynamic, none" in result.output and "min_relevance" not in result.output
+    refused = CliRunner().invoke(app, ["settings", "top-k"])
+    assert refused.exit_code == 1 and "unknown setting(s) top-k" in refused.output

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
-from app.answer import Answer, ModelInfo
+from app.answer import Answer, ModelInfo, Passage
 from app.batch import Question, answer_all, group_by_doc
 from app.conversation import Conversation
 from app.errors import DocumentNotFound, LongDocError
@@ -205,6 +205,19 @@ class LongDocQA:
             return copy_library(self.store, target, show_progress=show_progress)
         finally:
             target.close()
+
+    def retrieve(self, question: str, doc: str | None = None, top_k: int | None = None,
+                 **overrides: Any) -> list[Passage]:
+        """The passages `ask` would put in the prompt, best first, without generating: each with its document,
+        exact offsets, rank and cosine similarity to the question.
+
+        Args:
+            doc: restrict retrieval to one ingested document (name or id).
+            top_k: passages to return (default: the `top_k` setting).
+            **overrides: retrieval settings for this call, e.g. `retriever="dense"`, `pin_opening="never"`.
+        """
+        return self.engine.retrieve(question, doc=doc, top_k=top_k,
+                                    settings=self.settings.replace(**overrides) if overrides else None)
 
     def model_info(self) -> ModelInfo:
         """The generator's name, RoPE scaling, effective window and attention; loads the model if needed."""

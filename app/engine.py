@@ -113,15 +113,14 @@ class QueryEngine:
                 self._generator = self._load_generator()
         return self._generator
 
-    @property
-    def reranker(self) -> Reranker | None:
-        """The cross-encoder of `settings.reranker`, loaded on first use; None when reranking is off."""
-        if not self.settings.reranker:
+    def _load_reranker(self, name: str) -> Reranker | None:
+        """The cross-encoder `name` (a `reranker` setting), loaded on first use; None when reranking is off."""
+        if not name:
             return None
         with self._loading:
-            if self._reranker is None or self._reranker.name != self.settings.reranker:
+            if self._reranker is None or self._reranker.name != name:
                 try:
-                    self._reranker = Reranker.load(self.settings.reranker)
+                    self._reranker = Reranker.load(name)
                 except RerankerError as exc:
                     raise LongDocError(str(exc)) from None
         return self._reranker
@@ -135,25 +134,27 @@ class QueryEngine:
             raise DocumentNotFound(f"no ingested document named {doc!r} (ingested: {names})")
         return info
 
-    def retrieve(self, question: str, doc: str | None = None, top_k: int | None = None) -> list[Passage]:
+    def retrieve(self, question: str, doc: str | None = None, top_k: int | None = None,
+                 settings: Settings | None = None) -> list[Passage]:
         """The top-k passages, best first (by the reranker when there is one), each with its rank and cosine
-        similarity to the question."""
+        similarity to the question. `settings`: other retrieval settings for this call (default: the engine's)."""
+        s = settings or self.settings
         info = self.resolve_doc(doc)
-        k = top_k or self.settings.top_k
-        reranker = self.reranker
+        k = top_k or s.top_k
+        reranker = self._load_reranker(s.reranker)
         hits = retrieve(
-            self.store, self.embedder, question, k=max(k, self.settings.rerank_candidates) if reranker else k,
-            method=self.settings.retriever, doc_id=info.doc_id if info else None,
+            self.store, self.embedder, question, k=max(k, s.rerank_candidates) if reranker else k,
+            method=s.retriever, doc_id=info.doc_id if info else None,
         )
         if reranker:
             hits = reranker.rerank(question, hits, k)
         passages = [to_passage(i + 1, hit) for i, hit in enumerate(hits)]
-        if self.settings.pin_opening != "never" and passages:
+        if s.pin_opening != "never" and passages:
             query_vec = self.embedder.embed_queries([question])[0]  # remembered from retrieval: no second run
-            passages = self._pin_opening(passages, query_vec, k)
+            passages = self._pin_opening(passages, query_vec, k, s)
         return passages
 
-    def _pin_opening(self, passages: list[Passage], query_vec: np.ndarray, k: int) -> list[Passage]:
+    def _pin_opening(self, passages: list[Passage], query_vec: np.ndarray, k: int, s: Settings) -> list[Passage]:
         """Keep the best document's opening chunk among the k, at rank 2 unless retrieval already ranked it first,
         when it is not plainly about something else (cosine below `pin_min_similarity`) and, under
         `pin_opening = "auto"`, when the document is of a kind whose opening answers (`opening_answers`).
@@ -166,13 +167,13 @@ class QueryEngine:
         """
         doc_id = passages[0].doc_id
         chunks = self.store.chunks(doc_id)
-        if self.settings.pin_opening == "auto" and not opening_answers(self.store.get(doc_id), chunks):
+        if s.pin_opening == "auto" and not opening_answers(self.store.get(doc_id), chunks):
             return passages
         opening = chunks[0]
         rest = [p for p in passages if not (p.doc_id == doc_id and p.char_start == opening.char_start)]
         if len(rest) == len(passages):
             similarity = float(self.store.similarities(query_vec, [opening])[0])
-            if similarity < self.settings.pin_min_similarity:
+            if similarity < s.pin_min_similarity:
                 return passages
             hit = RetrievedChunk(opening, score=similarity, similarity=similarity, fused=None,
                                  dense_rank=None, keyword_rank=None)

@@ -63,7 +63,7 @@ def signals(qa: LongDocQA, questions) -> list[dict]:
     """The relevance signals of each question, as the engine computes them before generating."""
     rows = []
     for q in tqdm(questions, desc="relevance", unit="question"):
-        passages = qa.engine.retrieve(q.question, doc=q.doc)
+        passages = qa.retrieve(q.question, doc=q.doc)
         r = relevance(q.question, passages, score_sentences(qa.embedder, q.question, "", passages))
         rows.append({"id": q.id, "doc": q.doc, "category": q.category, **r.to_dict()})
     return rows

@@ -57,7 +57,7 @@ with tempfile.TemporaryDirectory(prefix="bench-answer-") as tmp:
 
     gen = qa.engine.generator
     builder = PromptBuilder(gen.tokenizer, gen.context_window, qa.settings.max_new_tokens)
-    ranked = qa.engine.retrieve(QUESTION, top_k=40)
+    ranked = qa.retrieve(QUESTION, top_k=40)
     top_k = max(k for k in range(1, len(ranked) + 1)
                 if len(builder.build(QUESTION, ranked[:k], no_reorder).input_ids) <= TARGET_PROMPT_TOKENS)
 

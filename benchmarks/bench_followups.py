@@ -91,7 +91,7 @@ for doc in documents:
         row = {"doc": doc.name, "opening": opening, "opening_doc": first.searched.doc, "follow_up": follow_up,
                "rule": by_rule.question, "model": by_model.question}
         for way, (text, scope) in searches.items():
-            ok = found(qa.engine.retrieve(text, doc=scope, top_k=TOP_K), gold[category])
+            ok = found(qa.retrieve(text, doc=scope, top_k=TOP_K), gold[category])
             hits[way] += ok
             row[way] = ok
         rows.append(row)

@@ -270,7 +270,7 @@ for chunker, qa in ours.items():
 
             def rank(q, vector, retriever=retriever, qa=qa, doc_ids=doc_ids):
                 if retriever == "engine":  # the question's vector is remembered from the batch embedding above
-                    return [(p.char_start, p.char_end, p.text) for p in qa.engine.retrieve(q.question, q.doc, DEPTH)]
+                    return [(p.char_start, p.char_end, p.text) for p in qa.retrieve(q.question, q.doc, DEPTH)]
                 # index.retrieval.retrieve() minus the query embedding, which was done once for all questions
                 hits = RETRIEVAL_METHODS[retriever](qa.store, vector, q.question, DEPTH, doc_ids[q.doc])
                 return [(h.chunk.char_start, h.chunk.char_end, h.chunk.text) for h in hits]

@@ -98,7 +98,7 @@ qa.ingest(files, show_progress=True)
 
 def retrieved_only(q) -> SimpleNamespace:
     """What an answer holds before generation: the retrieved passages and the evidence for the question alone."""
-    passages = qa.engine.retrieve(q.question, doc=q.doc)
+    passages = qa.retrieve(q.question, doc=q.doc)
     evidence = select_evidence(score_sentences(qa.embedder, q.question, "", passages))
     return SimpleNamespace(answer="", passages=passages, evidence=evidence, abstained=False)
 

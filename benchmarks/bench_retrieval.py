@@ -66,17 +66,15 @@ variants = {"dense, no pin": {"retriever": "dense"}, "hybrid, no pin": {}}
 if args.reranker:
     variants[f"hybrid + reranker {Path(args.reranker).name}, no pin"] = {"reranker": args.reranker}
 for name, overrides in variants.items():
-    qa.engine.settings = qa.settings.replace(pin_opening="never", **overrides)
     started = time.perf_counter()
-    hits = {q.id: found(qa.engine.retrieve(q.question, doc=q.doc, top_k=K), q)
+    hits = {q.id: found(qa.retrieve(q.question, doc=q.doc, top_k=K, pin_opening="never", **overrides), q)
             for q in tqdm(data.questions, desc=name)}
     rows[name] = (*recall(hits), time.perf_counter() - started)
 
 # the pin at each threshold: one retrieval without it (six deep) and the opening's cosine decide every case
-qa.engine.settings = qa.settings.replace(pin_opening="never")
 cases = []
 for q in tqdm(data.questions, desc="pin"):
-    plain = qa.engine.retrieve(q.question, doc=q.doc, top_k=K)
+    plain = qa.retrieve(q.question, doc=q.doc, top_k=K, pin_opening="never")
     opening = qa.store.chunks(qa.store.get(q.doc).doc_id)[0]
     retrieved = any(p.char_start == opening.char_start for p in plain)
     cosine = float(qa.store.similarities(qa.embedder.embed_queries([q.question])[0], [opening])[0])
@@ -90,8 +88,6 @@ for t in PIN_THRESHOLDS:
     pin.append({"threshold": t, "recall@5": recall(hits)[0], "recall@5_short": recall(hits)[1],
                 "places_freed": len(dropped), "lost": sum(c["with"] and not c["without"] for c in dropped),
                 "won_back": sum(c["without"] and not c["with"] for c in dropped)})
-qa.engine.settings = qa.settings
-
 table = Table("retrieval", "recall@5 (all)", "recall@5 (short-answer)", "pin places freed", "lost", "won back",
               title=f"{args.data} dev, {len(data.questions)} questions ({len(short)} short-answer), k={K}")
 for name, (all_, short_, _) in rows.items():

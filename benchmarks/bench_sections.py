@@ -173,7 +173,7 @@ for set_name, rows in SETS:
                    "used": len(used), "f1": round(token_f1(answer.answer, summary), 4) if summary else None}
             if gold and mode == "sections":  # the control: plain retrieval of as many passages
                 k = max(1, len(sources))
-                same_k = qa.engine.retrieve(question, doc=doc, top_k=k)
+                same_k = qa.retrieve(question, doc=doc, top_k=k)
                 row["same_k_spans"] = [(p.char_start, p.char_end) for p in same_k]
             done[(qid, mode)] = row
             out.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -112,11 +112,8 @@ class Corpus:
 
     def engine(self, pin: str) -> Callable[[EvalQuestion], Ranking]:
         def rank(q: EvalQuestion) -> Ranking:
-            self.qa.engine.settings = self.qa.settings.replace(pin_opening=pin)
-            try:
-                return [(p.char_start, p.char_end, p.text) for p in self.qa.engine.retrieve(q.question, q.doc, DEPTH)]
-            finally:
-                self.qa.engine.settings = self.qa.settings
+            return [(p.char_start, p.char_end, p.text)
+                    for p in self.qa.retrieve(q.question, q.doc, DEPTH, pin_opening=pin)]
         return rank
 
     def speaker_list(self, q: EvalQuestion) -> list[int]:

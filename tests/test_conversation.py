@@ -50,7 +50,7 @@ def test_three_turns_over_two_documents_follow_ups_search_the_document_meant(qa:
     assert second.question == "When does it expire?"
     assert second.to_dict()["searched"] == {"question": "When does it expire?", "doc": EDIETS,
                                             "why": "the document in focus"}
-    assert docs_of(Answer("", passages=qa.engine.retrieve("When does it expire?"))) != {EDIETS}  # asked alone
+    assert docs_of(Answer("", passages=qa.retrieve("When does it expire?"))) != {EDIETS}  # asked alone
 
     uploaded = qa.ingest([UPLOAD]).ingested[0].name  # as the page does with a fresh upload
     try:
@@ -58,7 +58,7 @@ def test_three_turns_over_two_documents_follow_ups_search_the_document_meant(qa:
         third = chat.ask("Which law governs this agreement?")  # "this agreement": the upload
         assert docs_of(third) == {uploaded}
         assert any("laws of the State of Texas" in p.text for p in third.passages)
-        alone = qa.engine.retrieve("Which law governs this agreement?")
+        alone = qa.retrieve("Which law governs this agreement?")
         assert {p.doc for p in alone} != {uploaded}  # without the conversation, other contracts answer too
         assert [t.question for t in chat.turns] == [first.question, second.question, third.question]
     finally:

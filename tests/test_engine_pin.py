@@ -4,6 +4,7 @@ unless it is plainly about something else."""
 import pytest
 
 from app import LongDocQA
+from app.settings import SettingsError
 
 OPENING = ("MASTER SERVICES AGREEMENT\n\nThis Master Services Agreement is made on 3 March 2021 between Acme Widgets "
            "Corporation, a Delaware corporation, and Beta Logistics LLC, a Texas limited liability company.\n\n")
@@ -24,7 +25,7 @@ def qa(tmp_path_factory):
 
 
 def test_the_best_passage_stays_first_and_the_opening_comes_second(qa):
-    passages = qa.engine.retrieve("Which state's law governs this agreement?", top_k=5)
+    passages = qa.retrieve("Which state's law governs this agreement?", top_k=5)
     assert "Governing Law" in passages[0].text
     assert passages[1].char_start == 0 and "MASTER SERVICES AGREEMENT" in passages[1].text
     assert [p.rank for p in passages] == [1, 2, 3, 4, 5]
@@ -32,14 +33,14 @@ def test_the_best_passage_stays_first_and_the_opening_comes_second(qa):
 
 
 def test_an_opening_retrieved_first_stays_first(qa):
-    passages = qa.engine.retrieve("Master Services Agreement between Acme Widgets Corporation and Beta Logistics "
-                                  "LLC made on 3 March 2021", top_k=5)
+    passages = qa.retrieve("Master Services Agreement between Acme Widgets Corporation and Beta Logistics "
+                           "LLC made on 3 March 2021", top_k=5)
     assert passages[0].char_start == 0
     assert sum(p.char_start == 0 for p in passages) == 1
 
 
 def test_with_one_passage_the_best_one_is_kept(qa):
-    passages = qa.engine.retrieve("Which state's law governs this agreement?", top_k=1)
+    passages = qa.retrieve("Which state's law governs this agreement?", top_k=1)
     assert len(passages) == 1 and "Governing Law" in passages[0].text
 
 
@@ -48,7 +49,7 @@ def test_an_opening_about_something_else_is_not_pinned(qa):
     opening = qa.store.chunks()[0]
     cosine = float(qa.store.similarities(qa.embedder.embed_queries([question])[0], [opening])[0])
     assert cosine < qa.settings.pin_min_similarity
-    passages = qa.engine.retrieve(question, top_k=5)
+    passages = qa.retrieve(question, top_k=5)
     assert all(p.char_start != 0 for p in passages)
     assert len(passages) == 5 and [p.rank for p in passages] == [1, 2, 3, 4, 5]
 
@@ -77,11 +78,7 @@ def talk(tmp_path_factory):
                                            ("call.txt", "What full-year revenue do they expect?")])
 def test_talk_keeps_retrieval_order_unless_pinned_always(talk, doc, question):
     def retrieve(pin: str) -> list:
-        talk.engine.settings = talk.settings.replace(pin_opening=pin)
-        try:
-            return [(p.char_start, p.char_end) for p in talk.engine.retrieve(question, doc=doc, top_k=5)]
-        finally:
-            talk.engine.settings = talk.settings
+        return [(p.char_start, p.char_end) for p in talk.retrieve(question, doc=doc, top_k=5, pin_opening=pin)]
 
     never, always = retrieve("never"), retrieve("always")
     assert all(start != 0 for start, _ in never)  # retrieval alone does not bring the greeting
@@ -91,4 +88,12 @@ def test_talk_keeps_retrieval_order_unless_pinned_always(talk, doc, question):
 
 def test_a_contract_with_headings_is_pinned_under_auto(qa):
     assert qa.settings.pin_opening == "auto"
-    assert qa.engine.retrieve("Which state's law governs this agreement?", top_k=5)[1].char_start == 0
+    assert qa.retrieve("Which state's law governs this agreement?", top_k=5)[1].char_start == 0
+
+
+def test_retrieval_settings_change_for_one_call_only(talk):
+    question = "What full-year revenue do they expect?"
+    assert talk.retrieve(question, doc="call.txt", top_k=5, pin_opening="always")[1].char_start == 0
+    assert all(p.char_start != 0 for p in talk.retrieve(question, doc="call.txt", top_k=5))  # `auto` again
+    with pytest.raises(SettingsError, match="pin_opening='sometimes' is not one of"):
+        talk.retrieve(question, pin_opening="sometimes")

@@ -64,7 +64,7 @@ def test_same_bytes_under_two_names_is_stored_once_and_answers_to_both(library, 
     (info,) = qa.documents()
     assert sorted(info.names) == ["msa_final.txt", "msa_signed.txt"]
     for name in info.names:
-        passages = qa.engine.retrieve("Which state's law governs the agreement?", doc=name)
+        passages = qa.retrieve("Which state's law governs the agreement?", doc=name)
         assert passages and {p.doc_id for p in passages} == {info.doc_id}
     qa.store.close()
 

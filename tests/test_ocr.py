@@ -58,7 +58,7 @@ def test_scanned_contract_is_read_by_ocr_and_its_governing_law_clause_retrieved(
         [info] = report.ingested
         assert (info.pages, info.ocr_pages, info.ocr_low_pages) == (2, 2, [])
         assert info.ocr_confidence > 85
-        passages = qa.engine.retrieve(QUESTION, doc=info.name, top_k=3)
+        passages = qa.retrieve(QUESTION, doc=info.name, top_k=3)
         best = passages[0]
         assert CLAUSE in normalized(best.text)
         assert qa.document_text(info.name)[best.char_start : best.char_end] == best.text

@@ -52,7 +52,7 @@ def test_the_installed_wheel_runs_on_its_own(tmp_path):
         assert app.__file__.startswith({str(venv)!r}), app.__file__   # the installed copy, not the source tree
         qa = LongDocQA()
         report = qa.ingest([{str(ROOT / "sample_docs" / "ediets_co-branding_agreement.txt")!r}])
-        passages = qa.engine.retrieve("Which state's law governs the agreement?")
+        passages = qa.retrieve("Which state's law governs the agreement?")
         print(len(report.ingested), passages[0].doc)
     """)
     ran = subprocess.run([python, "-c", script], capture_output=True, text=True, cwd=work, env=env)

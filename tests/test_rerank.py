@@ -37,13 +37,13 @@ def test_the_reranker_keeps_the_candidates_it_scores_highest(library, tiny_cross
     question = "Within how many days must batch 7 be delivered?"
     plain = LongDocQA(index_dir=library / "index", pin_opening="never")
     assert plain.ingest([library / "supply.txt"]).ingested
-    candidates = plain.engine.retrieve(question, top_k=20)
+    candidates = plain.retrieve(question, top_k=20)
     scores = CrossEncoder(str(tiny_cross_encoder)).predict([(question, p.text) for p in candidates])
     expected = [candidates[i].char_start for i in sorted(range(20), key=lambda i: -scores[i])[:3]]
 
     reranked = LongDocQA(index_dir=library / "index", pin_opening="never", reranker=str(tiny_cross_encoder),
                          rerank_candidates=20)
-    passages = reranked.engine.retrieve(question, top_k=3)
+    passages = reranked.retrieve(question, top_k=3)
     assert [p.char_start for p in passages] == expected
     assert [p.rank for p in passages] == [1, 2, 3]
     assert expected != [p.char_start for p in candidates[:3]]  # the reranker did change what is kept
@@ -52,4 +52,4 @@ def test_the_reranker_keeps_the_candidates_it_scores_highest(library, tiny_cross
 def test_a_reranker_that_cannot_be_loaded_is_named_in_the_error(library, tmp_path):
     qa = LongDocQA(index_dir=library / "index", reranker=str(tmp_path / "no-such-model"))
     with pytest.raises(LongDocError, match="no-such-model"):
-        qa.engine.retrieve("Who delivers?")
+        qa.retrieve("Who delivers?")

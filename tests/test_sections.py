@@ -83,7 +83,7 @@ def test_a_sections_answer_notes_each_section_in_order_and_cites_their_sources(q
         assert text[source.char_start:source.char_end] == source.text
     for note in notes:
         assert note.used or note.reason
-    retrieved = qa.engine.retrieve("List every obligation of the distributor.", doc=DISTRIBUTOR.name)
+    retrieved = qa.retrieve("List every obligation of the distributor.", doc=DISTRIBUTOR.name)
     for note in notes:  # every section holding a passage a rag answer would read is read
         if any(note.char_start <= p.char_start < note.char_end for p in retrieved):
             assert note.prompt_tokens > 0

@@ -83,7 +83,7 @@ def pdf_answer(qa: LongDocQA, pdf: Path) -> Answer:
     """An answer about the PDF `pdf` ingested into `qa`: its passages and its quote placed on their page."""
     from app.quote import on_page
 
-    passages = qa.engine.retrieve("Which law governs?", doc=pdf.name, top_k=2)
+    passages = qa.retrieve("Which law governs?", doc=pdf.name, top_k=2)
     holder = passages[0]
     start = holder.char_start + holder.text.index("laws")
     quote = on_page(Quote(pdf.name, start, start + 4, "laws"), holder)

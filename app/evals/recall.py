@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from app.errors import LongDocError
 from app.evals.datasets import EvalDocument, EvalQuestion, EvalSet
 from app.settings import EMBEDDED_GENERATOR, Settings
-from index.stores import backend_kind
+from index.stores import backend_kind, redact
 
 logger = logging.getLogger(__name__)
 
@@ -275,9 +275,9 @@ def run_recall(
         # An embedded library in a folder of its own, or the engine library `vector_store` names, which must be
         # empty: what this run adds is removed again at the end, and nothing of the user's is ever touched.
         qa = LongDocQA(settings=settings.replace(index_dir=tmp_path / "index"))
-        if len(qa.store):
-            qa.store.close()
-            raise LongDocError(f"{qa.store.where} holds documents: measure recall on an empty library "
+        if qa.documents():
+            qa.close()
+            raise LongDocError(f"{redact(settings.vector_store)} holds documents: measure recall on an empty library "
                                "(a new database or collection prefix)")
         started = time.perf_counter()
         report = qa.ingest(paths, show_progress=show_progress)
@@ -292,13 +292,13 @@ def run_recall(
 
             results = []
             for q in tqdm(eval_set.questions, desc="Questions", unit="q", disable=not show_progress):
-                passages = qa.engine.retrieve(q.question, doc=q.doc, top_k=max(k, DEPTH))
+                passages = qa.retrieve(q.question, doc=q.doc, top_k=max(k, DEPTH))
                 results.append(score_question(q, [(p.char_start, p.char_end, p.text) for p in passages], k, budget))
             logger.info("recall over %d questions in %.1f s", len(results), time.perf_counter() - started - ingest_s)
         finally:
             for info in report.ingested:
                 qa.remove(info.doc_id)
-            qa.store.close()
+            qa.close()
 
     return RecallReport(
         data=eval_set.name,

@@ -17,7 +17,9 @@ generated answer):
    "between X and Y"; "the entire agreement between the parties" names nobody), a date for "when" or "what
    date" (half of it for a year alone: filings leave dates blank, "the [ ] day of [ ], 2020"), a length of time
    for "how long", "how much notice" or "what period"; the same again when the sentence defines a term made of
-   the question's words ('(the "Effective Date")' for when the agreement becomes effective); plus, for
+   the question's words ('(the "Effective Date")' for when the agreement becomes effective), and again when a
+   date follows one of the question's words ("shall expire on June 21, 2000"; for when a document was made,
+   any of the words documents say that with: "dated", "entered into", "effective as of"); plus, for
    each question word in the sentence's file name, what the rarest shared name would count, so that "the
    co-branding agreement's governing law" is quoted from that agreement when several are retrieved.
    A question asking what the document is called is answered by the title in its opening passage.
@@ -52,8 +54,8 @@ MONTHS = {m: i for i, m in enumerate(
     "january february march april may june july august september october november december".split(), 1)}
 _WORD = re.compile(r"[A-Za-z][A-Za-z'&.-]*[A-Za-z]|[A-Za-z]|\d[\d,./-]*\d|\d")
 _DATE_WORDS = re.compile(
-    r"\b(?:(?P<d1>\d{1,2})(?:st|nd|rd|th)?(?: day)?(?: of)? (?P<m1>[A-Za-z]+),? (?P<y1>\d{4})"
-    r"|(?P<m2>[A-Za-z]+) (?P<d2>\d{1,2})(?:st|nd|rd|th)?,? (?P<y2>\d{4}))\b")
+    r"\b(?:(?P<d1>\d{1,2})(?:st|nd|rd|th)?(?: day)?(?: of)? (?P<m1>[A-Za-z]+)(?:,\s*|\s+)(?P<y1>\d{4})"
+    r"|(?P<m2>[A-Za-z]+) (?P<d2>\d{1,2})(?:st|nd|rd|th)?(?:,\s*|\s+)(?P<y2>\d{4}))\b")  # "May 3,2006" too
 _DATE_NUMERIC = re.compile(r"\b(?P<m>\d{1,2})/(?P<d>\d{1,2})/(?P<y>\d{2,4})\b")
 _DATE_ISO = re.compile(r"\b(?P<y>\d{4})-(?P<m>\d{1,2})-(?P<d>\d{1,2})\b")
 _DATE_HYPHENS = re.compile(r"\b(?P<d>\d{1,2})-(?P<m>[A-Za-z]{3,9})-(?P<y>\d{4})\b")  # 30-March-2021
@@ -83,6 +85,10 @@ _DEFINES = re.compile(r"\(\s*(?:the\s+|this\s+|an?\s+|hereinafter(?:\s+referred\
                       r"|[\"“]([^\"”]{2,60})[\"”]\s+(?:means|shall\s+mean)\b", re.IGNORECASE)
 _ASKS_DURATION = re.compile(r"\bhow long\b|\bhow much notice\b|\bhow many (?:days|months|years)\b|\bperiod\b"
                             r"|\bfor how long\b", re.IGNORECASE)
+_DATE_FRAME = frozenset({"date", "day"})  # the question's frame ("on what date"), not what the date is of
+# the words by which a document states the date it was made: a question asking any of them asks them all
+_MADE = frozenset(("made", "entered", "executed", "signed", "dated", "effective"))
+VERB_DATE_WORDS = 6  # words before a date that say what it is the date of: "is dated as of", "shall expire on"
 HEADING_WORDS = 8  # a line this short with no date and no full stop is a heading: it states nothing alone
 HEADING_GAP = 40  # characters (blank lines, a clause number) between a heading and the sentence under it
 NAME_WEIGHT = 1.5  # a capitalised name or a number shared with the answer counts more than a common word
@@ -167,6 +173,22 @@ def defined_term_bonus(question: str, sentence: str) -> float:
     for m in _DEFINES.finditer(sentence):
         defined = {t.key for t in terms(m[1] or m[2])}
         if defined and defined <= asked:
+            return ANSWER_TYPE_BONUS
+    return 0.0
+
+
+def verb_date_bonus(question: str, sentence: str) -> float:
+    """ANSWER_TYPE_BONUS when a date in the sentence follows a word of the question within VERB_DATE_WORDS words:
+    the date of the thing asked about ("when was it signed": "signed on May 3, 2006"; "when does it expire":
+    "shall expire on June 21, 2000"; "is dated as of February 4, 2005"), not any date the sentence holds ("a
+    racing team in 2005 through 2008", "the term shall continue through November 30, 1998")."""
+    if not _ASKS_DATE.search(question):
+        return 0.0
+    asked = {t.key for t in terms(question)} - _DATE_FRAME  # "the date hereof and continue through ..." is not it
+    asks_made = bool(_MADE & set(question.lower().split()))
+    for start, _, _ in _date_matches(sentence):
+        before = sentence[:start].split()[-VERB_DATE_WORDS:]
+        if asked & {t.key for t in terms(" ".join(before))} or (asks_made and _MADE & {w.lower() for w in before}):
             return ANSWER_TYPE_BONUS
     return 0.0
 
@@ -262,7 +284,7 @@ def find_quote(scored: ScoredSentences, question: str, answer: str, narrow: bool
     in_name = {p.doc: rarest * len(asked & {t.key for t in terms(re.sub(r"[_.]+", " ", Path(p.doc).stem))})
                for p, _ in candidates}
     scores = [weight(wanted_question, keys) + SIMILARITY_WEIGHT * float(sim) + answer_type_bonus(question, s[2])
-              + defined_term_bonus(question, s[2]) + in_name[p.doc]
+              + defined_term_bonus(question, s[2]) + verb_date_bonus(question, s[2]) + in_name[p.doc]
               for (p, s), keys, sim in zip(candidates, sentence_terms, scored.similarity)]
     best = int(np.argmax(scores))
     passage, (start, end, text) = candidates[best]

@@ -4,7 +4,7 @@ import pytest
 
 from app.answer import Passage
 from app.evidence import score_sentences, select_evidence, sentences_with_offsets
-from app.quote import dates, defined_term_bonus, find_quote
+from app.quote import dates, defined_term_bonus, find_quote, verb_date_bonus
 from app.settings import EMBEDDED_EMBEDDER
 from index.embedder import Embedder
 
@@ -139,6 +139,20 @@ def test_a_date_left_blank_in_the_filing_still_counts_as_the_date_by_its_year(em
             "parties.")
     quote = quote_for(embedder, "On what date was the agreement made or signed?", [whole("a.txt", text)])
     assert "[ ], 2020" in quote.text
+
+
+def test_the_date_quoted_is_the_date_of_what_the_question_asks(embedder):
+    text = ("SPONSORSHIP AGREEMENT\nThe Sponsor has sponsored racing teams in professional races from 2005 through "
+            "2008 and wishes to continue. This Sponsorship Agreement is entered into effective January 1,2010 by and "
+            "between Stallings Racing, Ltd. and Sponsor, Inc. The term of this Agreement shall commence on the date "
+            "hereof and shall continue through November 30, 2011.")
+    quote = quote_for(embedder, "On what date was the agreement made or signed?", [whole("s.txt", text)])
+    assert "January 1,2010" in quote.text and dates(quote.text) == ["1/1/10"]  # "1,2010": no space, still a date
+    assert verb_date_bonus("On what date was the agreement made or signed?",
+                           "The Sponsor sponsored our racing teams in the race held on March 3, 2008.") == 0
+    assert verb_date_bonus("When does the term expire?", "This Agreement shall expire on June 21, 2000.") > 0
+    assert verb_date_bonus("When does the term expire?", "The term commences on the date hereof and continues "
+                                                         "through June 21, 2000.") == 0  # "date" frames the question
 
 
 def test_a_heading_is_quoted_with_the_sentence_under_it(embedder):

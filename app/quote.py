@@ -65,8 +65,11 @@ _DURATION = re.compile(r"\b(?:\d+|one|two|three|four|five|six|seven|eight|nine|t
                        re.IGNORECASE)
 _YEAR = re.compile(r"\b(?:19|20)\d\d\b")
 _ASKS_DATE = re.compile(r"\bwhen\b|\bdate\b|\bwhat day\b", re.IGNORECASE)
-_STATES_TERM = re.compile(r"\b(?:continue|remain)s?\b[^.;]{0,40}?\b(?:in (?:full )?(?:force|effect)|for|until)\b"
-                          r"|\bin (?:full )?(?:force|effect) until\b|\banniversary\b", re.IGNORECASE)
+_STATES_TERM = re.compile(r"\b(?:continue|remain)s?\b[^.;]{0,40}?\b(?:in (?:full )?(?:force|effect)|for|until"
+                          r"|indefinitely|perpetual(?:ly)?|in perpetuity)\b"
+                          r"|\bin (?:full )?(?:force|effect) until\b|\banniversary\b|\b(?:is|be) valid (?:for|until)\b"
+                          r"|\b(?:agreement|contract) shall (?:automatically )?(?:expire|terminate|end) (?:on|upon|at)\b",
+                          re.IGNORECASE)
 _ASKS_END = re.compile(r"\bexpir|\bterminat|\bend\b|\bends\b|\bterm\b", re.IGNORECASE)  # answered by a date or a duration
 _ASKS_TITLE = re.compile(r"\b(?:name|title)\b.*\b(?P<noun>agreement|contract|lease|plan|amendment|document|report"
                          r"|this)\b", re.IGNORECASE)

@@ -4,7 +4,7 @@ import pytest
 
 from app.answer import Passage
 from app.evidence import score_sentences, select_evidence, sentences_with_offsets
-from app.quote import dates, defined_term_bonus, find_quote, verb_date_bonus
+from app.quote import ANSWER_TYPE_BONUS, answer_type_bonus, dates, defined_term_bonus, find_quote, verb_date_bonus
 from app.settings import EMBEDDED_EMBEDDER
 from index.embedder import Embedder
 
@@ -153,6 +153,18 @@ def test_the_date_quoted_is_the_date_of_what_the_question_asks(embedder):
     assert verb_date_bonus("When does the term expire?", "This Agreement shall expire on June 21, 2000.") > 0
     assert verb_date_bonus("When does the term expire?", "The term commences on the date hereof and continues "
                                                          "through June 21, 2000.") == 0  # "date" frames the question
+
+
+@pytest.mark.parametrize("sentence", [
+    "Unless earlier terminated in accordance with this paragraph 7, this Agreement shall continue indefinitely.",
+    "The license shall remain in effect perpetually as long as fees are paid.",
+    "The Contract is valid for 5 years, beginning from and ended on .",
+    "This Agreement shall terminate upon the earliest to occur of the events below.",
+])
+def test_a_sentence_saying_how_long_the_agreement_lasts_answers_when_it_ends(sentence):
+    question = "When does the initial term of the agreement expire?"
+    assert answer_type_bonus(question, sentence) >= ANSWER_TYPE_BONUS
+    assert answer_type_bonus(question, "Either party may terminate this Agreement for convenience.") == 0
 
 
 def test_a_heading_is_quoted_with_the_sentence_under_it(embedder):

@@ -64,7 +64,8 @@ _DURATION = re.compile(r"\b(?:\d+|one|two|three|four|five|six|seven|eight|nine|t
                        r"(?:\s*\(\d+\))?[\s-]+(?:calendar |business |consecutive )?(?:days?|weeks?|months?|years?)\b",
                        re.IGNORECASE)
 _YEAR = re.compile(r"\b(?:19|20)\d\d\b")
-_ASKS_DATE = re.compile(r"\bwhen\b|\bdate\b|\bwhat day\b", re.IGNORECASE)
+# "when" asks a date, except before a gerund: "what did she say when discussing the budget?" asks what was said
+_ASKS_DATE = re.compile(r"\bwhen\b(?!\s+\w+ing\b)|\bdate\b|\bwhat day\b", re.IGNORECASE)
 _STATES_TERM = re.compile(r"\b(?:continue|remain)s?\b[^.;]{0,40}?\b(?:in (?:full )?(?:force|effect)|for|until"
                           r"|indefinitely|perpetual(?:ly)?|in perpetuity)\b"
                           r"|\bin (?:full )?(?:force|effect) until\b|\banniversary\b|\b(?:is|be) valid (?:for|until)\b"

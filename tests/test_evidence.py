@@ -167,6 +167,12 @@ def test_a_sentence_saying_how_long_the_agreement_lasts_answers_when_it_ends(sen
     assert answer_type_bonus(question, "Either party may terminate this Agreement for convenience.") == 0
 
 
+def test_when_before_a_gerund_asks_what_was_said_not_a_date():
+    dated = "On 12 March 2005 the team met again."
+    assert answer_type_bonus("What did the team decide when discussing the remote's case?", dated) == 0
+    assert answer_type_bonus("When did the team meet again?", dated) > 0
+
+
 def test_a_heading_is_quoted_with_the_sentence_under_it(embedder):
     text = ("4.7 Each party shall bear its own costs.\nGoverning Law and Attornment\n4.8 This Agreement will be "
             "construed in accordance with the laws of the Province of British Columbia.")

@@ -90,8 +90,12 @@ _DEFINES = re.compile(r"\(\s*(?:the\s+|this\s+|an?\s+|hereinafter(?:\s+referred\
 _ASKS_DURATION = re.compile(r"\bhow long\b|\bhow much notice\b|\bhow many (?:days|months|years)\b|\bperiod\b"
                             r"|\bfor how long\b", re.IGNORECASE)
 _DATE_FRAME = frozenset({"date", "day"})  # the question's frame ("on what date"), not what the date is of
-# the words by which a document states the date it was made: a question asking any of them asks them all
+# the words by which a document states the date it was made ("effective as of" among them: a contract that
+# gives one date gives it so); a question asking when it was made, entered into, executed, signed or dated asks
+# them all. Not a question asking when it becomes effective: that date may differ from the signing's.
 _MADE = frozenset(("made", "entered", "executed", "signed", "dated", "effective"))
+_ASKS_MADE = _MADE - {"effective"}
+_LOWER_WORD = re.compile(r"[a-z]+")
 VERB_DATE_WORDS = 6  # words before a date that say what it is the date of: "is dated as of", "shall expire on"
 HEADING_WORDS = 8  # a line this short with no date and no full stop is a heading: it states nothing alone
 HEADING_GAP = 40  # characters (blank lines, a clause number) between a heading and the sentence under it
@@ -189,10 +193,10 @@ def verb_date_bonus(question: str, sentence: str) -> float:
     if not _ASKS_DATE.search(question):
         return 0.0
     asked = {t.key for t in terms(question)} - _DATE_FRAME  # "the date hereof and continue through ..." is not it
-    asks_made = bool(_MADE & set(question.lower().split()))
+    asks_made = bool(_ASKS_MADE & set(_LOWER_WORD.findall(question.lower())))  # "signed?" is "signed"
     for start, _, _ in _date_matches(sentence):
-        before = sentence[:start].split()[-VERB_DATE_WORDS:]
-        if asked & {t.key for t in terms(" ".join(before))} or (asks_made and _MADE & {w.lower() for w in before}):
+        before = _LOWER_WORD.findall(sentence[:start].lower())[-VERB_DATE_WORDS:]  # "Dated:" is "dated"
+        if asked & {t.key for t in terms(" ".join(before))} or (asks_made and _MADE & set(before)):
             return ANSWER_TYPE_BONUS
     return 0.0
 

@@ -151,6 +151,7 @@ def test_the_date_quoted_is_the_date_of_what_the_question_asks(embedder):
     assert verb_date_bonus("On what date was the agreement made or signed?",
                            "The Sponsor sponsored our racing teams in the race held on March 3, 2008.") == 0
     assert verb_date_bonus("When does the term expire?", "This Agreement shall expire on June 21, 2000.") > 0
+    assert verb_date_bonus("When was it signed?", "Dated: September 28, 2018") > 0  # words, not their punctuation
     assert verb_date_bonus("When does the term expire?", "The term commences on the date hereof and continues "
                                                          "through June 21, 2000.") == 0  # "date" frames the question
 

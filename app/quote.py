@@ -279,26 +279,12 @@ def find_quote(scored: ScoredSentences, question: str, answer: str, narrow: bool
     candidates = scored.sentences
     if not candidates:
         return None
-    sentence_terms = [{t.key for t in terms(s[2])} for _, s in candidates]
-    frequency = Counter(k for keys in sentence_terms for k in keys)
-    rarity = {k: math.log(1 + len(candidates) / n) for k, n in frequency.items()}
-    wanted_answer, wanted_question = terms(answer), terms(question)
-
-    def weight(wanted: set[Term], keys: set[str]) -> float:
-        return sum(rarity[t.key] * (NAME_WEIGHT if t.strong else 1.0) for t in wanted if t.key in keys)
-
-    asked = {t.key for t in wanted_question}
-    rarest = math.log(1 + len(candidates)) * NAME_WEIGHT  # what the rarest shared name would count
-    in_name = {p.doc: rarest * len(asked & {t.key for t in terms(re.sub(r"[_.]+", " ", Path(p.doc).stem))})
-               for p, _ in candidates}
-    scores = [weight(wanted_question, keys) + SIMILARITY_WEIGHT * float(sim) + answer_type_bonus(question, s[2])
-              + defined_term_bonus(question, s[2]) + verb_date_bonus(question, s[2]) + in_name[p.doc]
-              for (p, s), keys, sim in zip(candidates, sentence_terms, scored.similarity)]
+    scores = sentence_scores(scored, question)
     best = int(np.argmax(scores))
     passage, (start, end, text) = candidates[best]
     if is_heading(text):
         passage, (start, end, text), best = _under_heading(candidates, best)
-    matched = {t.key for t in wanted_answer if t.key in sentence_terms[best]}
+    matched = {t.key for t in terms(answer)} & {t.key for t in terms(candidates[best][1][2])}
     span = (start, end, text)
     if matched and narrow:
         holding = [c for c in clauses(start, text)
@@ -306,6 +292,23 @@ def find_quote(scored: ScoredSentences, question: str, answer: str, narrow: bool
         span = min(holding, key=lambda c: c[1] - c[0], default=span)
     return on_page(Quote(doc=passage.doc, char_start=span[0], char_end=span[1], text=span[2],
                          score=round(scores[best], 4)), passage)
+
+
+def sentence_scores(scored: ScoredSentences, question: str) -> list[float]:
+    """How well each of the scored sentences states the answer to `question` (step 2 of the module docstring)."""
+    candidates = scored.sentences
+    sentence_terms = [{t.key for t in terms(s[2])} for _, s in candidates]
+    frequency = Counter(k for keys in sentence_terms for k in keys)
+    rarity = {k: math.log(1 + len(candidates) / n) for k, n in frequency.items()}
+    wanted = terms(question)
+    asked = {t.key for t in wanted}
+    rarest = math.log(1 + len(candidates)) * NAME_WEIGHT  # what the rarest shared name would count
+    in_name = {p.doc: rarest * len(asked & {t.key for t in terms(re.sub(r"[_.]+", " ", Path(p.doc).stem))})
+               for p, _ in candidates}
+    return [sum(rarity[t.key] * (NAME_WEIGHT if t.strong else 1.0) for t in wanted if t.key in keys)
+            + SIMILARITY_WEIGHT * float(sim) + answer_type_bonus(question, s[2]) + defined_term_bonus(question, s[2])
+            + verb_date_bonus(question, s[2]) + in_name[p.doc]
+            for (p, s), keys, sim in zip(candidates, sentence_terms, scored.similarity)]
 
 
 def _under_heading(candidates: list, heading: int) -> tuple[Passage, tuple[int, int, str], int]:

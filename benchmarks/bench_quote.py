@@ -12,12 +12,14 @@ answer) is asked as a user asks it (`qa.ask`, default settings, real generation)
 Rows: the generated answer; the top evidence sentence; the quote as `app.quote` finds it; the quote's best
 sentence without narrowing to a clause; and the ceiling, whether any sentence of the prompt's passages would
 have done. `--data qmsum` asks the meeting queries instead (overlap only). `--ablate` adds the quote with each
-of its rules for contracts left out, to show what each adds. `--no-generation` generates nothing: the quote
+of its rules for contracts left out, to show what each adds. `--likelihood` adds the generator's own choice:
+of the quote's five best sentences, the one the model is likeliest to write when asked to copy the sentence that
+answers the question (the model reads question and sentence together). `--no-generation` generates nothing: the quote
 and the evidence are chosen from the question alone over the passages retrieval gives (what the quote is
 before an answer exists); it measures the choice of span on every meeting query in minutes, where generating
 takes hours (whole-meeting questions are read section by section).
 
-    python benchmarks/bench_quote.py [--quick] [--data qmsum] [--ablate] [--no-generation]
+    python benchmarks/bench_quote.py [--quick] [--data qmsum] [--ablate] [--likelihood] [--no-generation]
 """
 
 import argparse
@@ -30,13 +32,16 @@ from pathlib import Path
 from types import SimpleNamespace
 from unittest import mock
 
+import numpy as np
+import torch
 from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
 import app.quote
 from app import LongDocQA
-from app.answer import Answer
+from app.answer import Answer, Quote
+from app.api import load_generator
 from app.evals.datasets import (
     CUAD_DIR,
     QMSUM_FILE,
@@ -46,7 +51,7 @@ from app.evals.datasets import (
 )
 from app.evals.recall import overlaps, write_documents
 from app.evidence import score_sentences, select_evidence
-from app.quote import dates, find_quote
+from app.quote import dates, find_quote, sentence_scores
 
 OUT = Path(__file__).resolve().parent / "results"
 WORK = Path(__file__).resolve().parent / "out" / "quote"
@@ -60,6 +65,8 @@ parser.add_argument("--data", choices=("cuad", "qmsum"), default="cuad",
 parser.add_argument("--ablate", action="store_true", help="also the quote with each of its rules left out")
 parser.add_argument("--no-generation", action="store_true",
                     help="choose the quote from the question alone over the retrieved passages; generate nothing")
+parser.add_argument("--likelihood", action="store_true",
+                    help="also the sentence the generator is likeliest to copy, of the quote's five best (minutes)")
 parser.add_argument("--fresh", action="store_true", help="generate the answers again instead of reading them")
 args = parser.parse_args()
 require_dev_data(CUAD_DIR if args.data == "cuad" else QMSUM_FILE)
@@ -150,6 +157,35 @@ def quote_without(patches: dict, scored, question: str, answer: str):
         return find_quote(scored, question, answer)
 
 
+LIKELIEST_OF = 5  # the quote's best sentences the generator chooses among
+COPY_PROMPT = "Question: {question}\nThe sentence of the document that answers the question:"
+COPY_TOKENS = 120  # a sentence's first tokens scored (a long one's start says what it is about)
+generator = load_generator(qa.settings) if args.likelihood else None
+
+
+@torch.no_grad()
+def copy_logprob(question: str, sentence: str) -> float:
+    """The generator's mean log-probability per token of writing `sentence` as the answer to `question`."""
+    tokenizer, model = generator.tokenizer, generator.model
+    prompt = tokenizer(COPY_PROMPT.format(question=question), add_special_tokens=False).input_ids
+    target = tokenizer(" " + sentence, add_special_tokens=False).input_ids[:COPY_TOKENS]
+    logits = model(torch.tensor([prompt + target])).logits[0, len(prompt) - 1:-1].float()
+    return float(torch.log_softmax(logits, -1).gather(1, torch.tensor(target)[:, None]).mean())
+
+
+def likeliest_copy(scored, question: str) -> Quote | None:
+    """The generator's choice: of the quote's LIKELIEST_OF best sentences, the one it is likeliest to copy when
+    asked for the sentence that answers the question (it reads question and sentence together, where the quote's
+    terms and embeddings read them apart). A title question keeps the quote's title."""
+    title = app.quote.title_quote(question, [p for p, _ in scored.sentences])
+    if title is not None or not scored.sentences:
+        return title
+    best = np.argsort(-np.array(sentence_scores(scored, question)), kind="stable")[:LIKELIEST_OF]
+    chosen = max(best, key=lambda i: copy_logprob(question, scored.sentences[i][1][2]))
+    passage, (start, end, text) = scored.sentences[chosen]
+    return Quote(doc=passage.doc, char_start=start, char_end=end, text=text, score=0.0)
+
+
 def ceiling(scored, gold, short_answer: str) -> tuple[bool, bool]:
     """Whether any sentence of the passages overlaps the gold clause, and whether any holds the short answer."""
     sentences = [s for _, s in scored.sentences]
@@ -159,7 +195,8 @@ def ceiling(scored, gold, short_answer: str) -> tuple[bool, bool]:
 
 rows: dict[str, list[tuple[bool, bool, int]]] = {k: [] for k in (
     *(("generated answer",) if not args.no_generation else ()), "evidence (top sentence)", "quote",
-    "quote: sentence, not narrowed", *ABLATIONS)}
+    "quote: sentence, not narrowed", *ABLATIONS, *(("the generator's choice of the quote's 5 best",)
+                                                   if args.likelihood else ()))}
 rows["ceiling: the best sentence of the passages"] = []
 records = []
 for q in questions:
@@ -171,6 +208,8 @@ for q in questions:
         "quote: sentence, not narrowed": find_quote(scored, q.question, a.answer, narrow=False),
         **{name: quote_without(patches, scored, q.question, a.answer) for name, patches in ABLATIONS.items()},
     }
+    if args.likelihood:
+        spans["the generator's choice of the quote's 5 best"] = likeliest_copy(scored, q.question)
     if not args.no_generation:
         rows["generated answer"].append((False, holds(a.answer, q.answer), len(a.answer)))
     for name, span in spans.items():

@@ -19,6 +19,7 @@ import numpy as np
 
 from app.abstain import relevance, says_not_stated
 from app.answer import Answer, Passage, Search
+from app.conversation import unnamed
 from app.errors import DocumentNotFound, EmptyIndex, LongDocError
 from app.evidence import score_sentences, select_evidence
 from app.llm.generator import Generator, PrefixCache
@@ -137,20 +138,25 @@ class QueryEngine:
     def retrieve(self, question: str, doc: str | None = None, top_k: int | None = None,
                  settings: Settings | None = None) -> list[Passage]:
         """The top-k passages, best first (by the reranker when there is one), each with its rank and cosine
-        similarity to the question. `settings`: other retrieval settings for this call (default: the engine's)."""
+        similarity to the question. `settings`: other retrieval settings for this call (default: the engine's).
+
+        Searching one document, the words of the question that name it are left out of the search
+        (`app.conversation.unnamed`): "the eDiets co-branding agreement" chose the document, and inside it those
+        words match the passages that mention eDiets, not the clause asked about."""
         s = settings or self.settings
         info = self.resolve_doc(doc)
+        query = unnamed(question, info.name) if info else question
         k = top_k or s.top_k
         reranker = self._load_reranker(s.reranker)
         hits = retrieve(
-            self.store, self.embedder, question, k=max(k, s.rerank_candidates) if reranker else k,
+            self.store, self.embedder, query, k=max(k, s.rerank_candidates) if reranker else k,
             method=s.retriever, doc_id=info.doc_id if info else None,
         )
         if reranker:
-            hits = reranker.rerank(question, hits, k)
+            hits = reranker.rerank(query, hits, k)
         passages = [to_passage(i + 1, hit) for i, hit in enumerate(hits)]
         if s.pin_opening != "never" and passages:
-            query_vec = self.embedder.embed_queries([question])[0]  # remembered from retrieval: no second run
+            query_vec = self.embedder.embed_queries([query])[0]  # remembered from retrieval: no second run
             passages = self._pin_opening(passages, query_vec, k, s)
         return passages
 

@@ -13,7 +13,7 @@ import pytest
 
 from app import LongDocQA
 from app.answer import Answer, Passage, Quote, Search
-from app.conversation import content_words, drew_from, named_document, resolve
+from app.conversation import content_words, drew_from, named_document, resolve, unnamed
 from app.errors import DocumentNotFound
 from conftest import FIXTURES
 
@@ -104,6 +104,31 @@ def test_a_document_is_named_by_a_word_of_its_name_no_other_name_holds(question:
     names = [[EDIETS], ["SANDRIDGEENERGYINC_08_06_2009-EX-10.6-OPERATIONS AND MAINTENANCE AGREEMENT.txt"],
              [UPLOAD.name], ["sandbox_notes.md"], [ABILITY], ["PelicanDeliversInc_20200211_EX-10.3_AGREEMENT1.txt"]]
     assert named_document(question, names) == expected
+
+
+@pytest.mark.parametrize("question, name, searched", [
+    ("Which law governs the eDiets co-branding agreement?", EDIETS, "Which law governs the agreement?"),
+    ("Who are the parties to the SandRidge operations agreement?",
+     "SANDRIDGEENERGYINC_08_06_2009-EX-10.6-OPERATIONS AND MAINTENANCE AGREEMENT.txt",
+     "Who are the parties to the agreement?"),
+    ("What was decided in the remote control design meeting?", MEETING, "What was decided in the meeting?"),
+    # the document's words used as the subject, not as its name, stay
+    ("What did the team decide about the remote control?", MEETING,
+     "What did the team decide about the remote control?"),
+    ("When does eDiets have to pay Women.com?", EDIETS, "When does eDiets have to pay Women.com?"),
+    ("What license does the license agreement grant?", "Acme_License Agreement.txt",
+     "What license does the license agreement grant?"),
+])
+def test_the_words_naming_the_searched_document_are_left_out_of_its_search(question: str, name: str,
+                                                                           searched: str) -> None:
+    assert unnamed(question, name) == searched
+
+
+def test_a_question_naming_its_document_finds_the_clause_not_the_passages_naming_the_company(qa: LongDocQA) -> None:
+    """Searched as typed, "eDiets co-branding" pulls the opening and the recitals, which name both, ahead of the
+    governing-law clause."""
+    passages = qa.retrieve("Which law governs the eDiets co-branding agreement?", doc=EDIETS)
+    assert any("laws of the State of California" in p.text for p in passages)
 
 
 def test_subject_words_leave_out_question_words_pronouns_and_asking_verbs() -> None:

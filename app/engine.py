@@ -229,6 +229,9 @@ class QueryEngine:
         started = time.perf_counter()
         ranked = self.retrieve(text, doc=doc, top_k=top_k)
         timings = {"retrieve_s": round(time.perf_counter() - started, 4)}
+        query = unnamed(text, self.resolve_doc(doc).name) if doc is not None else text
+        if query != text:  # what retrieval ran on (`retrieve`)
+            search = Search(query, doc, "; ".join(filter(None, (search.why, "the words naming it left out"))))
         answer = Answer(question=question, id=id, model=gen.info, timings=timings, searched=search)
         on_question = score_sentences(self.embedder, text, "", ranked)  # reused by the evidence below
         relevant = relevance(text, ranked, on_question)

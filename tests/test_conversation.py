@@ -43,7 +43,8 @@ def docs_of(answer: Answer) -> set[str]:
 def test_three_turns_over_two_documents_follow_ups_search_the_document_meant(qa: LongDocQA) -> None:
     chat = qa.chat()
     first = chat.ask("Who are the parties to the eDiets co-branding agreement?")
-    assert docs_of(first) == {EDIETS} and first.searched.why == "the document the question names"
+    assert docs_of(first) == {EDIETS}
+    assert first.searched.why == "the document the question names; the words naming it left out"
 
     second = chat.ask("When does it expire?")  # names no document
     assert docs_of(second) == {EDIETS}
@@ -129,6 +130,9 @@ def test_a_question_naming_its_document_finds_the_clause_not_the_passages_naming
     governing-law clause."""
     passages = qa.retrieve("Which law governs the eDiets co-branding agreement?", doc=EDIETS)
     assert any("laws of the State of California" in p.text for p in passages)
+    answer = qa.ask("Which law governs the eDiets co-branding agreement?", doc=EDIETS)  # stops after retrieval
+    assert answer.searched.question == "Which law governs the agreement?" and answer.searched.doc == EDIETS
+    assert "naming it left out" in answer.searched.why
 
 
 def test_subject_words_leave_out_question_words_pronouns_and_asking_verbs() -> None:

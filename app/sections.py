@@ -8,11 +8,11 @@ cut at a heading where one falls near the limit, and between speaker turns); the
 its own with the question and writes a note; then one combining pass answers from the notes (`combine_plan`).
 
 Every part of such an answer is traceable. A note records the section it read (character offsets) and its
-source: the passage of that section whose sentences are closest to the question and the note. The answer's
-passages are the sources of the notes that went into the combining pass, numbered in reading order, so the
-prompt map (each note's place in the combining prompt) and the document map (each source's place in the
-document) show every section that contributed, and the evidence, quote and support check run over them as they
-do for retrieved passages.
+source: the passage of that section retrieval ranked first for the question when it holds one, else the one
+whose sentences are closest to the question and the note. The answer's passages are the sources of the notes
+that went into the combining pass, numbered in reading order, so the prompt map (each note's place in the
+combining prompt) and the document map (each source's place in the document) show every section that
+contributed, and the evidence, quote and support check run over them as they do for retrieved passages.
 
 Which sections contribute is decided without the model, which the embedded 135M one could not be trusted with:
 a section is read when it holds one of the passages retrieval ranks first for the question (the ones a `rag`
@@ -238,8 +238,7 @@ def read_sections(
             if says_nothing(note.text):
                 note.reason = "the model found nothing on the question in this section"
             else:
-                scored = score_sentences(embedder, question, note.text, passages, embedded=on_question)
-                source = scored.sentences[int(scored.similarity.argmax())][0] if scored.sentences else passages[0]
+                source = note_source(embedder, question, note.text, passages, on_question, ranked_first)
                 source.rank = len(out.sources) + 1
                 note.used, note.source = True, source.rank
                 out.sources.append(source)
@@ -251,6 +250,19 @@ def read_sections(
         if on_progress:
             on_progress(SectionProgress(section.index, len(sections), info.name, note))
     return out
+
+
+def note_source(embedder: Embedder, question: str, note: str, passages: list[Passage], on_question,
+            ranked_first: set[tuple[str, int]]) -> Passage:
+    """The passage a note draws on: of the section's passages that retrieval ranked first for the question (the
+    ones a `rag` answer reads) when it holds any, else of all its passages, the one whose sentence is closest to
+    the question and the note. The note is the small model's; where retrieval already found the clause, its word
+    is the steadier one (benchmarks/bench_sections.py measures the sources' cover of the gold spans)."""
+    scored = score_sentences(embedder, question, note, passages, embedded=on_question)
+    if not scored.sentences:
+        return passages[0]
+    retrieved = [i for i, (p, _) in enumerate(scored.sentences) if (p.doc_id, p.char_start) in ranked_first]
+    return scored.sentences[max(retrieved or range(len(scored.sentences)), key=lambda i: scored.similarity[i])][0]
 
 
 def combine_plan(builder: PromptBuilder, question: str, read: SectionsRead) -> PromptPlan:

@@ -10,10 +10,13 @@ import pytest
 
 from app import LongDocQA
 from app.answer import Answer
+from app.evidence import score_sentences
 from app.sections import (
     SectionProgress,
     asks_summary,
     asks_whole_document,
+    note_source,
+    passage_of,
     split_sections,
 )
 from conftest import FIXTURES
@@ -46,6 +49,20 @@ def test_sections_cover_the_document_in_order_each_within_the_budget(qa: LongDoc
     for s, after in zip(sections, sections[1:]):
         if s.tokens + count(after.chunks[0].text) <= 600:
             assert after.chunks[0].section != s.chunks[-1].section and s.tokens >= 300
+
+
+def test_a_note_cites_the_passage_retrieval_ranked_first_over_one_its_words_echo(qa: LongDocQA) -> None:
+    """The 135M model's note often echoes a neighbouring clause; where the section holds a passage retrieval
+    ranked first for the question, that passage is the note's source, else the one closest to the note."""
+    chunks = qa.store.chunks(qa.store.get(DISTRIBUTOR.name).doc_id)
+    found, echoed = chunks[1], chunks[-2]
+    passages = [passage_of(c, 0, 0.5) for c in (found, echoed)]
+    question = "What does the distributor agree to?"
+    on_question = score_sentences(qa.embedder, question, "", passages)
+    note = echoed.text[:200]
+    assert note_source(qa.embedder, question, note, passages, on_question, set()).char_start == echoed.char_start
+    ranked_first = {(found.doc_id, found.char_start)}
+    assert note_source(qa.embedder, question, note, passages, on_question, ranked_first).char_start == found.char_start
 
 
 @pytest.mark.parametrize("question, whole, summary", [

@@ -294,7 +294,7 @@ class QueryEngine:
         evidence_started = time.perf_counter()
         scored = score_sentences(self.embedder, text, answer.answer, answer.passages, embedded=on_question)
         answer.evidence = select_evidence(scored)
-        answer.quote = find_quote(scored, text, answer.answer)
+        answer.quote = find_quote(scored, search.question, answer.answer)  # without the words naming the document
         answer.support = check_support(self.embedder, text, answer.answer, answer.passages, scored)
         if self.settings.answer_style == "extractive" and answer.quote is not None:
             answer.generated, answer.answer = answer.answer, answer.quote.text

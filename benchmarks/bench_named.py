@@ -7,8 +7,8 @@ named instead, written from its file name as a user would name it: the company a
 the kind of agreement at its end ("the Ediets co-branding agreement", "the ALAMOGORDO agency agreement"). Each
 is retrieved within its document with the default settings, twice: as the engine does it, and with the naming
 words kept (`unnamed` patched to return the question as typed). Printed: recall@5 (a passage overlaps a gold
-clause) and the quote chosen from the question over those passages (no generation) overlapping a gold clause,
-by category, beside the same questions as CUAD writes them ("this agreement").
+clause) and the quote chosen over those passages from the question as searched (no generation) overlapping a
+gold clause, by category, beside the same questions as CUAD writes them ("this agreement").
 
     python benchmarks/bench_named.py
 """
@@ -50,7 +50,8 @@ def measure(qa: LongDocQA, questions: list) -> dict[str, list[tuple[bool, bool]]
     out: dict[str, list[tuple[bool, bool]]] = {}
     for q, text in questions:
         passages = qa.retrieve(text, doc=q.doc)
-        quote = find_quote(score_sentences(qa.embedder, text, "", passages), text, "")
+        searched = app.engine.unnamed(text, q.doc)  # what the engine's quote reads, as its search
+        quote = find_quote(score_sentences(qa.embedder, text, "", passages), searched, "")
         out.setdefault(q.category, []).append((
             any(overlaps((p.char_start, p.char_end), q.gold) for p in passages),
             bool(quote and overlaps((quote.char_start, quote.char_end), q.gold))))

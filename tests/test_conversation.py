@@ -135,6 +135,15 @@ def test_a_question_naming_its_document_finds_the_clause_not_the_passages_naming
     assert "naming it left out" in answer.searched.why
 
 
+@pytest.mark.slow
+def test_the_quote_reads_the_question_as_searched_not_the_words_naming_the_document(tmp_path) -> None:
+    """The opening defines '("eDiets")', a term made of the question's words as typed, and was quoted for it."""
+    qa = LongDocQA(index_dir=tmp_path / "index", max_new_tokens=16)
+    qa.ingest([ROOT / "sample_docs" / EDIETS])
+    answer = qa.ask("Which law governs the eDiets co-branding agreement?", doc=EDIETS)
+    assert '("eDiets")' not in answer.quote.text and "govern" in answer.quote.text
+
+
 def test_subject_words_leave_out_question_words_pronouns_and_asking_verbs() -> None:
     assert content_words("Who proposed that, and why?") == []
     assert content_words("When does it expire?") == ["expire"]

@@ -129,11 +129,11 @@ def unnamed(question: str, name: str) -> str:
     A user names the document they ask about ("Which law governs the eDiets co-branding agreement?"). Once the
     search keeps to that document, those words say nothing of where the answer is, but they match the passages
     that mention the company or the title: on the 32 dev contracts' governing-law questions asked with the
-    document named, the governing-law clause was among the five passages for 13 as typed and 32 without the
-    naming words. Only a name written as a name is dropped: the words just before a noun that names a document
-    ("agreement", "meeting", kept itself), one of them a word of its file name (`name_words`, or the start of
-    one: "Sandridge" for SANDRIDGEENERGYINC); "what did the team decide about the remote control?" keeps its
-    subject, the remote control, even in ami_remote_control_design_meeting.txt.
+    document named, the governing-law clause was among the five passages for 13 as typed and 30 without the
+    naming words (benchmarks/bench_named.py). Only a name written as a name is dropped: the words just before a
+    noun that names a document ("agreement", "meeting", kept itself), one of them a word of its file name
+    (`name_words`, or the start of one: "Sandridge" for SANDRIDGEENERGYINC); "what did the team decide about the
+    remote control?" keeps its subject, the remote control, even in ami_remote_control_design_meeting.txt.
     """
     own = name_words(name)
 

@@ -36,7 +36,7 @@ from typing import Callable, Sequence
 
 from app.abstain import relevance, says_not_stated
 from app.answer import Note, Passage
-from app.evidence import score_sentences
+from app.evidence import ScoredSentences, score_sentences
 from app.prompt import PromptBuilder, PromptPlan, fence
 from app.reorder import document_order
 from index.base import DocumentInfo, VectorStore
@@ -252,8 +252,8 @@ def read_sections(
     return out
 
 
-def note_source(embedder: Embedder, question: str, note: str, passages: list[Passage], on_question,
-            ranked_first: set[tuple[str, int]]) -> Passage:
+def note_source(embedder: Embedder, question: str, note: str, passages: list[Passage],
+                on_question: ScoredSentences, ranked_first: set[tuple[str, int]]) -> Passage:
     """The passage a note draws on: of the section's passages that retrieval ranked first for the question (the
     ones a `rag` answer reads) when it holds any, else of all its passages, the one whose sentence is closest to
     the question and the note. The note is the small model's; where retrieval already found the clause, its word

@@ -16,10 +16,13 @@ generated answer):
    plus a bonus when the sentence holds what the question asks for: the parties (a company or a defined name,
    "between X and Y"; "the entire agreement between the parties" names nobody), a date for "when" or "what
    date" (half of it for a year alone: filings leave dates blank, "the [ ] day of [ ], 2020"), a length of time
-   for "how long", "how much notice" or "what period"; the same again when the sentence defines a term made of
-   the question's words ('(the "Effective Date")' for when the agreement becomes effective), and again when a
+   for "how long", "how much notice" or "what period", a clause naming the law that governs ("construed in
+   accordance with the laws of") for which law governs; the same again when the sentence defines a term made
+   of the question's words ('(the "Effective Date")' for when the agreement becomes effective), again when a
    date follows one of the question's words ("shall expire on June 21, 2000"; for when a document was made,
-   any of the words documents say that with: "dated", "entered into", "effective as of"); plus, for
+   any of the words documents say that with: "dated", "entered into", "effective as of"), and again, for when
+   the document ends, when the document is the sentence's subject ("This Agreement shall remain in effect ...",
+   not "Such termination shall become effective as of ..."); plus, for
    each question word in the sentence's file name, what the rarest shared name would count, so that "the
    co-branding agreement's governing law" is quoted from that agreement when several are retrieved.
    A question asking what the document is called is answered by the title in its opening passage.
@@ -87,6 +90,21 @@ _NAMES_ORGANISATION = re.compile(
 _DEFINES = re.compile(r"\(\s*(?:the\s+|this\s+|an?\s+|hereinafter(?:\s+referred\s+to\s+as)?\s+)?"
                       r"[\"“]([^\"”]{2,60})[\"”]"
                       r"|[\"“]([^\"”]{2,60})[\"”]\s+(?:means|shall\s+mean)\b", re.IGNORECASE)
+# "which state's law governs", "what is the governing law": answered by the clause naming a law, not the
+# many clauses that mention "applicable laws"
+_ASKS_LAW = re.compile(r"\blaws?\b.*\bgovern|\bgovern\w*\b.*\blaws?\b", re.IGNORECASE)
+_STATES_LAW = re.compile(r"\b(?:governed|construed|interpreted|enforced|governs|govern)\b[^.;]{0,80}?\blaws?\s+of\b"
+                         r"|\b(?:governed|construed|interpreted|enforced)\s+(?:by|under|in accordance with)\s+"
+                         r"(?:the\s+)?(?:[\w-]+\s+){1,3}laws?\b"  # "governed by California law"
+                         r"|\blaws?\s+of\b[^.;]{0,80}?\b(?:shall|will)\s+(?:govern|apply|control)\b", re.IGNORECASE)
+# a sentence whose subject is the document itself: "This Agreement shall remain in effect ...", "12.1 This
+# contract shall continue until ...", "THIS AMENDMENT (the "Amendment") expires on ..."
+_DOCUMENT = r"(?:agreement|contract|amendment|lease|addendum)"
+_ASKS_OF_DOCUMENT = re.compile(rf"\b(?:the|this)\s+{_DOCUMENT}\b|\bthe\s+{_DOCUMENT}'s\b", re.IGNORECASE)
+_DOCUMENT_SUBJECT = re.compile(
+    rf"\b(?i:this|the)\s+(?:[A-Z][\w&-]*\s+){{0,4}}(?i:{_DOCUMENT})\b(?:\s*\([^)]{{0,60}}\))?,?\s+"
+    r"(?i:shall|will|is|was|has\s+been|becomes?|commences?|continues?|remains?|expires?|terminates?"
+    r"|is\s+made)\b")
 _ASKS_DURATION = re.compile(r"\bhow long\b|\bhow much notice\b|\bhow many (?:days|months|years)\b|\bperiod\b"
                             r"|\bfor how long\b", re.IGNORECASE)
 _DATE_FRAME = frozenset({"date", "day"})  # the question's frame ("on what date"), not what the date is of
@@ -154,13 +172,15 @@ def terms(text: str) -> frozenset[Term]:
 
 
 def answer_type_bonus(question: str, sentence: str) -> float:
-    """ANSWER_TYPE_BONUS when the sentence holds what the question asks for: the parties ("between X and Y"), a
-    duration, or a date (when a term ends is stated either way: "expires on June 21, 2000" or "for a period of
+    """ANSWER_TYPE_BONUS when the sentence holds what the question asks for: the parties ("between X and Y"), the
+    law that governs ("governed by the laws of"), a duration, or a date (when a term ends is stated either way: "expires on June 21, 2000" or "for a period of
     two years"); for when a term ends, once more when the sentence says how long the agreement lasts ("shall
     remain in full force and effect for"), which a renewal or notice clause naming a period does not."""
     if _ASKS_PARTIES.search(question):
         named = len(_NAMES_ORGANISATION.findall(sentence))  # "between the parties" names nobody
         return ANSWER_TYPE_BONUS if named and (_NAMES_PARTIES.search(sentence) or named >= 2) else 0.0
+    if _ASKS_LAW.search(question):
+        return ANSWER_TYPE_BONUS if _STATES_LAW.search(sentence) else 0.0
     if _ASKS_DURATION.search(question):
         return ANSWER_TYPE_BONUS if _DURATION.search(sentence) else 0.0
     if _ASKS_DATE.search(question):
@@ -170,6 +190,19 @@ def answer_type_bonus(question: str, sentence: str) -> float:
             found = 0.5  # a date left blank or mangled: "the [ ] day of [ ], 2020", "19t h day of March, 2020"
         lasts = ends and _STATES_TERM.search(sentence)  # "shall continue in full force and effect for ..."
         return ANSWER_TYPE_BONUS * (found + bool(lasts))
+    return 0.0
+
+
+def document_term_bonus(question: str, sentence: str) -> float:
+    """ANSWER_TYPE_BONUS when the question asks when the document itself ends ("when does the initial term of the
+    agreement expire?") and the sentence is about the document itself ("This Agreement shall remain in effect
+    for two years", "... shall continue in full force and effect until terminated"): a contract states its
+    own term with itself as the subject, while the clauses that merely hold a date or a period are about
+    something else ("Such termination shall become effective as of November 1, 2007", "This initial order shall
+    be received no later than April 1, 2000"). The answer may hold no date at all (a term that runs until
+    terminated), so the sentence need not hold one."""
+    if _ASKS_END.search(question) and _ASKS_OF_DOCUMENT.search(question) and _DOCUMENT_SUBJECT.search(sentence):
+        return ANSWER_TYPE_BONUS
     return 0.0
 
 
@@ -307,7 +340,7 @@ def sentence_scores(scored: ScoredSentences, question: str) -> list[float]:
                for p, _ in candidates}
     return [sum(rarity[t.key] * (NAME_WEIGHT if t.strong else 1.0) for t in wanted if t.key in keys)
             + SIMILARITY_WEIGHT * float(sim) + answer_type_bonus(question, s[2]) + defined_term_bonus(question, s[2])
-            + verb_date_bonus(question, s[2]) + in_name[p.doc]
+            + verb_date_bonus(question, s[2]) + document_term_bonus(question, s[2]) + in_name[p.doc]
             for (p, s), keys, sim in zip(candidates, sentence_terms, scored.similarity)]
 
 

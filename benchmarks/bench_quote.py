@@ -147,6 +147,8 @@ ABLATIONS = {
     "quote without: heading with its sentence": {"is_heading": lambda text: False},
     "quote without: a year alone as half a date": {"_YEAR": re.compile(r"(?!)")},
     "quote without: the date of the asked verb": {"verb_date_bonus": lambda question, sentence: 0.0},
+    "quote without: the clause naming the law": {"_ASKS_LAW": re.compile(r"(?!)")},
+    "quote without: the document as its term's subject": {"document_term_bonus": lambda question, sentence: 0.0},
 } if args.ablate else {}
 
 

@@ -4,7 +4,15 @@ import pytest
 
 from app.answer import Passage
 from app.evidence import score_sentences, select_evidence, sentences_with_offsets
-from app.quote import ANSWER_TYPE_BONUS, answer_type_bonus, dates, defined_term_bonus, find_quote, verb_date_bonus
+from app.quote import (
+    ANSWER_TYPE_BONUS,
+    answer_type_bonus,
+    dates,
+    defined_term_bonus,
+    document_term_bonus,
+    find_quote,
+    verb_date_bonus,
+)
 from app.settings import EMBEDDED_EMBEDDER
 from index.embedder import Embedder
 
@@ -168,6 +176,29 @@ def test_a_sentence_saying_how_long_the_agreement_lasts_answers_when_it_ends(sen
     assert answer_type_bonus(question, "Either party may terminate this Agreement for convenience.") == 0
 
 
+def test_the_law_that_governs_is_quoted_from_the_clause_naming_it_not_a_clause_mentioning_laws(embedder):
+    text = ("11. Confidential Information. Such Confidential Information shall be governed by the terms of this "
+            "Section 11, and each party shall comply with all applicable laws and regulations in its use. "
+            "12. Miscellaneous. This Agreement shall be interpreted and enforced in accordance with the laws of the "
+            "State of California, without regard to its conflict of law provisions.")
+    quote = quote_for(embedder, "Which state or country's law governs the contract?", [whole("e.txt", text)])
+    assert "State of California" in quote.text and "Confidential" not in quote.text
+    assert answer_type_bonus("Which law governs the agreement?", "The laws of Delaware shall govern it.") > 0
+    assert answer_type_bonus("Which law governs the agreement?", "Each party shall obey all applicable laws.") == 0
+
+
+def test_when_the_agreement_ends_is_quoted_from_a_sentence_about_the_agreement_itself(embedder):
+    text = ("Either party may terminate on ninety (90) days' notice. Such termination shall become effective as of "
+            "November 1, 2007. 12.1 This contract shall be effective as of November 1, 2002, and shall remain in "
+            "force and effect until October 31, 2012.")
+    question = "When does the initial term of the agreement expire?"
+    quote = quote_for(embedder, question, [whole("g.txt", text)])
+    assert "October 31, 2012" in quote.text
+    assert document_term_bonus(question, "This Agreement shall continue until terminated by either party.") > 0
+    assert document_term_bonus(question, "Such termination shall become effective as of November 1, 2007.") == 0
+    assert document_term_bonus("Who are the parties to this agreement?", "This Agreement shall continue.") == 0
+
+
 def test_when_before_a_gerund_asks_what_was_said_not_a_date():
     dated = "On 12 March 2005 the team met again."
     assert answer_type_bonus("What did the team decide when discussing the remote's case?", dated) == 0
@@ -175,11 +206,11 @@ def test_when_before_a_gerund_asks_what_was_said_not_a_date():
 
 
 def test_a_heading_is_quoted_with_the_sentence_under_it(embedder):
-    text = ("4.7 Each party shall bear its own costs.\nGoverning Law and Attornment\n4.8 This Agreement will be "
-            "construed in accordance with the laws of the Province of British Columbia.")
-    question = "Which law governs the contract?"
+    text = ("4.7 Each party shall bear its own costs.\nNon-Solicitation of Employees\n4.8 This Agreement bars either "
+            "party from hiring any employee of the other party during the term.")
+    question = "Is there a non-solicitation of employees clause?"
     quote = quote_for(embedder, question, [whole("g.txt", text)])
-    assert quote.text.startswith("Governing Law and Attornment") and "British Columbia" in quote.text
+    assert quote.text.startswith("Non-Solicitation of Employees") and "hiring any employee" in quote.text
     assert text[quote.char_start:quote.char_end] == quote.text
     # the sentence under it opens the next retrieved passage: that sentence alone, exact in the document
     cut = text.index("4.8")

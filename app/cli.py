@@ -9,7 +9,6 @@ import functools
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -286,7 +285,9 @@ def ui(port: Annotated[int, typer.Option(help="Local port.")] = 8501, index: Ind
            "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
            "--client.toolbarMode", "minimal"]  # no "Deploy" button or developer menu for the people asking
     console.print(f"longdoc-qa UI on http://localhost:{port}")
-    raise typer.Exit(subprocess.call(cmd, env=env))
+    # the server takes this process's place, so stopping the UI by its PID stops the server (a child process
+    # would outlive its parent's SIGTERM and keep the port)
+    os.execve(sys.executable, cmd, env)
 
 
 @command

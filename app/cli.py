@@ -62,11 +62,14 @@ def command(fn: Callable | None = None, *, group: typer.Typer | None = None, nam
 
 @command
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Files or folders.")],
+    paths: Annotated[list[str], typer.Argument(help="Files or folders.")],
     index: IndexOpt = None,
 ) -> None:
     """Ingest files and folders (pdf, docx, html, md, txt, vtt, srt); one line per skipped file with the reason."""
-    report = _qa(index).ingest(paths, show_progress=True)
+    if any(not p.strip() for p in paths):  # an unset shell variable: Path("") is ".", the whole current folder
+        raise typer.BadParameter("an empty path was given; name a file or a folder ('.' for this one)",
+                                 param_hint="PATHS")
+    report = _qa(index).ingest([Path(p) for p in paths], show_progress=True)
     for file, reason in report.skipped:
         err.print(f"[yellow]skipped[/yellow] {file}: {reason}", highlight=False, soft_wrap=True)  # one line a file
     for name, info in report.duplicates:

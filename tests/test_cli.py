@@ -42,6 +42,12 @@ def test_ingest_reports_each_bad_file_and_keeps_the_rest(index):
     assert f"{len(sample_files()) + 1} ingested" in output  # the cp1252 file is decoded, not refused
 
 
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path):
+    result = runner.invoke(app, ["ingest", "", "--index", str(tmp_path / "index")])
+    assert result.exit_code == 2 and "an empty path was given" in result.output, result.output
+    assert not (tmp_path / "index").exists()
+
+
 def test_ingesting_again_changes_nothing(index):
     idx, _ = index
     result = runner.invoke(app, ["ingest", *map(str, sample_files()), "--index", str(idx)])

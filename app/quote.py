@@ -97,14 +97,14 @@ _STATES_LAW = re.compile(r"\b(?:governed|construed|interpreted|enforced|governs|
                          r"|\b(?:governed|construed|interpreted|enforced)\s+(?:by|under|in accordance with)\s+"
                          r"(?:the\s+)?(?:[\w-]+\s+){1,3}laws?\b"  # "governed by California law"
                          r"|\blaws?\s+of\b[^.;]{0,80}?\b(?:shall|will)\s+(?:govern|apply|control)\b", re.IGNORECASE)
-# a sentence whose subject is the document itself: "This Agreement shall remain in effect ...", "12.1 This
-# contract shall continue until ...", "THIS AMENDMENT (the "Amendment") expires on ..."
 _DOCUMENT = r"(?:agreement|contract|amendment|lease|addendum)"
+# a question about the document itself ("the agreement", "this contract"), and a sentence whose subject it is:
+# "This Agreement shall remain in effect ...", "12.1 This contract shall continue until ...", "THIS AMENDMENT
+# (the "Amendment") expires on ..."
 _ASKS_OF_DOCUMENT = re.compile(rf"\b(?:the|this)\s+{_DOCUMENT}\b|\bthe\s+{_DOCUMENT}'s\b", re.IGNORECASE)
 _DOCUMENT_SUBJECT = re.compile(
     rf"\b(?i:this|the)\s+(?:[A-Z][\w&-]*\s+){{0,4}}(?i:{_DOCUMENT})\b(?:\s*\([^)]{{0,60}}\))?,?\s+"
-    r"(?i:shall|will|is|was|has\s+been|becomes?|commences?|continues?|remains?|expires?|terminates?"
-    r"|is\s+made)\b")
+    r"(?i:shall|will|is|was|has\s+been|becomes?|commences?|continues?|remains?|expires?|terminates?)\b")
 _ASKS_DURATION = re.compile(r"\bhow long\b|\bhow much notice\b|\bhow many (?:days|months|years)\b|\bperiod\b"
                             r"|\bfor how long\b", re.IGNORECASE)
 _DATE_FRAME = frozenset({"date", "day"})  # the question's frame ("on what date"), not what the date is of
@@ -173,9 +173,10 @@ def terms(text: str) -> frozenset[Term]:
 
 def answer_type_bonus(question: str, sentence: str) -> float:
     """ANSWER_TYPE_BONUS when the sentence holds what the question asks for: the parties ("between X and Y"), the
-    law that governs ("governed by the laws of"), a duration, or a date (when a term ends is stated either way: "expires on June 21, 2000" or "for a period of
-    two years"); for when a term ends, once more when the sentence says how long the agreement lasts ("shall
-    remain in full force and effect for"), which a renewal or notice clause naming a period does not."""
+    law that governs ("governed by the laws of"), a duration, or a date (when a term ends is stated either way:
+    "expires on June 21, 2000" or "for a period of two years"); for when a term ends, once more when the sentence
+    says how long the agreement lasts ("shall remain in full force and effect for"), which a renewal or notice
+    clause naming a period does not."""
     if _ASKS_PARTIES.search(question):
         named = len(_NAMES_ORGANISATION.findall(sentence))  # "between the parties" names nobody
         return ANSWER_TYPE_BONUS if named and (_NAMES_PARTIES.search(sentence) or named >= 2) else 0.0

@@ -117,8 +117,8 @@ class Note:
     """What one section of a document said about the question (mode `sections`, `app.sections`).
 
     Sections are read in order, each on its own within the model's window; `char_start`/`char_end` are the
-    section's place in the document. A note that went into the combining pass (`used`) cites its source, the
-    passage of the section it draws on, by that passage's `rank`; a note left out says why in `reason`.
+    section's place in the document. A note that went into the combining pass (`used`) cites its sources, the
+    passages of the section it draws on, by their `rank`s; a note left out says why in `reason`.
     """
 
     section: int  # 1-based, in reading order
@@ -128,7 +128,7 @@ class Note:
     text: str
     used: bool = False
     reason: str = ""
-    source: int | None = None  # the rank of its source passage in `Answer.passages`
+    sources: list[int] = field(default_factory=list)  # the ranks of its source passages in `Answer.passages`
     relevance: float = 0.0  # the section's relevance to the question (`app.abstain`), what decides `used`
     prompt_tokens: int = 0
     reused_tokens: int = 0  # prompt tokens (the instructions and the question) read from the shared KV cache

@@ -8,11 +8,12 @@ cut at a heading where one falls near the limit, and between speaker turns); the
 its own with the question and writes a note; then one combining pass answers from the notes (`combine_plan`).
 
 Every part of such an answer is traceable. A note records the section it read (character offsets) and its
-source: the passage of that section retrieval ranked first for the question when it holds one, else the one
-whose sentences are closest to the question and the note. The answer's passages are the sources of the notes
-that went into the combining pass, numbered in reading order, so the prompt map (each note's place in the
-combining prompt) and the document map (each source's place in the document) show every section that
-contributed, and the evidence, quote and support check run over them as they do for retrieved passages.
+sources: every passage of that section that retrieval ranked first for the question (a section holding three
+of the clauses a list asks for cites all three), else the one passage whose sentences are closest to the
+question and the note. The answer's passages are the sources of the notes that went into the combining pass,
+numbered in reading order, so the prompt map (each note's place in the combining prompt, shared by its
+sources) and the document map (each source's place in the document) show every section that contributed, and
+the evidence, quote and support check run over them as they do for retrieved passages.
 
 Which sections contribute is decided without the model, which the embedded 135M one could not be trusted with:
 a section is read when it holds one of the passages retrieval ranks first for the question (the ones a `rag`
@@ -238,10 +239,11 @@ def read_sections(
             if says_nothing(note.text):
                 note.reason = "the model found nothing on the question in this section"
             else:
-                source = note_source(embedder, question, note.text, passages, on_question, ranked_first)
-                source.rank = len(out.sources) + 1
-                note.used, note.source = True, source.rank
-                out.sources.append(source)
+                note.used = True
+                for source in note_sources(embedder, question, note.text, passages, on_question, ranked_first):
+                    source.rank = len(out.sources) + 1
+                    note.sources.append(source.rank)
+                    out.sources.append(source)
         else:
             note.reason = (f"relevance {score:.2f} is below {min_relevance:.2f} and no passage retrieved for the "
                            "question is here: not read by the model")
@@ -252,38 +254,42 @@ def read_sections(
     return out
 
 
-def note_source(embedder: Embedder, question: str, note: str, passages: list[Passage],
-                on_question: ScoredSentences, ranked_first: set[tuple[str, int]]) -> Passage:
-    """The passage a note draws on: of the section's passages that retrieval ranked first for the question (the
-    ones a `rag` answer reads) when it holds any, else of all its passages, the one whose sentence is closest to
-    the question and the note. The note is the small model's; where retrieval already found the clause, its word
-    is the steadier one (benchmarks/bench_sections.py measures the sources' cover of the gold spans)."""
+def note_sources(embedder: Embedder, question: str, note: str, passages: list[Passage],
+                 on_question: ScoredSentences, ranked_first: set[tuple[str, int]]) -> list[Passage]:
+    """The passages a note draws on, in reading order: every passage of the section that retrieval ranked first
+    for the question (the ones a `rag` answer reads) when it holds any, else the one passage whose sentence is
+    closest to the question and the note. The note is the small model's; where retrieval already found the
+    clauses, its word is the steadier one, and a section can hold several clauses of one list
+    (benchmarks/bench_sections.py measures the sources' cover of the gold spans)."""
+    retrieved = [p for p in passages if (p.doc_id, p.char_start) in ranked_first]
+    if retrieved:
+        return retrieved
     scored = score_sentences(embedder, question, note, passages, embedded=on_question)
     if not scored.sentences:
-        return passages[0]
-    retrieved = [i for i, (p, _) in enumerate(scored.sentences) if (p.doc_id, p.char_start) in ranked_first]
-    return scored.sentences[max(retrieved or range(len(scored.sentences)), key=lambda i: scored.similarity[i])][0]
+        return passages[:1]
+    return [scored.sentences[max(range(len(scored.sentences)), key=lambda i: scored.similarity[i])][0]]
 
 
 def combine_plan(builder: PromptBuilder, question: str, read: SectionsRead) -> PromptPlan:
-    """The combining prompt: the used notes, in reading order, each headed like its source passage.
+    """The combining prompt: the used notes, in reading order, each headed like its first source passage.
 
-    Its `passages` are the sources, carrying their notes' places in this prompt; notes that do not fit the
-    window are dropped weakest first, as passages are, their sources in `dropped`.
+    Its `passages` are the sources, carrying their notes' places in this prompt (a note's sources share it);
+    notes that do not fit the window are dropped weakest first, as passages are, their sources in `dropped`.
     """
     by_rank = {p.rank: p for p in read.sources}
-    notes = {n.source: n for n in read.notes if n.used}
-    quoted = sorted((replace(p, text=notes[p.rank].text) for p in read.sources),
+    notes = {n.sources[0]: n for n in read.notes if n.used}  # a note by its first source's rank
+    quoted = sorted((replace(by_rank[first], text=note.text) for first, note in notes.items()),
                     key=lambda p: -notes[p.rank].relevance)
     plan = builder.build(question, quoted, document_order, intro=NOTES_INTRO, closing=NOTES_CLOSING)
     placed = []
     for copy in plan.passages:
-        source = by_rank[copy.rank]
-        source.prompt_index, source.prompt_zone = copy.prompt_index, copy.prompt_zone
-        source.prompt_token_start, source.prompt_token_end = copy.prompt_token_start, copy.prompt_token_end
-        placed.append(source)
+        for rank in notes[copy.rank].sources:
+            source = by_rank[rank]
+            source.prompt_index, source.prompt_zone = copy.prompt_index, copy.prompt_zone
+            source.prompt_token_start, source.prompt_token_end = copy.prompt_token_start, copy.prompt_token_end
+            placed.append(source)
     plan.passages = placed
-    plan.dropped = [by_rank[p.rank] for p in plan.dropped]
+    plan.dropped = [by_rank[rank] for copy in plan.dropped for rank in notes[copy.rank].sources]
     return plan
 
 

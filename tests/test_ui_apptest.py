@@ -222,7 +222,7 @@ def test_a_sections_answer_shows_every_section_read_and_what_it_searched(app_tes
     answer.searched = Search("List every obligation.", "msa.txt", "the document in focus")
     answer.notes = [
         Note(section=1, doc="msa.txt", char_start=0, char_end=31, text="Acme and Comware are the parties.", used=True,
-             source=2, relevance=0.41),
+             sources=[2, 3], relevance=0.41),
         Note(section=2, doc="msa.txt", char_start=31, char_end=len(DOC_TEXT), text="", relevance=0.2,
              reason="relevance 0.20 is below 0.34: not read by the model"),
     ]
@@ -233,6 +233,7 @@ def test_a_sections_answer_shows_every_section_read_and_what_it_searched(app_tes
     markdown = " ".join(m.value for m in at.markdown)
     assert "where each section's note sat in the combining prompt" in markdown
     assert "Acme and Comware are the parties." in markdown and "not read by the model" in markdown
+    assert "note citing [2], [3]" in markdown
     assert "Searched **msa.txt** (the document in focus)" in [c.value for c in at.caption]
 
 

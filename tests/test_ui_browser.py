@@ -285,7 +285,8 @@ def test_a_fresh_upload_is_what_this_agreement_means_in_a_conversation_and_a_sec
     ask(page, "List every obligation of the distributor.", turn=3)
     sections = downloaded_answers(page)[2]
     assert sections["mode"] == "sections" and sections["notes"]
-    assert {n["source"] for n in sections["notes"] if n["used"]} == {p["rank"] for p in sections["passages"]}
+    cited = {rank for n in sections["notes"] if n["used"] for rank in n["sources"]}
+    assert cited == {p["rank"] for p in sections["passages"]}
     reply = main.get_by_test_id("stChatMessage").nth(5)
     expect(reply.get_by_text("where each section's note sat in the combining prompt")).to_be_visible()
     expect(reply.get_by_test_id("stExpander").filter(has_text="Sections read:")).to_be_visible()

@@ -188,8 +188,8 @@ def render_maps(answer: Answer, doc_lengths: Mapping[str, int], key: str) -> Non
     document map a bar a few pixels wide, its 0% and 100% labels touching."""
     prompt_chart, doc_chart = prompt_map(answer), document_map(answer, doc_lengths)
     if prompt_chart is not None:
-        st.markdown("**Prompt map**: where each section's note sat in the combining prompt (passage [n] is the "
-                    "source of note [n])" if answer.mode == "sections" else
+        st.markdown("**Prompt map**: where each section's note sat in the combining prompt (each passage "
+                    "at the place of the note it is a source of)" if answer.mode == "sections" else
                     "**Prompt map**: where each passage sat in the prompt (models read the start and end best)")
         st.altair_chart(prompt_chart, width="stretch", height=display_height(prompt_chart), key=f"{key}-prompt-map")
     if doc_chart is not None:
@@ -217,7 +217,8 @@ def render_notes(answer: Answer) -> None:
         for n in answer.notes:
             place = f"Section {n.section} · characters {n.char_start:,}–{n.char_end:,} · relevance {n.relevance:.2f}"
             if n.used:
-                st.markdown(f"**{place} · note [{n.source}]**  \n{html.escape(n.text)}")
+                sources = ", ".join(f"[{rank}]" for rank in n.sources)
+                st.markdown(f"**{place} · note citing {sources}**  \n{html.escape(n.text)}")
             else:
                 st.markdown(f":gray[{place} · not used: {html.escape(n.reason)}]")
 

@@ -332,10 +332,12 @@ class QueryEngine:
                        on_progress: Callable[[SectionProgress], None] | None):
         """The map step of mode `sections` (`app.sections.read_sections`), holding the generation slot."""
         s = self.settings
+        ranking = self.retrieve(question, doc=info.doc_id, top_k=max(info.chunks, 1))  # the whole document, ranked
         with self._slots:
             return read_sections(self.generator, self.store, self.embedder, question, info,
                                  sections_tokens=s.sections_tokens, note_tokens=s.section_note_tokens,
-                                 min_relevance=s.min_relevance, retrieved=ranked, on_progress=on_progress)
+                                 min_relevance=s.min_relevance, retrieved=ranked, ranking=ranking,
+                                 on_progress=on_progress)
 
     def generate_text(self, system: str, user: str, max_new_tokens: int) -> str:
         """One short generation outside question answering (a follow-up's rewrite), in the generation slot."""

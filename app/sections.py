@@ -37,7 +37,7 @@ from typing import Callable, Sequence
 
 from app.abstain import relevance, says_not_stated
 from app.answer import Note, Passage
-from app.evidence import ScoredSentences, score_sentences
+from app.evidence import score_sentences
 from app.prompt import PromptBuilder, PromptPlan, fence
 from app.reorder import document_order
 from index.base import DocumentInfo, VectorStore
@@ -183,6 +183,7 @@ def read_sections(
     note_tokens: int,
     min_relevance: float,
     retrieved: Sequence[Passage] = (),
+    ranking: Sequence[Passage] = (),
     on_progress: Callable[[SectionProgress], None] | None = None,
 ) -> SectionsRead:
     """Read `info`'s sections in order and note what each says about `question` (the map step).
@@ -195,6 +196,8 @@ def read_sections(
         min_relevance: a section below it is not read, unless it holds one of `retrieved` or the question asks
             for a summary.
         retrieved: the passages retrieval ranked first for the question.
+        ranking: the document's passages in retrieval's order for the question, deeper than `retrieved`: a
+            section holding none of `retrieved` cites its best-ranked passage (`note_sources`).
         on_progress: called before the first section and after each, with `SectionProgress`.
     """
     text = store.document_text(info.doc_id)
@@ -207,6 +210,7 @@ def read_sections(
     sections = split_sections(chunks, gen.count_tokens, budget)
     summary = asks_summary(question)
     ranked_first = {(p.doc_id, p.char_start) for p in retrieved}
+    order = {(p.doc_id, p.char_start): i for i, p in enumerate(ranking)}
     out = SectionsRead(notes=[], sources=[])
     if on_progress:
         on_progress(SectionProgress(0, len(sections), info.name))
@@ -240,7 +244,7 @@ def read_sections(
                 note.reason = "the model found nothing on the question in this section"
             else:
                 note.used = True
-                for source in note_sources(embedder, question, note.text, passages, on_question, ranked_first):
+                for source in note_sources(passages, ranked_first, order):
                     source.rank = len(out.sources) + 1
                     note.sources.append(source.rank)
                     out.sources.append(source)
@@ -254,20 +258,18 @@ def read_sections(
     return out
 
 
-def note_sources(embedder: Embedder, question: str, note: str, passages: list[Passage],
-                 on_question: ScoredSentences, ranked_first: set[tuple[str, int]]) -> list[Passage]:
+def note_sources(passages: list[Passage], ranked_first: set[tuple[str, int]],
+                 order: dict[tuple[str, int], int]) -> list[Passage]:
     """The passages a note draws on, in reading order: every passage of the section that retrieval ranked first
-    for the question (the ones a `rag` answer reads) when it holds any, else the one passage whose sentence is
-    closest to the question and the note. The note is the small model's; where retrieval already found the
-    clauses, its word is the steadier one, and a section can hold several clauses of one list
+    for the question (the ones a `rag` answer reads) when it holds any, else the one passage of the section that
+    retrieval ranks highest over the whole document (`order`: (doc_id, char_start) -> rank). Both are
+    retrieval's word, not the note's: the small model's note often echoes a neighbouring clause, and choosing by
+    the note's words covered fewer of a list's clauses than choosing by retrieval's order
     (benchmarks/bench_sections.py measures the sources' cover of the gold spans)."""
     retrieved = [p for p in passages if (p.doc_id, p.char_start) in ranked_first]
     if retrieved:
         return retrieved
-    scored = score_sentences(embedder, question, note, passages, embedded=on_question)
-    if not scored.sentences:
-        return passages[:1]
-    return [scored.sentences[max(range(len(scored.sentences)), key=lambda i: scored.similarity[i])][0]]
+    return [min(passages, key=lambda p: order.get((p.doc_id, p.char_start), len(order)))]
 
 
 def combine_plan(builder: PromptBuilder, question: str, read: SectionsRead) -> PromptPlan:

@@ -11,7 +11,6 @@ from app.answer import Answer, ModelInfo, Passage
 from app.batch import Question, answer_all, group_by_doc
 from app.conversation import Conversation
 from app.errors import DocumentNotFound, LongDocError
-from app.sections import SectionProgress
 from app.settings import Settings
 from index.base import DocumentInfo, LibraryMeta
 from index.copy import CopyReport, copy_library
@@ -23,7 +22,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from app.adapt import AdaptReport
-    from app.engine import QueryEngine
+    from app.engine import QueryEngine, ReadingProgress
     from app.ingestion import IngestReport
     from app.llm.generator import Generator
     from ingest.chunkers import Chunker
@@ -231,7 +230,7 @@ class LongDocQA:
         reorder: str | None = None,
         mode: str | None = None,
         id: str | None = None,
-        on_progress: Callable[[SectionProgress], None] | None = None,
+        on_progress: Callable[[ReadingProgress], None] | None = None,
     ) -> Answer:
         """Answer one question.
 
@@ -240,7 +239,8 @@ class LongDocQA:
             top_k, reorder, mode: override the settings for this call. `mode="sections"` reads the document
                 section by section (`app.sections`); `auto` does so for a question about all of a document
                 longer than the window ("list every ...", "summarise ...").
-            on_progress: called as the sections are read (`SectionProgress`: done, total, the last note).
+            on_progress: called as the sections are read (`SectionProgress`: done, total, the last note), or
+                as a document read whole is read (`DocumentProgress`: tokens done, total).
 
         Returns:
             Answer; `.to_dict()` is the answer JSON of DESIGN.md.

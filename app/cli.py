@@ -143,7 +143,7 @@ def ask(
 ) -> None:
     """Answer one question, with the passages behind it and where each sat."""
     qa = _qa(index)
-    with SectionsBar() as bar:  # mode sections: "section i of n" on stderr while the document is read
+    with ReadingBar() as bar:  # on stderr while the document is read, before the answer starts
         if as_json:
             answer = qa.ask(question, doc=doc, top_k=top_k, reorder=reorder, mode=mode, on_progress=bar.update)
             print(json.dumps(answer.to_dict(), ensure_ascii=False))
@@ -159,21 +159,26 @@ def ask(
     _print_passages(answer)
 
 
-class SectionsBar:
-    """A Rich progress bar for mode `sections`, shown from the first section until the combined answer starts."""
+class ReadingBar:
+    """A Rich progress bar while a document is read before the answer starts: section by section (mode
+    `sections`, each note printed as it comes) or whole (`full_document`, in tokens: minutes on a CPU)."""
 
     def __init__(self) -> None:
         self._progress: Progress | None = None
         self._task = None
 
     def update(self, event) -> None:
+        from app.sections import SectionProgress  # not at the top: `longdoc --help` imports this module
+
+        sections = isinstance(event, SectionProgress)
         if self._progress is None:
             self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                       TimeRemainingColumn(), console=err, transient=True)
             self._progress.start()
-            self._task = self._progress.add_task(f"Reading {event.doc} section by section", total=event.total)
+            how = "section by section" if sections else "whole (tokens)"
+            self._task = self._progress.add_task(f"Reading {event.doc} {how}", total=event.total)
         self._progress.update(self._task, completed=event.done)
-        if event.note is not None:
+        if sections and event.note is not None:
             used = "used" if event.note.used else "not used"
             err.print(f"section {event.done} of {event.total} ({used}): {event.note.text or event.note.reason}",
                       highlight=False, markup=False, soft_wrap=True)
@@ -183,7 +188,7 @@ class SectionsBar:
             self._progress.stop()
             self._progress = None
 
-    def __enter__(self) -> "SectionsBar":
+    def __enter__(self) -> "ReadingBar":
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
@@ -75,6 +76,19 @@ def to_passage(rank: int, hit: RetrievedChunk) -> Passage:
         layout=chunk.layout,
     )
 
+
+
+@dataclass
+class DocumentProgress:
+    """Where reading one document whole stands (mode `full_document`): `done` of `total` prompt tokens read.
+    On a CPU a 16K-token document takes a couple of minutes; a bar shows this meanwhile."""
+
+    done: int
+    total: int
+    doc: str
+
+
+ReadingProgress = SectionProgress | DocumentProgress  # what a question's `on_progress` is called with
 
 class QueryEngine:
     """Answers questions over one index with one generator.
@@ -201,14 +215,16 @@ class QueryEngine:
         reorder: str | None = None,
         mode: str | None = None,
         search: Search | None = None,
-        on_progress: Callable[[SectionProgress], None] | None = None,
+        on_progress: Callable[[ReadingProgress], None] | None = None,
     ) -> Iterator[str | Answer]:
         """Yield the answer's text pieces as they are generated, then the finished `Answer`.
 
         Args:
             search: what to search instead of `question` itself, and in which document (a conversation's
                 follow-up, resolved by `app.conversation`); recorded in the answer's `searched`.
-            on_progress: mode `sections` calls it as it reads the sections (`SectionProgress`).
+            on_progress: mode `sections` calls it as it reads the sections (`SectionProgress`), mode
+                `full_document` as it reads the document's tokens (`DocumentProgress`; not again for a
+                document whose reading an earlier question already keeps).
         """
         if search is not None and doc is not None and doc != search.doc:
             raise LongDocError("give the document either as doc or in search, not both")
@@ -280,8 +296,8 @@ class QueryEngine:
 
         pieces: list[str] = []
         with self._slots:
-            past, prefix_prefill_s = (self._document_prefix(plan, text) if answer.mode == "full_document"
-                                      else (None, 0.0))
+            past, prefix_prefill_s = (self._document_prefix(plan, text, info.name, on_progress)
+                                      if answer.mode == "full_document" else (None, 0.0))
             for piece in gen.stream(plan.input_ids, max_new_tokens=max_new, past=past):
                 pieces.append(piece)
                 yield piece
@@ -345,7 +361,8 @@ class QueryEngine:
         with self._slots:
             return gen.generate(gen.chat_ids(system, user), max_new_tokens=max_new_tokens).text.strip()
 
-    def _document_prefix(self, plan: PromptPlan, question: str) -> tuple[PrefixCache, float]:
+    def _document_prefix(self, plan: PromptPlan, question: str, doc: str,
+                         on_progress: Callable[[ReadingProgress], None] | None) -> tuple[PrefixCache, float]:
         """The cache of the prompt's document part, shared by every question on that document, and the seconds
         spent reading it for this question (0 when an earlier question did).
 
@@ -358,5 +375,6 @@ class QueryEngine:
         current = self._prefix
         if current is not None and current[0] == prefix:
             return current[1], 0.0
-        current = self._prefix = (prefix, gen.prefill(list(prefix)))
+        report = None if on_progress is None else lambda done, total: on_progress(DocumentProgress(done, total, doc))
+        current = self._prefix = (prefix, gen.prefill(list(prefix), on_progress=report))
         return current[1], current[1].prefill_s

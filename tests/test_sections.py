@@ -10,6 +10,8 @@ import pytest
 
 from app import LongDocQA
 from app.answer import Answer
+from app.engine import DocumentProgress
+from app.llm.generator import PREFILL_CHUNK
 from app.sections import (
     SectionProgress,
     asks_summary,
@@ -136,6 +138,23 @@ def test_auto_reads_by_sections_only_a_whole_document_question_over_a_document_t
     assert 2048 < gen.count_tokens(qa.document_text(DISTRIBUTOR.name)) < 8192
     assert mode("List every obligation of the distributor.", DISTRIBUTOR) == "full_document"  # it fits whole
     assert mode("Which state's law governs the agreement?", DISTRIBUTOR) == "rag"
+
+
+@pytest.mark.slow
+def test_a_document_read_whole_reports_its_reading_in_chunks_and_only_the_first_time(qa: LongDocQA) -> None:
+    """`full_document` on a CPU spends minutes reading a long document before the first word: the page and the
+    terminal show how far it is (`DocumentProgress`), and a second question, whose reading is kept, reports none."""
+    events: list = []
+    answer = qa.ask("Summarise the agreement.", doc=DISTRIBUTOR.name, mode="full_document", on_progress=events.append)
+    assert answer.mode == "full_document" and answer.answer
+    assert events and all(isinstance(e, DocumentProgress) and e.doc == DISTRIBUTOR.name for e in events)
+    total = events[0].total
+    assert PREFILL_CHUNK < total < answer.prompt_tokens  # the document part, before the question: two chunks or more
+    assert [e.done for e in events] == [min(i * PREFILL_CHUNK, total) for i in range(1, len(events) + 1)]
+    assert events[-1].done == total
+    again: list = []
+    second = qa.ask("Who are the parties?", doc=DISTRIBUTOR.name, mode="full_document", on_progress=again.append)
+    assert second.answer and again == []
 
 
 @pytest.mark.slow

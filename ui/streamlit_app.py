@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
@@ -23,6 +24,9 @@ from app.settings import SettingsError
 from ui.answer_view import render_answer
 from ui.export import answers_csv, answers_json
 from ui.sidebar import QueryOptions, render_model, render_sidebar
+
+if TYPE_CHECKING:
+    from app.engine import ReadingProgress  # the engine (and torch) load with the models, not with the page
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +52,17 @@ def stream_answer(conversation: Conversation, question: str, options: QueryOptio
     """Stream one answer onto the page and return it; a failure comes back as an Answer carrying `error`.
 
     A sections answer shows a bar, "Reading DOC: section i of n", while the sections are read, before the combined
-    answer streams."""
+    answer streams; a document read whole, "Reading DOC: t of n tokens, read whole" (minutes on a CPU)."""
     final: list[Answer] = []
     placeholder = st.empty()
     try:
         with placeholder.container(), st.spinner("Finding passages and reading them…"):
             progress = st.empty()
 
-            def on_progress(event: SectionProgress) -> None:
-                progress.progress(event.done / max(1, event.total),
-                                  text=f"Reading {event.doc}: section {event.done} of {event.total}")
+            def on_progress(event: ReadingProgress) -> None:
+                where = (f"section {event.done} of {event.total}" if isinstance(event, SectionProgress)
+                         else f"{event.done:,} of {event.total:,} tokens, read whole")
+                progress.progress(event.done / max(1, event.total), text=f"Reading {event.doc}: {where}")
 
             events = conversation.stream(question, **vars(options), on_progress=on_progress)
             st.write_stream(text_pieces(events, final))

@@ -26,7 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from tqdm.auto import tqdm
@@ -163,12 +163,16 @@ class Generator:
     # ---- generation ----------------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def prefill(self, prefix_ids: list[int], show_progress: bool = True) -> PrefixCache:
-        """Run `prefix_ids` once and keep their KV cache, so many prompts starting with them skip that work."""
+    def prefill(self, prefix_ids: list[int], show_progress: bool = True,
+                on_progress: Callable[[int, int], None] | None = None) -> PrefixCache:
+        """Run `prefix_ids` once and keep their KV cache, so many prompts starting with them skip that work.
+
+        `on_progress(done, total)` is called after each chunk of `PREFILL_CHUNK` tokens: a long document takes
+        minutes on a CPU, and a page or a terminal can then say how far the reading is."""
         self._check_fits(len(prefix_ids), 0)
         started = time.perf_counter()
         cache = self._new_cache()
-        self._forward(prefix_ids, cache, show_progress)
+        self._forward(prefix_ids, cache, show_progress, on_progress)
         return PrefixCache(list(prefix_ids), cache, time.perf_counter() - started)
 
     def generate(self, input_ids: list[int], max_new_tokens: int | None = None,
@@ -250,7 +254,8 @@ class Generator:
     def _new_cache(self) -> Any:
         return growing_cache(self.model.config, self.kv_dtype)
 
-    def _forward(self, ids: list[int], cache: Any, show_progress: bool) -> torch.Tensor:
+    def _forward(self, ids: list[int], cache: Any, show_progress: bool,
+                 on_progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
         """Feed `ids` after what `cache` holds, in chunks; return the last position's logits (1, vocab)."""
         starts = range(0, len(ids), PREFILL_CHUNK)
         bar = tqdm(starts, desc="Prefill", unit="chunk", disable=not show_progress or len(starts) < 3, leave=False)
@@ -258,6 +263,8 @@ class Generator:
         for start in bar:
             chunk = torch.tensor([ids[start:start + PREFILL_CHUNK]], device=self.device)
             logits = self.model(input_ids=chunk, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache}).logits
+            if on_progress is not None:
+                on_progress(min(start + PREFILL_CHUNK, len(ids)), len(ids))
         return logits[:, -1]
 
     def _decode(self, logits: torch.Tensor, cache: Any, max_new: int) -> Iterator[int]:

@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import httpx
 import openai
@@ -186,16 +186,20 @@ class ServerGenerator:
 
     # ---- generation ----------------------------------------------------------------------------------------
 
-    def prefill(self, prefix_ids: list[int], show_progress: bool = True) -> PrefixCache:
+    def prefill(self, prefix_ids: list[int], show_progress: bool = True,
+                on_progress: Callable[[int, int], None] | None = None) -> PrefixCache:
         """Have the server read `prefix_ids` once; its prompt cache then serves every prompt that starts with them.
 
         One token is generated (the least a completion asks for) and thrown away. The cache lives on the server,
-        so the returned `PrefixCache` holds only the ids.
+        so the returned `PrefixCache` holds only the ids. The server reports nothing while it reads, so
+        `on_progress(done, total)` is called once, at the end.
         """
         self._check_fits(len(prefix_ids), 1)
         started = time.perf_counter()
         self._call(lambda: self.client.completions.create(
             model=self.served.id, prompt=list(prefix_ids), max_tokens=1, temperature=0.0))
+        if on_progress is not None:
+            on_progress(len(prefix_ids), len(prefix_ids))
         return PrefixCache(list(prefix_ids), None, time.perf_counter() - started)
 
     generate = Generator.generate  # the same: `stream` run to the end, then `last_stats`

@@ -9,11 +9,13 @@ its own with the question and writes a note; then one combining pass answers fro
 
 Every part of such an answer is traceable. A note records the section it read (character offsets) and its
 sources: every passage of that section that retrieval ranked first for the question (a section holding three
-of the clauses a list asks for cites all three), else the one passage whose sentences are closest to the
-question and the note. The answer's passages are the sources of the notes that went into the combining pass,
-numbered in reading order, so the prompt map (each note's place in the combining prompt, shared by its
-sources) and the document map (each source's place in the document) show every section that contributed, and
-the evidence, quote and support check run over them as they do for retrieved passages.
+of the clauses a list asks for cites all three), else the one passage of that section that retrieval ranks
+highest over the whole document; where the model calls a section empty although retrieval ranked one of its
+passages first, the note quotes those passages (`quoted_note`). The answer's passages are the sources of the
+notes that went into the combining pass, numbered in reading order, so the prompt map (each note's place in the
+combining prompt, shared by its sources) and the document map (each source's place in the document) show every
+section that contributed, and the evidence, quote and support check run over them as they do for retrieved
+passages.
 
 Which sections contribute is decided without the model, which the embedded 135M one could not be trusted with:
 a section is read when it holds one of the passages retrieval ranks first for the question (the ones a `rag`
@@ -240,6 +242,11 @@ def read_sections(
             out.prefill_s += stats.prefill_s
             out.generate_s += stats.generate_s
             out.completion_tokens += stats.completion_tokens
+            retrieved_here = [p for p in passages if (p.doc_id, p.char_start) in ranked_first]
+            if says_nothing(note.text) and retrieved_here:
+                # retrieval's first passages outweigh the small model's "nothing here": the note quotes them
+                note.text = quoted_note(tokenizer, retrieved_here, note_tokens)
+                note.reason = "the model found nothing here; the note quotes the passages retrieval ranked first"
             if says_nothing(note.text):
                 note.reason = "the model found nothing on the question in this section"
             else:
@@ -256,6 +263,14 @@ def read_sections(
         if on_progress:
             on_progress(SectionProgress(section.index, len(sections), info.name, note))
     return out
+
+
+def quoted_note(tokenizer, passages: Sequence[Passage], note_tokens: int) -> str:
+    """A note made of the passages' own words, cut to `note_tokens` generator tokens, for a section whose passages
+    retrieval ranked first although the model's note said the section holds nothing."""
+    text = " … ".join(" ".join(p.text.split()) for p in passages)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return text if len(ids) <= note_tokens else tokenizer.decode(ids[:note_tokens]).rstrip() + " …"
 
 
 def note_sources(passages: list[Passage], ranked_first: set[tuple[str, int]],

@@ -18,6 +18,8 @@ from app.sections import (
     asks_whole_document,
     note_sources,
     passage_of,
+    quoted_note,
+    says_nothing,
     split_sections,
 )
 from conftest import FIXTURES
@@ -70,6 +72,20 @@ def test_a_note_cites_the_passages_retrieval_ranks_first_not_the_one_its_words_e
     assert sources(set(), []) == [found.char_start]  # nothing ranked: the section's first passage
     assert sources({key(found)}, [echoed, found]) == [found.char_start]
     assert sources({key(also_found), key(found)}, [echoed]) == [found.char_start, also_found.char_start]
+
+
+def test_a_section_the_model_calls_empty_but_retrieval_ranked_first_quotes_those_passages(qa: LongDocQA) -> None:
+    """The 135M model says "nothing here" of sections holding a list's clauses; when retrieval ranked a passage
+    of the section first, the note becomes the passages' own words, cut to the note's token budget."""
+    tokenizer = qa.engine.generator.tokenizer
+    chunks = qa.store.chunks(qa.store.get(DISTRIBUTOR.name).doc_id)
+    passages = [passage_of(c, 0, 0.5) for c in chunks[1:3]]
+    whole = quoted_note(tokenizer, passages[:1], 10_000)
+    assert whole == " ".join(chunks[1].text.split())
+    cut = quoted_note(tokenizer, passages, 16)
+    assert cut.endswith(" …") and whole.startswith(cut.removesuffix(" …"))
+    assert len(tokenizer(cut.removesuffix(" …"), add_special_tokens=False)["input_ids"]) <= 16
+    assert not says_nothing(cut)
 
 
 @pytest.mark.parametrize("question, whole, summary", [

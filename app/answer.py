@@ -118,7 +118,8 @@ class Note:
 
     Sections are read in order, each on its own within the model's window; `char_start`/`char_end` are the
     section's place in the document. A note that went into the combining pass (`used`) cites its sources, the
-    passages of the section it draws on, by their `rank`s; a note left out says why in `reason`.
+    passages of the section it draws on, by their `rank`s; a note left out says why in `reason`, and so does
+    a note that quotes its passages because the model found nothing in a section retrieval ranked first.
     """
 
     section: int  # 1-based, in reading order

@@ -77,7 +77,6 @@ def to_passage(rank: int, hit: RetrievedChunk) -> Passage:
     )
 
 
-
 @dataclass
 class DocumentProgress:
     """Where reading one document whole stands (mode `full_document`): `done` of `total` prompt tokens read.
@@ -89,6 +88,7 @@ class DocumentProgress:
 
 
 ReadingProgress = SectionProgress | DocumentProgress  # what a question's `on_progress` is called with
+
 
 class QueryEngine:
     """Answers questions over one index with one generator.

@@ -225,8 +225,8 @@ def read_sections(
         score = relevance(question, passages, on_question).score
         note = Note(section=section.index, doc=info.name, char_start=section.char_start, char_end=section.char_end,
                     text="", relevance=round(score, 4))
-        holds_retrieved = any((c.doc_id, c.char_start) in ranked_first for c in section.chunks)
-        if summary or holds_retrieved or score >= min_relevance:
+        retrieved_here = [p for p in passages if (p.doc_id, p.char_start) in ranked_first]
+        if summary or retrieved_here or score >= min_relevance:
             user, head = note_message(question, info.name, section, len(sections),
                                       text[section.char_start:section.char_end])
             rendered = _render(tokenizer, user)
@@ -242,7 +242,6 @@ def read_sections(
             out.prefill_s += stats.prefill_s
             out.generate_s += stats.generate_s
             out.completion_tokens += stats.completion_tokens
-            retrieved_here = [p for p in passages if (p.doc_id, p.char_start) in ranked_first]
             if says_nothing(note.text) and retrieved_here:
                 # retrieval's first passages outweigh the small model's "nothing here": the note quotes them
                 note.text = quoted_note(tokenizer, retrieved_here, note_tokens)
@@ -251,7 +250,7 @@ def read_sections(
                 note.reason = "the model found nothing on the question in this section"
             else:
                 note.used = True
-                for source in note_sources(passages, ranked_first, order):
+                for source in note_sources(passages, retrieved_here, order):
                     source.rank = len(out.sources) + 1
                     note.sources.append(source.rank)
                     out.sources.append(source)
@@ -273,15 +272,14 @@ def quoted_note(tokenizer, passages: Sequence[Passage], note_tokens: int) -> str
     return text if len(ids) <= note_tokens else tokenizer.decode(ids[:note_tokens]).rstrip() + " …"
 
 
-def note_sources(passages: list[Passage], ranked_first: set[tuple[str, int]],
+def note_sources(passages: list[Passage], retrieved: list[Passage],
                  order: dict[tuple[str, int], int]) -> list[Passage]:
-    """The passages a note draws on, in reading order: every passage of the section that retrieval ranked first
-    for the question (the ones a `rag` answer reads) when it holds any, else the one passage of the section that
-    retrieval ranks highest over the whole document (`order`: (doc_id, char_start) -> rank). Both are
-    retrieval's word, not the note's: the small model's note often echoes a neighbouring clause, and choosing by
-    the note's words covered fewer of a list's clauses than choosing by retrieval's order
+    """The passages a note draws on, in reading order: `retrieved`, the passages of the section that retrieval
+    ranked first for the question (the ones a `rag` answer reads), when there are any, else the one passage of
+    the section that retrieval ranks highest over the whole document (`order`: (doc_id, char_start) -> rank).
+    Both are retrieval's word, not the note's: the small model's note often echoes a neighbouring clause, and
+    choosing by the note's words covered fewer of a list's clauses than choosing by retrieval's order
     (benchmarks/bench_sections.py measures the sources' cover of the gold spans)."""
-    retrieved = [p for p in passages if (p.doc_id, p.char_start) in ranked_first]
     if retrieved:
         return retrieved
     return [min(passages, key=lambda p: order.get((p.doc_id, p.char_start), len(order)))]

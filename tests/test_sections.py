@@ -65,7 +65,8 @@ def test_a_note_cites_the_passages_retrieval_ranks_first_not_the_one_its_words_e
 
     def sources(ranked_first: set[tuple[str, int]], ranking: list) -> list[int]:
         order = {key(c): i for i, c in enumerate(ranking)}
-        return [p.char_start for p in note_sources(passages, ranked_first, order)]
+        retrieved = [p for p in passages if (p.doc_id, p.char_start) in ranked_first]
+        return [p.char_start for p in note_sources(passages, retrieved, order)]
 
     assert sources(set(), [chunks[0], also_found, echoed, found]) == [also_found.char_start]
     assert sources(set(), [echoed, found]) == [echoed.char_start]

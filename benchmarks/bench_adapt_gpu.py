@@ -32,12 +32,10 @@ benchmarks/cache/adapt_gpu{TAG}/. `--replot` redraws the .png from the .json, on
 """
 
 import contextlib
-import importlib.metadata
 import importlib.util
 import json
 import math
 import os
-import platform
 import random
 import shutil
 import subprocess
@@ -62,6 +60,9 @@ from app.evals.niah import MAX_NEW_TOKENS, Needle, found, load_haystack, plant, 
 from app.llm.generator import Generator  # noqa: E402
 from app.prompt import PromptBuilder  # noqa: E402
 from app.settings import Settings  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.run_header import accelerator  # noqa: E402
 
 TINY = os.environ.get("BENCH_TINY") == "1"
 DATA = Path(os.environ.get("BENCH_DATA", DATA_ROOT))
@@ -253,10 +254,7 @@ for label, run_settings in (("before", settings), ("after", settings.replace(gen
 results["niah"] = {"lengths": NIAH_LENGTHS, "depths": NIAH_DEPTHS} | niah
 
 # ---- report --------------------------------------------------------------------------------------------------
-device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor()})"
-versions = f"torch {torch.__version__}" + (f", CUDA {torch.version.cuda}" if torch.cuda.is_available() else "")
-if flash:
-    versions += f", flash-attn {importlib.metadata.version('flash-attn')}"
+device, versions = accelerator()
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                         text=True).stdout.strip()
 header = (f"# {command}   ({datetime.fromtimestamp(started, timezone.utc):%Y-%m-%d %H:%M} UTC, "

@@ -20,11 +20,9 @@ Run (on the GPU machine, after `make install`): HF_HUB_OFFLINE=1 .venv/bin/pytho
 Outputs: benchmarks/results/bench_generator_gpu{_tiny}.txt (first line: the command) and .json.
 """
 
-import importlib.metadata
 import importlib.util
 import json
 import os
-import platform
 import sys
 import time
 from datetime import datetime, timezone
@@ -39,6 +37,9 @@ from app.evals.niah import load_haystack, size_label
 from app.llm.generator import PREFILL_CHUNK, Generator
 from app.prompt import PromptBuilder
 from app.settings import Settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.run_header import accelerator  # noqa: E402
 
 TINY = os.environ.get("BENCH_TINY") == "1"
 DATA = Path(os.environ.get("BENCH_DATA", DATA_ROOT))
@@ -95,10 +96,7 @@ for attn in kernels:
         if cuda:
             torch.cuda.empty_cache()
 
-device = torch.cuda.get_device_name(0) if cuda else f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
-versions = f"torch {torch.__version__}" + (f", CUDA {torch.version.cuda}" if cuda else "")
-if flash:
-    versions += f", flash-attn {importlib.metadata.version('flash-attn')}"
+device, versions = accelerator()
 header = (f"# {command}   ({datetime.fromtimestamp(started, timezone.utc):%Y-%m-%d %H:%M} UTC, "
           f"{(time.time() - started) / 60:.0f} min; {device}; {versions}; {settings.dtype}; prefill chunks of "
           f"{PREFILL_CHUNK:,})")

@@ -24,3 +24,18 @@ def run_header(command: str, details: str) -> str:
     """`# command   (date UTC, machine, cores, load average at start, details)`."""
     return (f"# {command}   ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
             f"{os.cpu_count()} cores shared, load average {os.getloadavg()[0]:.1f} at start, {details})")
+
+
+def accelerator() -> tuple[str, str]:
+    """The device a GPU benchmark ran on and the versions that decide its speed: (device, versions)."""
+    import importlib.metadata
+    import importlib.util
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    device = torch.cuda.get_device_name(0) if cuda else f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
+    versions = f"torch {torch.__version__}" + (f", CUDA {torch.version.cuda}" if cuda else "")
+    if cuda and importlib.util.find_spec("flash_attn") is not None:
+        versions += f", flash-attn {importlib.metadata.version('flash-attn')}"
+    return device, versions

@@ -180,6 +180,8 @@ class ReadingBar:
         self._progress.update(self._task, completed=event.done)
         if sections and event.note is not None:
             used = "used" if event.note.used else "not used"
+            if event.note.used and event.note.reason:  # a note quoting its passages says so
+                used += f"; {event.note.reason}"
             err.print(f"section {event.done} of {event.total} ({used}): {event.note.text or event.note.reason}",
                       highlight=False, markup=False, soft_wrap=True)
 

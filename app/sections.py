@@ -54,7 +54,12 @@ _WHOLE_DOCUMENT = re.compile(
 # Questions about all of a document in which every section has a say, however little it matches the words.
 _SUMMARY = re.compile(r"\b(?:summari[sz]e|summary|overview|recap|gist|main (?:\w+ )?points|general discussion)\b"
                       r"|\bwhat (?:is|was|were) (?:it|this|the \w+) about\b", re.IGNORECASE)
-_NOTHING = re.compile(r"^\W*(?:nothing|none|n/a|no relevant|not relevant)\b", re.IGNORECASE)
+# a note that finds nothing: "Nothing.", "None", "Nothing about it", or said in a sentence ("This section says
+# nothing about."); not a clause the note echoes, "Nothing in this Agreement shall limit ..."
+_NOTHING = re.compile(r"^\W*(?:nothing|none|n/a)(?:\s*(?:[.!,;:]|$)|\s+(?:about|on|relevant|related|here|is said)\b"
+                      r"|\s+in this (?:section|passage)\b)|^\W*(?:no|not) relevant\b"
+                      r"|\b(?:says?|said|contains?|mentions?) nothing\b"
+                      r"|\bdoes(?:n't| not) (?:say|mention|address|discuss|contain) anything\b", re.IGNORECASE)
 _MARKUP = re.compile(r"</?passage[^>]*>?")
 
 NOTE_SYSTEM = (
@@ -78,7 +83,8 @@ def asks_summary(question: str) -> bool:
 
 
 def says_nothing(note: str) -> bool:
-    """Whether a note says its section holds nothing on the question ("Nothing.", "The section does not say")."""
+    """Whether a note says its section holds nothing on the question ("Nothing.", "This section says nothing
+    about.", "The section does not say")."""
     return not note.strip() or bool(_NOTHING.search(note)) or says_not_stated(note)
 
 
@@ -242,18 +248,18 @@ def read_sections(
             out.prefill_s += stats.prefill_s
             out.generate_s += stats.generate_s
             out.completion_tokens += stats.completion_tokens
-            if says_nothing(note.text) and retrieved_here:
-                # retrieval's first passages outweigh the small model's "nothing here": the note quotes them
+            quoted = says_nothing(note.text) and bool(retrieved_here)
+            if quoted:  # retrieval's first passages outweigh the small model's "nothing here": the note quotes them
                 note.text = quoted_note(tokenizer, retrieved_here, note_tokens)
                 note.reason = "the model found nothing here; the note quotes the passages retrieval ranked first"
-            if says_nothing(note.text):
-                note.reason = "the model found nothing on the question in this section"
-            else:
-                note.used = True
+            note.used = quoted or not says_nothing(note.text)
+            if note.used:
                 for source in note_sources(passages, retrieved_here, order):
                     source.rank = len(out.sources) + 1
                     note.sources.append(source.rank)
                     out.sources.append(source)
+            else:
+                note.reason = "the model found nothing on the question in this section"
         else:
             note.reason = (f"relevance {score:.2f} is below {min_relevance:.2f} and no passage retrieved for the "
                            "question is here: not read by the model")

@@ -175,7 +175,7 @@ for set_name, rows in SETS:
                    "spans": [(p.char_start, p.char_end) for p in sources], "gold": gold,
                    "answer": answer.answer, "abstained": answer.abstained,
                    "sections": len(answer.notes), "read": sum(1 for x in answer.notes if x.prompt_tokens),
-                   "used": len(used), "f1": round(token_f1(answer.answer, summary), 4) if summary else None}
+                   "used": len(used), "notes": [[x.section, x.used, x.text] for x in answer.notes], "f1": round(token_f1(answer.answer, summary), 4) if summary else None}
             if gold and mode == "sections":  # the control: plain retrieval of as many passages
                 k = max(1, len(sources))
                 same_k = qa.retrieve(question, doc=doc, top_k=k)

@@ -104,6 +104,21 @@ def test_questions_about_all_of_a_document_are_told_apart(question: str, whole: 
     assert asks_summary(question) is summary
 
 
+@pytest.mark.parametrize("note, empty", [
+    ("Nothing.", True),
+    ("None", True),
+    ("Nothing about termination.", True),
+    ("This section says nothing about.", True),  # a 135M model's note on a contract
+    ("The section doesn't mention anything about renewal.", True),
+    ("The contract does not specify a renewal term.", True),
+    ("", True),
+    ("Nothing in this Agreement shall limit the Owner's right to terminate on 30 days' notice.", False),
+    ("Either party may terminate for convenience on 90 days' written notice.", False),
+])
+def test_a_note_that_finds_nothing_is_told_from_one_that_quotes_a_clause(note: str, empty: bool) -> None:
+    assert says_nothing(note) is empty
+
+
 @pytest.mark.slow
 def test_a_sections_answer_notes_each_section_in_order_and_cites_their_sources(qa: LongDocQA) -> None:
     events: list[SectionProgress] = []

@@ -223,17 +223,20 @@ def test_a_sections_answer_shows_every_section_read_and_what_it_searched(app_tes
     answer.notes = [
         Note(section=1, doc="msa.txt", char_start=0, char_end=31, text="Acme and Comware are the parties.", used=True,
              sources=[2, 3], relevance=0.41),
-        Note(section=2, doc="msa.txt", char_start=31, char_end=len(DOC_TEXT), text="", relevance=0.2,
+        Note(section=2, doc="msa.txt", char_start=31, char_end=40, text="Comware shall pay the fees.", used=True,
+             sources=[4], relevance=0.38, reason="the model found nothing here; the note quotes the passages"),
+        Note(section=3, doc="msa.txt", char_start=40, char_end=len(DOC_TEXT), text="", relevance=0.2,
              reason="relevance 0.20 is below 0.34: not read by the model"),
     ]
     app_test.session_state["history"] = [answer]
     at = app_test.run()
     assert not at.exception
-    assert "Sections read: 2, 1 noted into the answer" in [e.label for e in at.expander]
+    assert "Sections read: 3, 2 noted into the answer" in [e.label for e in at.expander]
     markdown = " ".join(m.value for m in at.markdown)
     assert "where each section's note sat in the combining prompt" in markdown
     assert "Acme and Comware are the parties." in markdown and "not read by the model" in markdown
     assert "note citing [2], [3]" in markdown
+    assert ":orange[the model found nothing here; the note quotes the passages]" in markdown
     assert "Searched **msa.txt** (the document in focus)" in [c.value for c in at.caption]
 
 

@@ -218,7 +218,8 @@ def render_notes(answer: Answer) -> None:
             place = f"Section {n.section} · characters {n.char_start:,}–{n.char_end:,} · relevance {n.relevance:.2f}"
             if n.used:
                 sources = ", ".join(f"[{rank}]" for rank in n.sources)
-                st.markdown(f"**{place} · note citing {sources}**  \n{html.escape(n.text)}")
+                why = f"  \n:orange[{html.escape(n.reason)}]" if n.reason else ""  # a note quoting its passages
+                st.markdown(f"**{place} · note citing {sources}**{why}  \n{html.escape(n.text)}")
             else:
                 st.markdown(f":gray[{place} · not used: {html.escape(n.reason)}]")
 

@@ -8,9 +8,9 @@ cut at a heading where one falls near the limit, and between speaker turns); the
 its own with the question and writes a note; then one combining pass answers from the notes (`combine_plan`).
 
 Every part of such an answer is traceable. A note records the section it read (character offsets) and its
-sources: every passage of that section that retrieval ranked first for the question (a section holding three
-of the clauses a list asks for cites all three), else the one passage of that section that retrieval ranks
-highest over the whole document; where the model calls a section empty although retrieval ranked one of its
+sources: every passage of that section among retrieval's first passages for the question, counted to the
+document's number of sections (a section holding three of the clauses a list asks for cites all three), else
+the one passage of that section that retrieval ranks highest over the whole document; where the model calls a section empty although retrieval ranked one of its
 passages first, the note quotes those passages (`quoted_note`). The answer's passages are the sources of the
 notes that went into the combining pass, numbered in reading order, so the prompt map (each note's place in the
 combining prompt, shared by its sources) and the document map (each source's place in the document) show every
@@ -204,8 +204,8 @@ def read_sections(
         min_relevance: a section below it is not read, unless it holds one of `retrieved` or the question asks
             for a summary.
         retrieved: the passages retrieval ranked first for the question.
-        ranking: the document's passages in retrieval's order for the question, deeper than `retrieved`: a
-            section holding none of `retrieved` cites its best-ranked passage (`note_sources`).
+        ranking: the document's passages in retrieval's order for the question, deeper than `retrieved`: what
+            a note's sources are chosen by (`note_sources`).
         on_progress: called before the first section and after each, with `SectionProgress`.
     """
     text = store.document_text(info.doc_id)
@@ -254,7 +254,7 @@ def read_sections(
                 note.reason = "the model found nothing here; the note quotes the passages retrieval ranked first"
             note.used = quoted or not says_nothing(note.text)
             if note.used:
-                for source in note_sources(passages, retrieved_here, order):
+                for source in note_sources(passages, retrieved_here, order, depth=len(sections)):
                     source.rank = len(out.sources) + 1
                     note.sources.append(source.rank)
                     out.sources.append(source)
@@ -278,17 +278,23 @@ def quoted_note(tokenizer, passages: Sequence[Passage], note_tokens: int) -> str
     return text if len(ids) <= note_tokens else tokenizer.decode(ids[:note_tokens]).rstrip() + " …"
 
 
-def note_sources(passages: list[Passage], retrieved: list[Passage],
-                 order: dict[tuple[str, int], int]) -> list[Passage]:
-    """The passages a note draws on, in reading order: `retrieved`, the passages of the section that retrieval
-    ranked first for the question (the ones a `rag` answer reads), when there are any, else the one passage of
-    the section that retrieval ranks highest over the whole document (`order`: (doc_id, char_start) -> rank).
-    Both are retrieval's word, not the note's: the small model's note often echoes a neighbouring clause, and
-    choosing by the note's words covered fewer of a list's clauses than choosing by retrieval's order
-    (benchmarks/bench_sections.py measures the sources' cover of the gold spans)."""
-    if retrieved:
-        return retrieved
-    return [min(passages, key=lambda p: order.get((p.doc_id, p.char_start), len(order)))]
+def note_sources(passages: list[Passage], retrieved: list[Passage], order: dict[tuple[str, int], int],
+                 depth: int) -> list[Passage]:
+    """The passages a note draws on, in reading order: those of its section among retrieval's first `depth`
+    over the whole document (`order`: (doc_id, char_start) -> rank), with `retrieved`, the section's passages a
+    `rag` answer reads; else the one passage of the section that retrieval ranks highest.
+
+    `depth` is the document's number of sections: an answer that reads every section is owed, on average, one
+    of retrieval's passages for each, and a section whose note went into the answer keeps as many of them as
+    lie in it. Choosing by retrieval's word, not the note's: the small model's note often echoes a neighbouring
+    clause, and choosing by the note's words covered fewer of a list's clauses. Against one passage per section
+    (beyond `retrieved`), this depth covered more gold spans on both kinds of document (bench_sections
+    --spans-only; docs/results/conversations.md)."""
+    def rank(p: Passage) -> int:
+        return order.get((p.doc_id, p.char_start), len(order))
+
+    chosen = [p for p in passages if p in retrieved or rank(p) < depth]
+    return chosen or [min(passages, key=rank)]
 
 
 def combine_plan(builder: PromptBuilder, question: str, read: SectionsRead) -> PromptPlan:

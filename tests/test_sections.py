@@ -56,23 +56,27 @@ def test_sections_cover_the_document_in_order_each_within_the_budget(qa: LongDoc
 
 def test_a_note_cites_the_passages_retrieval_ranks_first_not_the_one_its_words_echo(qa: LongDocQA) -> None:
     """The 135M model's note often echoes a neighbouring clause, so a note's sources are retrieval's choice:
-    where the section holds passages retrieval ranked first for the question, all of them in reading order,
-    else the one passage of the section that retrieval ranks highest over the document."""
+    the section's passages among retrieval's first `depth` (the number of sections) with those a `rag` answer
+    reads, in reading order, else the one passage of the section that retrieval ranks highest."""
     chunks = qa.store.chunks(qa.store.get(DISTRIBUTOR.name).doc_id)
     found, also_found, echoed = chunks[1], chunks[3], chunks[-2]
     passages = [passage_of(c, 0, 0.5) for c in (found, also_found, echoed)]
     key = lambda c: (c.doc_id, c.char_start)  # noqa: E731
 
-    def sources(ranked_first: set[tuple[str, int]], ranking: list) -> list[int]:
+    def sources(ranked_first: set[tuple[str, int]], ranking: list, depth: int = 0) -> list[int]:
         order = {key(c): i for i, c in enumerate(ranking)}
         retrieved = [p for p in passages if (p.doc_id, p.char_start) in ranked_first]
-        return [p.char_start for p in note_sources(passages, retrieved, order)]
+        return [p.char_start for p in note_sources(passages, retrieved, order, depth)]
 
     assert sources(set(), [chunks[0], also_found, echoed, found]) == [also_found.char_start]
     assert sources(set(), [echoed, found]) == [echoed.char_start]
     assert sources(set(), []) == [found.char_start]  # nothing ranked: the section's first passage
     assert sources({key(found)}, [echoed, found]) == [found.char_start]
     assert sources({key(also_found), key(found)}, [echoed]) == [found.char_start, also_found.char_start]
+    deep = [chunks[0], also_found, echoed, found]
+    assert sources(set(), deep, depth=2) == [also_found.char_start]  # rank 3 is past the depth
+    assert sources(set(), deep, depth=3) == [also_found.char_start, echoed.char_start]
+    assert sources({key(found)}, deep, depth=3) == [found.char_start, also_found.char_start, echoed.char_start]
 
 
 def test_a_section_the_model_calls_empty_but_retrieval_ranked_first_quotes_those_passages(qa: LongDocQA) -> None:

@@ -10,12 +10,12 @@ its own with the question and writes a note; then one combining pass answers fro
 Every part of such an answer is traceable. A note records the section it read (character offsets) and its
 sources: every passage of that section among retrieval's first passages for the question, counted to the
 document's number of sections (a section holding three of the clauses a list asks for cites all three), else
-the one passage of that section that retrieval ranks highest over the whole document; where the model calls a section empty although retrieval ranked one of its
-passages first, the note quotes those passages (`quoted_note`). The answer's passages are the sources of the
-notes that went into the combining pass, numbered in reading order, so the prompt map (each note's place in the
-combining prompt, shared by its sources) and the document map (each source's place in the document) show every
-section that contributed, and the evidence, quote and support check run over them as they do for retrieved
-passages.
+the one passage of that section that retrieval ranks highest over the whole document; where the model calls a
+section empty although retrieval ranked one of its passages first, the note quotes those passages
+(`quoted_note`). The answer's passages are the sources of the notes that went into the combining pass, numbered
+in reading order, so the prompt map (each note's place in the combining prompt, shared by its sources) and the
+document map (each source's place in the document) show every section that contributed, and the evidence, quote
+and support check run over them as they do for retrieved passages.
 
 Which sections contribute is decided without the model, which the embedded 135M one could not be trusted with:
 a section is read when it holds one of the passages retrieval ranks first for the question (the ones a `rag`

@@ -56,7 +56,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 from app.adapt import adapt, held_out_files, held_out_nll, pack, read_documents  # noqa: E402
 from app.errors import PromptTooLong  # noqa: E402
 from app.evals.datasets import DATA_ROOT  # noqa: E402
-from app.evals.niah import MAX_NEW_TOKENS, Needle, found, load_haystack, plant, size_label  # noqa: E402
+from app.evals.niah import MAX_NEW_TOKENS, found, load_haystack, planted_cells, size_label  # noqa: E402
 from app.llm.generator import Generator  # noqa: E402
 from app.prompt import PromptBuilder  # noqa: E402
 from app.settings import Settings  # noqa: E402
@@ -226,21 +226,17 @@ def ask_needles(gen: Generator) -> list[dict]:
     text, offsets = load_haystack(held, gen.tokenizer, max(NIAH_LENGTHS))
     builder = PromptBuilder(gen.tokenizer, gen.context_window, MAX_NEW_TOKENS)
     cells = []
-    for n in NIAH_LENGTHS:
-        for d in NIAH_DEPTHS:
-            needle = Needle.fresh(rng)
-            needle_tokens = len(gen.tokenizer(" " + needle.sentence + " ", add_special_tokens=False)["input_ids"])
-            planted, _ = plant(text, offsets, n, d, needle.sentence, needle_tokens)
-            cell = {"length": n, "depth": d, "code": needle.code}
-            try:
-                plan = builder.build_whole(needle.question, f"haystack_{size_label(n)}.txt", planted, [])
-            except PromptTooLong as exc:
-                cells.append(cell | {"skipped": str(exc), "correct": None})
-                continue
-            g = gen.generate(plan.input_ids, MAX_NEW_TOKENS)
-            cells.append(cell | {"answer": g.text, "correct": found(g.text, needle.code), "prompt_tokens": g.prompt_tokens,
-                                 "prefill_s": round(g.prefill_s, 3), "generate_s": round(g.generate_s, 3)})
-            print({k: cells[-1][k] for k in ("length", "depth", "correct", "prompt_tokens", "prefill_s")}, flush=True)
+    for n, d, needle, haystack, _ in planted_cells(text, offsets, gen.tokenizer, NIAH_LENGTHS, NIAH_DEPTHS, rng):
+        cell = {"length": n, "depth": d, "code": needle.code}
+        try:
+            plan = builder.build_whole(needle.question, f"haystack_{size_label(n)}.txt", haystack, [])
+        except PromptTooLong as exc:
+            cells.append(cell | {"skipped": str(exc), "correct": None})
+            continue
+        g = gen.generate(plan.input_ids, MAX_NEW_TOKENS)
+        cells.append(cell | {"answer": g.text, "correct": found(g.text, needle.code), "prompt_tokens": g.prompt_tokens,
+                             "prefill_s": round(g.prefill_s, 3), "generate_s": round(g.generate_s, 3)})
+        print({k: cells[-1][k] for k in ("length", "depth", "correct", "prompt_tokens", "prefill_s")}, flush=True)
     return cells
 
 

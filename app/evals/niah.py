@@ -26,7 +26,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from rich.table import Table
 from tqdm.auto import tqdm
@@ -157,6 +157,19 @@ def plant(text: str, offsets: Sequence[tuple[int, int]], length: int, depth: int
     lead = "" if not before or before[-1].isspace() else "\n"
     trail = "" if not after or after[0].isspace() else " "
     return before + lead + needle + trail + after, len(before) + len(lead)
+
+
+def planted_cells(text: str, offsets: Sequence[tuple[int, int]], tokenizer, lengths: Sequence[int],
+                  depths: Sequence[int], rng: random.Random) -> Iterator[tuple[int, int, Needle, str, int]]:
+    """Each (length, depth) cell in order, as (length, depth, needle, haystack, the needle's character offset): a
+    fresh needle from `rng` planted in `text` cut to that length (`plant`). The same `rng` seed gives the same
+    needles, so two runs (a model before and after adapting) are asked the same."""
+    for n in lengths:
+        for d in depths:
+            needle = Needle.fresh(rng)
+            needle_tokens = len(tokenizer(" " + needle.sentence + " ", add_special_tokens=False)["input_ids"])
+            haystack, offset = plant(text, offsets, n, d, needle.sentence, needle_tokens)
+            yield n, d, needle, haystack, offset
 
 
 @dataclass
@@ -353,15 +366,11 @@ def run_niah(
 
         docs: list[tuple[int, int, Needle, str, int]] = []
         files: list[Path] = []
-        for n in lengths:
-            for d in depths:
-                needle = Needle.fresh(rng)
-                needle_tokens = len(tokenizer(" " + needle.sentence + " ", add_special_tokens=False)["input_ids"])
-                planted, offset = plant(text, offsets, n, d, needle.sentence, needle_tokens)
-                path = tmp_dir / f"haystack_{size_label(n)}_depth{d:03d}.txt"
-                path.write_text(planted, encoding="utf-8")
-                files.append(path)
-                docs.append((n, d, needle, path.name, offset))
+        for n, d, needle, haystack, offset in planted_cells(text, offsets, tokenizer, lengths, depths, rng):
+            path = tmp_dir / f"haystack_{size_label(n)}_depth{d:03d}.txt"
+            path.write_text(haystack, encoding="utf-8")
+            files.append(path)
+            docs.append((n, d, needle, path.name, offset))
         qa.ingest(files, show_progress=show_progress)
 
         runs = [("rag", s) for s in strategies] + [("full_document", s) for s in scalings]

@@ -55,16 +55,20 @@ def read_questions(path: Path) -> list[Question]:
         raise QuestionFileError(f"{path}: not UTF-8 text") from None
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        return [Question(id=f"q{n}", question=line.strip()) for n, line in enumerate(text.splitlines(), 1)
-                if line.strip()]
-    if suffix == ".jsonl":
-        return [_jsonl_row(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-    if suffix == ".csv":
+        questions = [Question(id=f"q{n}", question=line.strip()) for n, line in enumerate(text.splitlines(), 1)
+                     if line.strip()]
+    elif suffix == ".jsonl":
+        questions = [_jsonl_row(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    elif suffix == ".csv":
         rows = list(csv.DictReader(io.StringIO(text)))
         if rows and "question" not in rows[0]:
             raise QuestionFileError(f"{path}: the CSV header needs a 'question' column (id,question[,doc])")
-        return [_csv_row(n, row) for n, row in enumerate(rows, 2)]
-    raise QuestionFileError(f"{path}: question files are .txt, .jsonl or .csv, not {suffix or 'no extension'}")
+        questions = [_csv_row(n, row) for n, row in enumerate(rows, 2)]
+    else:
+        raise QuestionFileError(f"{path}: question files are .txt, .jsonl or .csv, not {suffix or 'no extension'}")
+    if not questions:  # said before a model is loaded, not as "0 answered"
+        raise QuestionFileError(f"{path}: no questions in it")
+    return questions
 
 
 def _jsonl_row(n: int, line: str) -> Question:

@@ -44,6 +44,10 @@ def test_unusable_question_files_name_the_problem(tmp_path):
     (tmp_path / "q.csv").write_text("foo,bar\n1,2\n", encoding="utf-8")
     with pytest.raises(QuestionFileError, match="'question' column"):
         read_questions(tmp_path / "q.csv")
+    for name, text in (("empty.txt", "\n \n"), ("header.csv", "id,question\n\n"), ("blank.jsonl", "")):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        with pytest.raises(QuestionFileError, match=f"{name}: no questions in it"):
+            read_questions(tmp_path / name)
 
 
 def test_each_doc_and_grouping_keep_same_document_questions_together(tmp_path):

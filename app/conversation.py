@@ -157,6 +157,22 @@ def unnamed(question: str, name: str) -> str:
     return question
 
 
+def naming_words(question: str) -> str:
+    """The words with which `question` names a document, whichever it is: those just before a noun that names a
+    document ("agreement", "meeting"), back to the first word of the question's frame ("the", "of"): "services"
+    in "the parties to the services agreement", "eDiets co-branding" in "the eDiets co-branding agreement",
+    nothing in "the parties to this agreement" or "about the remote control"."""
+    tokens = [t.group() for t in _TOKEN.finditer(question)]
+    found = []
+    for i, token in enumerate(tokens):
+        if _NAMED_KIND.fullmatch(token):
+            first = i
+            while first > 0 and tokens[first - 1].lower() not in _FUNCTION:
+                first -= 1
+            found += tokens[first:i]
+    return " ".join(found)
+
+
 def asks_library(question: str) -> bool:
     """Whether the question is about the library rather than one document ("which agreements ...")."""
     return bool(_LIBRARY.search(question))

@@ -24,7 +24,9 @@ generated answer):
    the document ends, when the document is the sentence's subject ("This Agreement shall remain in effect ...",
    not "Such termination shall become effective as of ..."); plus, for
    each question word in the sentence's file name, what the rarest shared name would count, so that "the
-   co-branding agreement's governing law" is quoted from that agreement when several are retrieved.
+   co-branding agreement's governing law" is quoted from that agreement when several are retrieved; a word
+   the question names the document with (`app.conversation.naming_words`) counts only so, not again as a word
+   the sentence shares ("the services agreement" does not make a sentence about services the answer).
    A question asking what the document is called is answered by the title in its opening passage.
 3. A heading ("Governing Law and Attornment") states nothing alone: it is quoted with the sentence under it.
 4. The best sentence is narrowed to the shortest run of its clauses (split at ; and :, not at commas, which
@@ -44,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from app.answer import Passage, Quote
+from app.conversation import naming_words
 from app.evidence import ScoredSentences
 from ingest.layout import TextLayout
 
@@ -334,15 +337,34 @@ def sentence_scores(scored: ScoredSentences, question: str) -> list[float]:
     sentence_terms = [{t.key for t in terms(s[2])} for _, s in candidates]
     frequency = Counter(k for keys in sentence_terms for k in keys)
     rarity = {k: math.log(1 + len(candidates) / n) for k, n in frequency.items()}
-    wanted = terms(question)
-    asked = {t.key for t in wanted}
+    asked = {t.key for t in terms(question)}
     rarest = math.log(1 + len(candidates)) * NAME_WEIGHT  # what the rarest shared name would count
-    in_name = {p.doc: rarest * len(asked & {t.key for t in terms(re.sub(r"[_.]+", " ", Path(p.doc).stem))})
-               for p, _ in candidates}
-    return [sum(rarity[t.key] * (NAME_WEIGHT if t.strong else 1.0) for t in wanted if t.key in keys)
-            + SIMILARITY_WEIGHT * float(sim) + answer_type_bonus(question, s[2]) + defined_term_bonus(question, s[2])
-            + verb_date_bonus(question, s[2]) + document_term_bonus(question, s[2]) + in_name[p.doc]
-            for (p, s), keys, sim in zip(candidates, sentence_terms, scored.similarity)]
+    named = {p.doc: asked & _name_terms(p.doc) for p, _ in candidates}
+    as_asked = {doc: _without_naming(question, doc) for doc in named}  # less the words naming the document
+    scores = []
+    for (p, s), keys, sim in zip(candidates, sentence_terms, scored.similarity):
+        q = as_asked[p.doc]
+        scores.append(sum(rarity[t.key] * (NAME_WEIGHT if t.strong else 1.0) for t in terms(q) if t.key in keys)
+                      + SIMILARITY_WEIGHT * float(sim) + answer_type_bonus(q, s[2]) + defined_term_bonus(q, s[2])
+                      + verb_date_bonus(q, s[2]) + document_term_bonus(q, s[2]) + rarest * len(named[p.doc]))
+    return scores
+
+
+def _name_terms(doc: str) -> set[str]:
+    """The terms of a document's file name."""
+    return {t.key for t in terms(re.sub(r"[_.]+", " ", Path(doc).stem))}
+
+
+def _without_naming(question: str, doc: str) -> str:
+    """`question` without the words it names `doc` with (`app.conversation.naming_words` that are words of its file
+    name): they count once, as the document's name (`sentence_scores`), and not again as words a sentence shares
+    or defines: "the services agreement" does not make a sentence about services, or defining "Services", the
+    answer."""
+    name = _name_terms(doc)
+    for word in naming_words(question).split():
+        if {t.key for t in terms(word)} & name:
+            question = re.sub(rf"(?<![\w-]){re.escape(word)}(?![\w-])", " ", question, count=1)
+    return question
 
 
 def _under_heading(candidates: list, heading: int) -> tuple[Passage, tuple[int, int, str], int]:

@@ -3,6 +3,7 @@
 import pytest
 
 from app.answer import Passage
+from app.conversation import naming_words
 from app.evidence import score_sentences, select_evidence, sentences_with_offsets
 from app.quote import (
     ANSWER_TYPE_BONUS,
@@ -108,6 +109,18 @@ def test_a_question_naming_a_document_is_quoted_from_that_document(embedder):
     passages = [whole(doc, t, rank=i + 1) for i, (doc, t) in enumerate(texts.items())]
     quote = quote_for(embedder, "Which state's law governs the co-branding agreement?", passages)
     assert quote.doc == "ediets_co-branding_agreement.txt" and "California" in quote.text
+
+
+def test_the_words_naming_the_document_do_not_make_a_sentence_the_answer(embedder):
+    """'the services agreement' names the document: a recital defining "Services" is not where the parties are."""
+    text = ("RECITALS A. Recipient wishes to engage the Provider to provide certain services and resources (the "
+            "\"Services\") and Provider desires to provide the Services. This Agreement is entered into by and between "
+            "Ability Computer & Software Industries Ltd (the \"Recipient\") and Telcostar Pte, Ltd. (the \"Provider\").")
+    passages = [whole("ABILITYINC_06_15_2020-EX-4.25-SERVICES AGREEMENT.txt", text)]
+    quote = quote_for(embedder, "Who are the parties to the services agreement?", passages)
+    assert quote.text.startswith("This Agreement is entered into by and between Ability")
+    assert naming_words("Who are the parties to the services agreement?") == "services"
+    assert naming_words("What did the team decide about the remote control?") == ""
 
 
 def test_when_a_term_ends_is_quoted_from_the_sentence_saying_how_long_it_lasts(embedder):

@@ -23,7 +23,7 @@ answer reads), or when its own passages reach the relevance the tool needs to an
 the measure of `app.abstain`); any other section has nothing to add, so the model is not asked to read it. A
 summary ("summarise", "overview") is about all of the document, so there every section is read and used. A
 note in which the model says the section holds nothing is left out, which a bigger model does and the 135M
-one never does.
+one seldom does.
 
 The instructions and the question come before the section in every note prompt, byte for byte the same, so
 their KV cache is computed once a question and reused for every section (`Generator.stream(past=...)`; a server

@@ -24,7 +24,7 @@ from app.conversation import unnamed
 from app.errors import DocumentNotFound, EmptyIndex, LongDocError
 from app.evidence import score_sentences, select_evidence
 from app.llm.generator import Generator, PrefixCache
-from app.prompt import PromptBuilder, PromptPlan
+from app.prompt import PromptBuilder, PromptPlan, strip_markup
 from app.quote import find_quote
 from app.reorder import REORDERERS
 from app.sections import SectionProgress, asks_summary, asks_whole_document, combine_plan, read_sections
@@ -302,7 +302,7 @@ class QueryEngine:
                 pieces.append(piece)
                 yield piece
             stats = gen.last_stats
-        answer.answer = "".join(pieces).strip()
+        answer.answer = strip_markup("".join(pieces))  # the streamed pieces keep what the model wrote
         answer.abstained = says_not_stated(answer.answer)  # the model's own "the documents do not say"
         answer.completion_tokens = stats.completion_tokens
         prefill_s = stats.prefill_s + prefix_prefill_s + map_prefill_s

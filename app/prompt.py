@@ -8,6 +8,7 @@ over the rendered prompt string, so `prompt_token_start/end` are exact positions
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -77,6 +78,23 @@ def render_user_message(
         cursor += len(opening) + len(body) + len(fence_end)
     pieces.append(f"Question: {question}\n{closing}")
     return "".join(pieces), spans
+
+
+# a passage tag as `fence` writes it, or as the model echoes it: whole or cut short, in any case ("</passAGE>")
+_MARKUP = re.compile(r"</?passage\b[^>\n]*>?", re.IGNORECASE)
+
+
+def strip_markup(text: str) -> str:
+    """The model's text without the passage tags it copied from the prompt, spaces and blank lines tidied.
+
+    The embedded 135M model echoes them, mostly where the prompt quotes notes (`sections`: 15 of the 27 combined
+    answers of benchmarks/bench_sections.py held one, against 1 of 27 `rag` answers); a tag is never part of an
+    answer, and the support check would underline it as unstated.
+    """
+    if not _MARKUP.search(text):
+        return text.strip()
+    text = re.sub(r"[ \t]+", " ", _MARKUP.sub(" ", text))
+    return re.sub(r"\n\s*\n\s*", "\n\n", re.sub(r" *\n *", "\n", text)).strip()
 
 
 def fence(header: str, body: str) -> tuple[str, str, str]:

@@ -40,7 +40,7 @@ from typing import Callable, Sequence
 from app.abstain import relevance, says_not_stated
 from app.answer import Note, Passage
 from app.evidence import score_sentences
-from app.prompt import PromptBuilder, PromptPlan, fence
+from app.prompt import PromptBuilder, PromptPlan, fence, strip_markup
 from app.reorder import document_order
 from index.base import DocumentInfo, VectorStore
 from index.embedder import Embedder
@@ -60,7 +60,6 @@ _NOTHING = re.compile(r"^\W*(?:nothing|none|n/a)(?:\s*(?:[.!,;:]|$)|\s+(?:about|
                       r"|\s+in this (?:section|passage)\b)|^\W*(?:no|not) relevant\b"
                       r"|\b(?:says?|said|contains?|mentions?) nothing\b"
                       r"|\bdoes(?:n't| not) (?:say|mention|address|discuss|contain) anything\b", re.IGNORECASE)
-_MARKUP = re.compile(r"</?passage[^>]*>?")
 
 NOTE_SYSTEM = (
     "You read a long document one section at a time and note what each section says about the user's question. "
@@ -151,7 +150,7 @@ def note_message(question: str, doc_name: str, section: Section, total: int, bod
 
 def clean_note(text: str) -> str:
     """The note with passage markup the model echoed removed and its whitespace collapsed."""
-    return " ".join(_MARKUP.sub(" ", text).split())
+    return " ".join(strip_markup(text).split())
 
 
 def passage_of(chunk: Chunk, rank: int, similarity: float) -> Passage:

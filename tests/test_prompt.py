@@ -8,7 +8,7 @@ from transformers import AutoTokenizer
 
 from app.answer import Passage
 from app.errors import PromptTooLong
-from app.prompt import PromptBuilder
+from app.prompt import PromptBuilder, strip_markup
 from app.reorder import important_first_last, no_reorder
 from conftest import FIXTURES
 
@@ -92,6 +92,13 @@ def test_a_document_cannot_close_its_quote_fence(tokenizer):
     plan = PromptBuilder(tokenizer, window=4096, answer_reserve=100).build("Which law?", [p], no_reorder)
     assert plan.text.count("</passage>") == 1 and plan.text.count("<passage ") == 1
     assert "\u2039/passage>" in plan.text
+
+
+def test_passage_tags_the_model_echoes_are_taken_out_of_its_answer():
+    echoed = ("The operator may resign on notice. </passage>\n\n<passage [26] sandridge.docx | section: 9.16 "
+              "Further Assurances.> 25 OPERATOR: SANDRIDGE MIDSTREAM, INC. </passAGE>")
+    assert strip_markup(echoed) == "The operator may resign on notice.\n\n25 OPERATOR: SANDRIDGE MIDSTREAM, INC."
+    assert strip_markup("Texas law  governs [1].\n") == "Texas law  governs [1]."  # no tag: the text as written
 
 
 def test_question_opens_and_closes_rag_prompts_but_only_closes_whole_documents(tokenizer, passages):

@@ -340,7 +340,8 @@ def sentence_scores(scored: ScoredSentences, question: str) -> list[float]:
     asked = {t.key for t in terms(question)}
     rarest = math.log(1 + len(candidates)) * NAME_WEIGHT  # what the rarest shared name would count
     named = {p.doc: asked & _name_terms(p.doc) for p, _ in candidates}
-    as_asked = {doc: _without_naming(question, doc) for doc in named}  # less the words naming the document
+    naming = naming_words(question).split()
+    as_asked = {doc: _without_naming(question, naming, doc) for doc in named}  # less the words naming the document
     scores = []
     for (p, s), keys, sim in zip(candidates, sentence_terms, scored.similarity):
         q = as_asked[p.doc]
@@ -355,13 +356,13 @@ def _name_terms(doc: str) -> set[str]:
     return {t.key for t in terms(re.sub(r"[_.]+", " ", Path(doc).stem))}
 
 
-def _without_naming(question: str, doc: str) -> str:
-    """`question` without the words it names `doc` with (`app.conversation.naming_words` that are words of its file
-    name): they count once, as the document's name (`sentence_scores`), and not again as words a sentence shares
-    or defines: "the services agreement" does not make a sentence about services, or defining "Services", the
-    answer."""
+def _without_naming(question: str, naming: list[str], doc: str) -> str:
+    """`question` without the words it names `doc` with (of `naming`, its `app.conversation.naming_words`, those
+    that are words of the file name): they count once, as the document's name (`sentence_scores`), and not again
+    as words a sentence shares or defines: "the services agreement" does not make a sentence about services, or
+    defining "Services", the answer."""
     name = _name_terms(doc)
-    for word in naming_words(question).split():
+    for word in naming:
         if {t.key for t in terms(word)} & name:
             question = re.sub(rf"(?<![\w-]){re.escape(word)}(?![\w-])", " ", question, count=1)
     return question

@@ -247,11 +247,11 @@ def read_sections(
             out.prefill_s += stats.prefill_s
             out.generate_s += stats.generate_s
             out.completion_tokens += stats.completion_tokens
-            quoted = says_nothing(note.text) and bool(retrieved_here)
-            if quoted:  # retrieval's first passages outweigh the small model's "nothing here": the note quotes them
+            empty = says_nothing(note.text)
+            if empty and retrieved_here:  # retrieval's first passages outweigh the small model's "nothing here"
                 note.text = quoted_note(tokenizer, retrieved_here, note_tokens)
                 note.reason = "the model found nothing here; the note quotes the passages retrieval ranked first"
-            note.used = quoted or not says_nothing(note.text)
+            note.used = not empty or bool(retrieved_here)
             if note.used:
                 for source in note_sources(passages, retrieved_here, order, depth=len(sections)):
                     source.rank = len(out.sources) + 1
@@ -292,7 +292,8 @@ def note_sources(passages: list[Passage], retrieved: list[Passage], order: dict[
     def rank(p: Passage) -> int:
         return order.get((p.doc_id, p.char_start), len(order))
 
-    chosen = [p for p in passages if p in retrieved or rank(p) < depth]
+    firsts = {(p.doc_id, p.char_start) for p in retrieved}
+    chosen = [p for p in passages if (p.doc_id, p.char_start) in firsts or rank(p) < depth]
     return chosen or [min(passages, key=rank)]
 
 

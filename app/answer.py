@@ -14,7 +14,9 @@ class Passage:
 
     `rank` is the retrieval rank (1 = most relevant); `prompt_index` the order in the prompt after reordering
     (None when the passage was dropped to fit the window); `prompt_zone` is "start", "middle" or "end".
-    A PDF's passage has `boxes`, its text's rectangles on its page(s) (`ingest.layout.Box`).
+    A PDF's passage has `boxes`, its text's rectangles on its page(s) (`ingest.layout.Box`). With
+    `context_chunks` the passage is the retrieved chunk with the text around it: `chunk_start`/`chunk_end` are
+    the chunk's own offsets inside `char_start`/`char_end` (None when the passage is the chunk alone).
     """
 
     rank: int
@@ -33,6 +35,8 @@ class Passage:
     prompt_token_end: int | None = None
     prompt_zone: str | None = None
     boxes: list[Box] = field(default_factory=list)
+    chunk_start: int | None = None
+    chunk_end: int | None = None
     # the chunk's words with their rectangles (`ingest.layout`, encoded), to locate a quote inside the passage;
     # it stays in Python: the answer JSON carries the rectangles themselves
     layout: str = field(default="", repr=False)

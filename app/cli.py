@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import TYPE_CHECKING, Annotated, Callable, Optional
 
 import typer
 from rich.console import Console
@@ -23,6 +23,9 @@ from app.batch import Question
 from app.errors import LongDocError, user_errors
 from app.evals.cli import eval_app
 from app.settings import MODES, REORDER_CHOICES, Settings, SettingsError
+
+if TYPE_CHECKING:
+    from app.answer import Passage
 
 app = typer.Typer(help="Ask questions of documents too long for a model to read at once.", no_args_is_help=True)
 console = Console()
@@ -197,13 +200,19 @@ class ReadingBar:
         self.close()
 
 
+def _chars(p: Passage) -> str:
+    """A passage's span; with `context_chunks`, the retrieved chunk's own span inside it."""
+    own = f" (chunk {p.chunk_start}-{p.chunk_end})" if p.chunk_start is not None else ""
+    return f"{p.char_start}-{p.char_end}{own}"
+
+
 def _print_passages(answer) -> None:
     table = Table("rank", "score", "document", "where", "chars", "prompt #", "zone", title=f"mode: {answer.mode}")
     for p in answer.passages:
         where = ", ".join(x for x in (p.section and p.section[:40], p.page and f"p. {p.page}",
                                       p.speakers and "/".join(p.speakers)) if x)
         zone = p.prompt_zone or ("not used" if p.prompt_index is None else "")
-        table.add_row(str(p.rank), f"{p.score:.3f}", p.doc, where, f"{p.char_start}-{p.char_end}",
+        table.add_row(str(p.rank), f"{p.score:.3f}", p.doc, where, _chars(p),
                       "" if p.prompt_index is None else str(p.prompt_index), zone)
     console.print(table)
     if answer.notes:

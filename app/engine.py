@@ -24,6 +24,7 @@ from app.conversation import unnamed
 from app.errors import DocumentNotFound, EmptyIndex, LongDocError
 from app.evidence import score_sentences, select_evidence
 from app.llm.generator import Generator, PrefixCache
+from app.passage_context import with_context
 from app.prompt import PromptBuilder, PromptPlan, strip_markup
 from app.quote import find_quote
 from app.reorder import REORDERERS
@@ -161,6 +162,9 @@ class QueryEngine:
         info = self.resolve_doc(doc)
         query = unnamed(question, info.name) if info else question
         k = top_k or s.top_k
+        wanted = k
+        if s.context_chunks:  # passages a better one takes as context are left out: enough must remain for k
+            k = k * (2 * s.context_chunks + 1)
         reranker = self._load_reranker(s.reranker)
         hits = retrieve(
             self.store, self.embedder, query, k=max(k, s.rerank_candidates) if reranker else k,
@@ -172,7 +176,7 @@ class QueryEngine:
         if s.pin_opening != "never" and passages:
             query_vec = self.embedder.embed_queries([query])[0]  # remembered from retrieval: no second run
             passages = self._pin_opening(passages, query_vec, k, s)
-        return passages
+        return with_context(passages, s.context_chunks, wanted, self.store.chunks, self.store.document_text)
 
     def _pin_opening(self, passages: list[Passage], query_vec: np.ndarray, k: int, s: Settings) -> list[Passage]:
         """Keep the best document's opening chunk among the k, at rank 2 unless retrieval already ranked it first,
@@ -348,7 +352,8 @@ class QueryEngine:
                        on_progress: Callable[[SectionProgress], None] | None):
         """The map step of mode `sections` (`app.sections.read_sections`), holding the generation slot."""
         s = self.settings
-        ranking = self.retrieve(question, doc=info.doc_id, top_k=max(info.chunks, 1))  # the whole document, ranked
+        ranking = self.retrieve(question, doc=info.doc_id, top_k=max(info.chunks, 1),  # the whole document, ranked
+                                settings=s.replace(context_chunks=0))  # chunk by chunk: no chunk is another's context
         with self._slots:
             return read_sections(self.generator, self.store, self.embedder, question, info,
                                  sections_tokens=s.sections_tokens, note_tokens=s.section_note_tokens,

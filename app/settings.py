@@ -184,6 +184,11 @@ class Settings:
         "first `rerank_candidates` retrieved passages and keeps the best `top_k` (index/rerank.py); \"\" = off, "
         "since no cross-encoder ships in a PyPI package")
     rerank_candidates: int = setting(20, "passages the reranker re-scores", bound=POSITIVE)
+    context_chunks: int = setting(
+        0, "chunks of surrounding text handed on with each retrieved passage, on each side (\"small to big\"; "
+        "app/passage_context.py): 1 raises recall@5 on the dev meetings from 0.831 to 0.911 and on the dev contracts "
+        "from 0.838 to 0.895, with passages about 2.4 times as long; 0 (the chunk alone) suits the embedded model on "
+        "a CPU, 1 a model with a long window", bound=Bound(0, 5))
     reorder: str = setting("important_first_last", "the passages' order in the prompt: the best at the start and "
                                                    "the end (\"lost in the middle\") by default",
                            choices=REORDER_CHOICES)

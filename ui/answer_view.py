@@ -61,24 +61,26 @@ def mark_unsupported(answer: Answer) -> str:
 
 
 def highlight(passage: Passage, evidence: Sequence[Evidence]) -> str:
-    """The passage text as HTML, with the evidence sentences that fall inside it marked.
+    """The passage text as HTML, with the evidence sentences that fall inside it marked and the context around
+    the retrieved chunk (`context_chunks`) in grey.
 
     Evidence offsets index the whole document, as passage offsets do, so the overlap is found by offsets,
     never by searching for the sentence text (which may occur twice).
     """
-    spans = sorted(
-        (max(e.char_start, passage.char_start) - passage.char_start, min(e.char_end, passage.char_end) - passage.char_start)
-        for e in evidence
-        if e.doc == passage.doc and e.char_start < passage.char_end and e.char_end > passage.char_start
-    )
-    out, cursor = [], 0
-    for start, end in spans:
-        start = max(start, cursor)
-        if start >= end:
-            continue
-        out += [html.escape(passage.text[cursor:start]), "<mark>", html.escape(passage.text[start:end]), "</mark>"]
-        cursor = end
-    out.append(html.escape(passage.text[cursor:]))
+    marks = [(max(e.char_start, passage.char_start) - passage.char_start,
+              min(e.char_end, passage.char_end) - passage.char_start)
+             for e in evidence if e.doc == passage.doc and e.char_start < passage.char_end and e.char_end > passage.char_start]
+    chunk = ((passage.chunk_start - passage.char_start, passage.chunk_end - passage.char_start)
+             if passage.chunk_start is not None and passage.chunk_end is not None else (0, len(passage.text)))
+    cuts = sorted({0, len(passage.text), *chunk, *(x for span in marks for x in span)})
+    out = []
+    for start, end in zip(cuts, cuts[1:]):
+        piece = html.escape(passage.text[start:end])
+        if any(s <= start and end <= e for s, e in marks):
+            piece = f"<mark>{piece}</mark>"
+        if not chunk[0] <= start < chunk[1]:
+            piece = f'<span class="context" style="color: #888">{piece}</span>'
+        out.append(piece)
     return f'<div style="white-space: pre-wrap; font-size: 0.9rem; line-height: 1.5">{"".join(out)}</div>'
 
 
@@ -177,7 +179,9 @@ def render_passages(answer: Answer, key: str) -> None:
         label = " · ".join(part for part in (f"[{p.rank}] {short_name(p.doc)}", where(p), f"score {p.score:.3f}") if part)
         with st.expander(label, key=f"{key}-exp-{p.rank}"):
             st.caption(
-                f"{p.doc}, characters {p.char_start:,}–{p.char_end:,}; "
+                f"{p.doc}, characters {p.char_start:,}–{p.char_end:,}"
+                + (f" (the retrieved chunk {p.chunk_start:,}–{p.chunk_end:,}, the rest in grey is the text around it)"
+                   if p.chunk_start is not None else "") + "; "
                 + (f"prompt position {p.prompt_index + 1} ({p.prompt_zone})" if p.prompt_index is not None else "not in the prompt")
             )
             st.html(highlight(p, answer.evidence))

@@ -30,6 +30,8 @@ def recall(
     retriever: Annotated[Optional[str], typer.Option(help=f"{', '.join(RETRIEVERS)} (default from settings).")] = None,
     pin_opening: Annotated[Optional[str], typer.Option(help=f"{', '.join(PIN_OPENING_CHOICES)}: keep the document's "
                                                             "opening among the passages (default from settings).")] = None,
+    context_chunks: Annotated[Optional[int], typer.Option(min=0, help="Chunks of context handed on with each passage, "
+                                                          "on each side (default from settings).")] = None,
     vector_store: Annotated[Optional[str], typer.Option(help="Measure on this engine (postgresql://..., milvus://...), "
                                                     "which must be empty; default: an embedded library in a "
                                                     "temporary folder.")] = None,
@@ -46,7 +48,7 @@ def recall(
     try:
         eval_set = load_eval_set(data, quick=quick)
         settings = Settings.load(chunker=chunker, retriever=retriever, pin_opening=pin_opening,
-                                 vector_store=vector_store or "faiss")
+                                 context_chunks=context_chunks, vector_store=vector_store or "faiss")
     except ValueError as exc:  # SettingsError is a ValueError
         raise typer.BadParameter(str(exc)) from None
     except LongDocError as exc:  # DataMissing: the dev data is not beside the repository

@@ -201,6 +201,7 @@ class RecallReport:
     chunker: str
     retriever: str
     pin_opening: str  # the `pin_opening` setting the passages were retrieved with
+    context_chunks: int  # the `context_chunks` setting: chunks of context handed on with each passage
     k: int
     budget_tokens: int
     budget_tokenizer: str
@@ -221,7 +222,8 @@ class RecallReport:
         int8 = ", int8 embedder" if self.embedder_precision == "int8" else ""
         engine = f", on {self.vector_store}" if self.vector_store != "faiss" else ""
         pin = f", opening pinned {self.pin_opening}" if self.pin_opening != "auto" else ""
-        return f"{self.data}: {self.chunker} chunks, {self.retriever} retrieval{pin}{int8}{engine}"
+        context = f", {self.context_chunks} chunk(s) of context each side" if self.context_chunks else ""
+        return f"{self.data}: {self.chunker} chunks, {self.retriever} retrieval{pin}{context}{int8}{engine}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -305,6 +307,7 @@ def run_recall(
         chunker=settings.chunker,
         retriever=settings.retriever,
         pin_opening=settings.pin_opening,
+        context_chunks=settings.context_chunks,
         k=k,
         budget_tokens=budget_tokens,
         budget_tokenizer=budget.name,
@@ -363,12 +366,13 @@ def recall_plot(report: RecallReport, path: Path) -> None:
 
 
 def write_report(report: RecallReport, out: Path) -> tuple[Path, Path]:
-    """`recall_<data>_<chunker>_<retriever>[_pin-<always|never>][_int8].json` and `.png` in `out`; returns their
-    paths."""
+    """`recall_<data>_<chunker>_<retriever>[_pin-<always|never>][_context-<n>][_int8].json` and `.png` in `out`;
+    returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
     int8 = "_int8" if report.embedder_precision == "int8" else ""
     pin = f"_pin-{report.pin_opening}" if report.pin_opening != "auto" else ""
-    stem = f"recall_{report.data}_{report.chunker}_{report.retriever}{pin}{int8}"
+    context = f"_context-{report.context_chunks}" if report.context_chunks else ""
+    stem = f"recall_{report.data}_{report.chunker}_{report.retriever}{pin}{context}{int8}"
     json_path, png_path = out / f"{stem}.json", out / f"{stem}.png"
     json_path.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
     recall_plot(report, png_path)

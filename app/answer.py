@@ -41,6 +41,11 @@ class Passage:
     # it stays in Python: the answer JSON carries the rectangles themselves
     layout: str = field(default="", repr=False)
 
+    @property
+    def chunk_offset(self) -> int:
+        """Where the retrieved chunk itself starts in its document: `chunk_start` when context surrounds it."""
+        return self.char_start if self.chunk_start is None else self.chunk_start
+
 
 @dataclass
 class Evidence:

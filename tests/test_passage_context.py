@@ -6,6 +6,7 @@ import pytest
 from app import LongDocQA
 from app.answer import Evidence, Passage
 from app.passage_context import with_context
+from app.sections import passage_of, read_sections, split_sections
 from ingest.types import Chunk
 from ui.answer_view import highlight
 
@@ -108,7 +109,7 @@ def test_retrieval_hands_on_each_chunk_with_its_context(qa):
     assert len(widened) == 3 and [p.rank for p in widened] == [1, 2, 3]
     assert widened[0].chunk_start == alone[0].char_start
     retrieved = [p.char_start for p in alone]  # each passage's chunk in retrieval's order, none skipped unheld
-    own = [p.chunk_start if p.chunk_start is not None else p.char_start for p in widened]
+    own = [p.chunk_offset for p in widened]
     assert own == sorted(own, key=retrieved.index)
     for p in widened:
         assert p.text == text[p.char_start:p.char_end]
@@ -136,3 +137,39 @@ def test_an_answer_reads_the_context_and_its_json_says_where_the_chunk_is(qa):
         if wide.chunk_start is not None:
             assert (wide.prompt_token_end - wide.prompt_token_start
                     > narrow.prompt_token_end - narrow.prompt_token_start)
+
+
+@pytest.mark.slow
+def test_sections_read_chunk_by_chunk_while_the_answer_cites_passages_with_context(qa):
+    """Mode `sections` splits the document into chunks, never into passages with context, and knows a widened
+    passage by its chunk: a section holding one is read."""
+    wide = LongDocQA(index_dir=qa.settings.index_dir, context_chunks=1, section_note_tokens=16,
+                     sections_answer_tokens=16)
+    question = "List every decision about the battery."
+    answer = wide.ask(question, doc="design_meeting.txt", mode="sections")
+    retrieved = wide.retrieve(question, doc="design_meeting.txt")
+    assert any(p.chunk_start is not None for p in retrieved)
+    chunks = qa.store.chunks()
+    notes = answer.notes
+    assert notes[0].char_start == chunks[0].char_start and notes[-1].char_end == chunks[-1].char_end
+    assert len(notes) > 1 and all(a.char_end <= b.char_start for a, b in zip(notes, notes[1:]))
+    for note in notes:
+        if any(note.char_start <= p.chunk_offset < note.char_end for p in retrieved):
+            assert note.prompt_tokens > 0, note
+    text = qa.document_text("design_meeting.txt")
+    assert all(text[p.char_start:p.char_end] == p.text for p in answer.passages)
+
+
+@pytest.mark.slow
+def test_a_section_holding_a_retrieved_chunk_is_read_even_when_its_context_starts_in_the_section_before(qa):
+    gen, store = qa.engine.generator, qa.store
+    info = store.get("design_meeting.txt")
+    chunks = store.chunks(info.doc_id)
+    sections = split_sections(chunks, gen.count_tokens, 300)
+    assert len(sections) >= 3
+    chunk = sections[1].chunks[0]
+    [widened] = with_context([passage_of(chunk, 1, 0.5)], 1, 1, store.chunks, store.document_text)
+    assert widened.char_start < sections[1].char_start <= widened.chunk_offset
+    read = read_sections(gen, store, qa.embedder, "What was decided about the battery?", info, sections_tokens=300,
+                         note_tokens=8, min_relevance=0.99, retrieved=[widened], ranking=[passage_of(chunk, 1, 0.5)])
+    assert [bool(n.prompt_tokens) for n in read.notes] == [i == 1 for i in range(len(sections))]

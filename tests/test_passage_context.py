@@ -76,6 +76,17 @@ def test_the_page_greys_the_context_and_marks_evidence_across_the_seam():
     assert f'<span class="context" style="color: #888">{TEXT[p.chunk_end:p.char_end]}</span>' in html
 
 
+def test_the_document_map_draws_the_chunk_and_a_band_for_its_context():
+    from app.answer import Answer
+    from ui.charts import document_map
+
+    wide, alone = _widen([4, 0, 2], 1, k=2)[0], _passage(2, _chunks()[8])
+    chart = document_map(Answer(question="q", passages=[wide, alone]), {"doc.txt": len(TEXT)})
+    _, context, blocks = chart.layer
+    assert len(context.data) == 1 and context.data.iloc[0]["context_from"] == wide.char_start / len(TEXT)
+    assert list(blocks.data["from"]) == [wide.chunk_start / len(TEXT), alone.char_start / len(TEXT)]
+
+
 # ---- through the engine, on a real library ---------------------------------------------------------------------
 
 MEETING = "".join(

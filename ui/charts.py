@@ -37,6 +37,8 @@ def _passage_rows(passages: Sequence[Passage]) -> list[dict]:
             "end": p.prompt_token_end,
             "char_start": p.char_start,
             "char_end": p.char_end,
+            "chunk_start": p.chunk_offset,  # the retrieved chunk itself; the span above adds `context_chunks`
+            "chunk_end": p.char_end if p.chunk_end is None else p.chunk_end,
         }
         for p in passages
     ]
@@ -116,7 +118,8 @@ def prompt_map(answer: Answer) -> alt.LayerChart | None:
 
 def document_map(answer: Answer, doc_lengths: Mapping[str, int]) -> alt.LayerChart | None:
     """One row a passage (best first): the whole document as a grey bar from 0 to 100 %, and the passage
-    at its position as a share of the document's length.
+    at its position as a share of the document's length; with `context_chunks`, the retrieved chunk as the
+    block and the text handed on around it as a paler band.
 
     `doc_lengths` maps a document name to the length of its extracted text in characters. Returns None when
     there are no passages or their documents are no longer in the library.
@@ -127,8 +130,11 @@ def document_map(answer: Answer, doc_lengths: Mapping[str, int]) -> alt.LayerCha
     frame = pd.DataFrame(rows)
     several = frame["doc"].nunique() > 1
     frame["row"] = frame["label"] + (" " + frame["doc"].map(short_name) if several else "")
-    frame["from"] = frame["char_start"] / frame["doc"].map(doc_lengths)
-    frame["to"] = (frame["char_end"] / frame["doc"].map(doc_lengths)).clip(lower=frame["from"] + _MIN_DOC_SHARE)
+    lengths = frame["doc"].map(doc_lengths)
+    frame["from"] = frame["chunk_start"] / lengths
+    frame["to"] = (frame["chunk_end"] / lengths).clip(lower=frame["from"] + _MIN_DOC_SHARE)
+    frame["context_from"] = frame["char_start"] / lengths
+    frame["context_to"] = frame["char_end"] / lengths
     x_scale = alt.Scale(domain=[0, 1], nice=False)
     y = alt.Y(
         "row:N", sort=list(frame["row"]), title=None,
@@ -145,6 +151,12 @@ def document_map(answer: Answer, doc_lengths: Mapping[str, int]) -> alt.LayerCha
             y=y,
         )
     )
+    tooltip = ["label", "doc", "score", "char_start", "char_end", "chunk_start", "chunk_end"]
+    context = (
+        alt.Chart(frame[(frame["char_start"] != frame["chunk_start"]) | (frame["char_end"] != frame["chunk_end"])])
+        .mark_bar(color="#bfdbfe")
+        .encode(x=alt.X("context_from:Q", scale=x_scale), x2="context_to:Q", y=y, tooltip=tooltip)
+    )
     blocks = (
         alt.Chart(frame)
         .mark_bar()
@@ -153,10 +165,10 @@ def document_map(answer: Answer, doc_lengths: Mapping[str, int]) -> alt.LayerCha
             x2="to:Q",
             y=y,
             color=alt.Color("score:Q", scale=alt.Scale(scheme=_SCORE_SCHEME), title="relevance"),
-            tooltip=["label", "doc", "score", "char_start", "char_end"],
+            tooltip=tooltip,
         )
     )
-    return alt.layer(whole, blocks).properties(height=document_map_height(len(frame)))
+    return alt.layer(whole, context, blocks).properties(height=document_map_height(len(frame)))
 
 
 def document_map_height(n_rows: int) -> int:

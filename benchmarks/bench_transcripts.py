@@ -13,8 +13,11 @@ recall@5, MRR, and recall within the first 2,000 generator tokens of the ranked 
     the keyword query;
   - a third ranked list for a question naming a speaker of the document: the fused ranking cut to the
     chunks where that speaker talks;
+  - maximal marginal relevance: the first ten reordered so that a turn much like one already placed gives way
+    to another (cosine to the question weighted 0.7, closeness to the placed ones 0.3);
   - small to big: the next chunk handed with each of the first three passages, and both neighbours with
-    every passage, as one passage each (what the budget then holds is fewer, longer passages).
+    every passage, as one passage each (what the budget then holds is fewer, longer passages; the engine's
+    `context_chunks = 1` does the latter, `longdoc eval recall --context-chunks 1`).
 
     python benchmarks/bench_transcripts.py [--quick]
 """
@@ -88,6 +91,8 @@ class Corpus:
         self.chunks = {name: store.chunks(doc_id) for name, doc_id in self.doc_ids.items()}
         self.texts = {d.name: d.text for d in data.documents}
         vectors = embedder.embed_queries([q.question for q in data.questions])
+        self.query_vectors = {q.id: v for q, v in zip(data.questions, vectors)}
+        self.chunk_vectors = {name: store.vectors(doc_id) for name, doc_id in self.doc_ids.items()}
         self.dense, self.keyword, self.keyword_key = {}, {}, {}
         for q, vector in zip(tqdm(data.questions, desc=f"{data.name} lists"), vectors):
             doc_id = self.doc_ids[q.doc]
@@ -115,6 +120,20 @@ class Corpus:
             return [(p.char_start, p.char_end, p.text)
                     for p in self.qa.retrieve(q.question, q.doc, DEPTH, pin_opening=pin)]
         return rank
+
+    def diverse(self, q: EvalQuestion, weight: float, first: int) -> list[int]:
+        """Maximal marginal relevance over the fused ranking's first `first` chunks: after the best one, each next
+        place goes to the chunk whose cosine to the question, less its closest cosine to a chunk already placed,
+        is highest (weighted `weight` to `1 - weight`), so near-copies of a turn give way to other turns."""
+        ranked, vectors, query = self.plain(q), self.chunk_vectors[q.doc], self.query_vectors[q.id]
+        head, chosen = ranked[:first], ranked[:1]
+        left = head[1:]
+        while left:
+            best = max(left, key=lambda i: weight * float(vectors[i] @ query)
+                       - (1 - weight) * max(float(vectors[i] @ vectors[j]) for j in chosen))
+            chosen.append(best)
+            left.remove(best)
+        return chosen + ranked[first:]
 
     def speaker_list(self, q: EvalQuestion) -> list[int]:
         chunks = self.chunks[q.doc]
@@ -156,6 +175,7 @@ rows: dict[str, Callable[[Corpus], Callable[[EvalQuestion], Ranking]]] = {
     "no pin, keyword query = the question's key terms": lambda c: lambda q: c.ranking(
         q, c.fuse(q, [c.dense[q.id], c.keyword_key[q.id]])),
     "no pin, + the named speaker's chunks as a third list": lambda c: lambda q: c.ranking(q, c.speaker_list(q)),
+    "no pin, the first 10 reordered for diversity (MMR, 0.7)": lambda c: lambda q: c.ranking(q, c.diverse(q, 0.7, 10)),
     "no pin, + the next chunk of the first 3 passages": lambda c: lambda q: c.with_neighbours(q, 0, 1, 3),
     "no pin, + both neighbours of every passage": lambda c: lambda q: c.with_neighbours(q, 1, 1, DEPTH),
 }

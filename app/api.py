@@ -229,6 +229,7 @@ class LongDocQA:
         top_k: int | None = None,
         reorder: str | None = None,
         mode: str | None = None,
+        context_chunks: int | None = None,
         id: str | None = None,
         on_progress: Callable[[ReadingProgress], None] | None = None,
     ) -> Answer:
@@ -236,7 +237,7 @@ class LongDocQA:
 
         Args:
             doc: restrict retrieval to one ingested document (name or id).
-            top_k, reorder, mode: override the settings for this call. `mode="sections"` reads the document
+            top_k, reorder, mode, context_chunks: override the settings for this call. `mode="sections"` reads the document
                 section by section (`app.sections`); `auto` does so for a question about all of a document
                 longer than the window ("list every ...", "summarise ...").
             on_progress: called as the sections are read (`SectionProgress`: done, total, the last note), or
@@ -246,7 +247,7 @@ class LongDocQA:
             Answer; `.to_dict()` is the answer JSON of DESIGN.md.
         """
         return self.engine.ask(question, id=id, doc=doc, top_k=top_k, reorder=reorder, mode=mode,
-                               on_progress=on_progress)
+                               context_chunks=context_chunks, on_progress=on_progress)
 
     def stream(self, question: str, **options: Any) -> Iterator[str | Answer]:
         """Like `ask`, but yields the answer's text pieces as they come, then the final `Answer`."""

@@ -188,7 +188,7 @@ def _csv_line(row: dict[str, object]) -> str:
 
 
 def answer_all(qa, questions: list[Question], mode: str | None = None, top_k: int | None = None,
-               reorder: str | None = None) -> Iterator[Answer]:
+               reorder: str | None = None, context_chunks: int | None = None) -> Iterator[Answer]:
     """Answer each question in turn; a failing one yields an Answer with `error` set and the rest go on.
 
     All questions are embedded first, in one batched call; each `ask` then finds its vector remembered.
@@ -199,7 +199,8 @@ def answer_all(qa, questions: list[Question], mode: str | None = None, top_k: in
             yield Answer(question=q.question, id=q.id, error=q.error)
             continue
         try:
-            yield qa.ask(q.question, doc=q.doc, top_k=top_k, reorder=reorder, mode=mode, id=q.id)
+            yield qa.ask(q.question, doc=q.doc, top_k=top_k, reorder=reorder, mode=mode, context_chunks=context_chunks,
+                         id=q.id)
         except LongDocError as exc:
             yield Answer(question=q.question, id=q.id, error=str(exc))
         except Exception as exc:  # one broken question must not end a run of hundreds

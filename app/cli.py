@@ -38,6 +38,8 @@ ReorderOpt = Annotated[
     Optional[str], typer.Option("--reorder", help=f"Prompt order: {', '.join(REORDER_CHOICES)}.")
 ]
 ModeOpt = Annotated[Optional[str], typer.Option("--mode", help=f"{', '.join(MODES)}.")]
+ContextOpt = Annotated[Optional[int], typer.Option("--context-chunks", min=0,
+                                                  help="Chunks of text around each passage handed on with it.")]
 
 
 def _qa(index: Path | None, **overrides):
@@ -142,17 +144,20 @@ def ask(
     top_k: TopKOpt = None,
     reorder: ReorderOpt = None,
     mode: ModeOpt = None,
+    context_chunks: ContextOpt = None,
     index: IndexOpt = None,
 ) -> None:
     """Answer one question, with the passages behind it and where each sat."""
     qa = _qa(index)
     with ReadingBar() as bar:  # on stderr while the document is read, before the answer starts
         if as_json:
-            answer = qa.ask(question, doc=doc, top_k=top_k, reorder=reorder, mode=mode, on_progress=bar.update)
+            answer = qa.ask(question, doc=doc, top_k=top_k, reorder=reorder, mode=mode, context_chunks=context_chunks,
+                            on_progress=bar.update)
             print(json.dumps(answer.to_dict(), ensure_ascii=False))
             return
         answer = None
-        for event in qa.stream(question, doc=doc, top_k=top_k, reorder=reorder, mode=mode, on_progress=bar.update):
+        for event in qa.stream(question, doc=doc, top_k=top_k, reorder=reorder, mode=mode,
+                               context_chunks=context_chunks, on_progress=bar.update):
             if isinstance(event, str):
                 bar.close()
                 console.print(event, end="", highlight=False, markup=False)
@@ -252,6 +257,7 @@ def batch(
     top_k: TopKOpt = None,
     reorder: ReorderOpt = None,
     mode: ModeOpt = None,
+    context_chunks: ContextOpt = None,
     index: IndexOpt = None,
 ) -> None:
     """Answer a whole file of questions; exits 1 if any question failed."""
@@ -273,7 +279,8 @@ def batch(
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err) as progress:
         task = progress.add_task("Answering", total=len(todo), rate="")
-        for n, answer in enumerate(answer_all(qa, todo, mode=mode, top_k=top_k, reorder=reorder), 1):
+        for n, answer in enumerate(answer_all(qa, todo, mode=mode, top_k=top_k, reorder=reorder,
+                                                 context_chunks=context_chunks), 1):
             writer.write(answer, docs.get(answer.id))
             key = "failed" if answer.error else "abstained" if answer.abstained else "answered"
             counts[key] += 1

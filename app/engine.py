@@ -218,12 +218,14 @@ class QueryEngine:
         top_k: int | None = None,
         reorder: str | None = None,
         mode: str | None = None,
+        context_chunks: int | None = None,
         search: Search | None = None,
         on_progress: Callable[[ReadingProgress], None] | None = None,
     ) -> Iterator[str | Answer]:
         """Yield the answer's text pieces as they are generated, then the finished `Answer`.
 
         Args:
+            top_k, reorder, mode, context_chunks: the settings of those names, for this question only.
             search: what to search instead of `question` itself, and in which document (a conversation's
                 follow-up, resolved by `app.conversation`); recorded in the answer's `searched`.
             on_progress: mode `sections` calls it as it reads the sections (`SectionProgress`), mode
@@ -247,7 +249,8 @@ class QueryEngine:
 
         gen = self.generator  # loaded (once) before the clock starts: timings are the answer's, not the model's
         started = time.perf_counter()
-        ranked = self.retrieve(text, doc=doc, top_k=top_k)
+        retrieval = self.settings if context_chunks is None else self.settings.replace(context_chunks=context_chunks)
+        ranked = self.retrieve(text, doc=doc, top_k=top_k, settings=retrieval)
         timings = {"retrieve_s": round(time.perf_counter() - started, 4)}
         query = unnamed(text, self.resolve_doc(doc).name) if doc is not None else text
         if query != text:  # what retrieval ran on (`retrieve`)

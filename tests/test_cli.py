@@ -133,6 +133,18 @@ def test_ask_prints_the_relevance_the_support_check_and_the_quote_from_the_named
     assert quote.startswith("quote ediets_co-branding_agreement.txt") and "California" in quote
 
 
+@pytest.mark.slow
+def test_ask_with_context_shows_each_passage_span_and_its_chunk(index):
+    idx, _ = index
+    result = runner.invoke(app, ["ask", "Which state's law governs the co-branding agreement?", "--mode", "rag",
+                                 "--context-chunks", "1", "--index", str(idx)])
+    assert result.exit_code == 0, result.output
+    assert "(chunk " in " ".join(result.stdout.split())
+    refused = runner.invoke(app, ["ask", "Who?", "--context-chunks", "9", "--index", str(idx)])
+    assert refused.exit_code == 1 and "context_chunks must be from 0 to 5, got 9" in refused.output
+    assert "Traceback" not in refused.output
+
+
 @pytest.mark.slow  # asks: the generator is loaded before the document is looked up
 def test_unknown_document_is_one_clear_line(index):
     idx, _ = index

@@ -136,9 +136,10 @@ def test_retrieval_hands_on_each_chunk_with_its_context(qa):
 @pytest.mark.slow
 def test_an_answer_reads_the_context_and_its_json_says_where_the_chunk_is(qa):
     question = "What did the survey say about the battery?"
-    alone = LongDocQA(index_dir=qa.settings.index_dir, max_new_tokens=8).ask(question, top_k=2, mode="rag")
-    answer = LongDocQA(index_dir=qa.settings.index_dir, max_new_tokens=8, context_chunks=1).ask(
-        question, top_k=2, mode="rag")
+    short = LongDocQA(index_dir=qa.settings.index_dir, max_new_tokens=8)
+    alone = short.ask(question, top_k=2, mode="rag")
+    answer = short.ask(question, top_k=2, mode="rag", context_chunks=1)  # this question only
+    assert short.settings.context_chunks == 0
     text = qa.document_text("design_meeting.txt")
     data = answer.to_dict()
     assert any(p["chunk_start"] is not None for p in data["passages"])

@@ -259,3 +259,18 @@ def test_the_document_in_focus_is_shown_and_one_click_searches_the_whole_library
     assert at.sidebar.selectbox(key="focus_choice").value == ""  # shown as "All documents"
     at.sidebar.selectbox(key="focus_choice").select("msa.txt").run()  # choosing a document puts it in focus
     assert at.session_state["conversation"].focus == "msa.txt"
+
+
+@pytest.mark.parametrize("setting, shown", [("0", False), ("2", True)])
+def test_the_passages_context_toggle_starts_from_the_setting(app_test: AppTest, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch, setting: str,
+                                                            shown: bool) -> None:
+    from app import LongDocQA
+
+    (tmp_path / "msa.txt").write_text(DOC_TEXT, encoding="utf-8")
+    LongDocQA(index_dir=tmp_path / "index").ingest([tmp_path / "msa.txt"])
+    monkeypatch.setenv("LONGDOC_CONTEXT_CHUNKS", setting)
+    at = app_test.run()
+    assert not at.exception
+    [toggle] = [t for t in at.sidebar.toggle if t.label == "Passages with the text around them"]
+    assert toggle.value is shown

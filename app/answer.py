@@ -42,9 +42,11 @@ class Passage:
     layout: str = field(default="", repr=False)
 
     @property
-    def chunk_offset(self) -> int:
-        """Where the retrieved chunk itself starts in its document: `chunk_start` when context surrounds it."""
-        return self.char_start if self.chunk_start is None else self.chunk_start
+    def chunk_span(self) -> tuple[int, int]:
+        """The retrieved chunk's own offsets in its document: `chunk_start`/`chunk_end` when context surrounds it."""
+        if self.chunk_start is None or self.chunk_end is None:
+            return self.char_start, self.char_end
+        return self.chunk_start, self.chunk_end
 
 
 @dataclass

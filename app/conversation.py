@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from app.answer import Answer, Search
 
@@ -144,17 +144,23 @@ def unnamed(question: str, name: str) -> str:
         return all(w in _DOC_KINDS for w in words(token))
 
     tokens = list(_TOKEN.finditer(question))
-    drop = []
-    for i, token in enumerate(tokens):
-        if _NAMED_KIND.fullmatch(token.group()):
-            first = i
-            while first > 0 and (names(tokens[first - 1].group()) or kind(tokens[first - 1].group())):
-                first -= 1
-            if any(names(t.group()) for t in tokens[first:i]):
-                drop.append((tokens[first].start(), token.start()))
+    drop = [(tokens[first].start(), tokens[i].start())
+            for first, i in _before_document_nouns([t.group() for t in tokens], lambda t: names(t) or kind(t))
+            if any(names(t.group()) for t in tokens[first:i])]
     for start, end in reversed(drop):
         question = question[:start] + question[end:]
     return question
+
+
+def _before_document_nouns(tokens: list[str], part_of_name: Callable[[str], bool]) -> Iterator[tuple[int, int]]:
+    """For each token that is a noun naming a document ("agreement", "meeting"), at index i, the run of tokens
+    just before it that `part_of_name` admits, as (first, i): tokens[first:i] are the words that may name it."""
+    for i, token in enumerate(tokens):
+        if _NAMED_KIND.fullmatch(token):
+            first = i
+            while first > 0 and part_of_name(tokens[first - 1]):
+                first -= 1
+            yield first, i
 
 
 def naming_words(question: str) -> str:
@@ -163,14 +169,8 @@ def naming_words(question: str) -> str:
     in "the parties to the services agreement", "eDiets co-branding" in "the eDiets co-branding agreement",
     nothing in "the parties to this agreement" or "about the remote control"."""
     tokens = [t.group() for t in _TOKEN.finditer(question)]
-    found = []
-    for i, token in enumerate(tokens):
-        if _NAMED_KIND.fullmatch(token):
-            first = i
-            while first > 0 and tokens[first - 1].lower() not in _FUNCTION:
-                first -= 1
-            found += tokens[first:i]
-    return " ".join(found)
+    return " ".join(word for first, i in _before_document_nouns(tokens, lambda t: t.lower() not in _FUNCTION)
+                    for word in tokens[first:i])
 
 
 def asks_library(question: str) -> bool:

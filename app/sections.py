@@ -216,7 +216,7 @@ def read_sections(
     budget = max(1, min(sections_tokens, gen.context_window - note_tokens - overhead - 16))  # 16: header digits
     sections = split_sections(chunks, gen.count_tokens, budget)
     summary = asks_summary(question)
-    ranked_first = {(p.doc_id, p.chunk_offset) for p in retrieved}  # the chunk itself, not context around it
+    ranked_first = {(p.doc_id, p.chunk_span[0]) for p in retrieved}  # the chunk itself, not context around it
     order = {(p.doc_id, p.char_start): i for i, p in enumerate(ranking)}
     out = SectionsRead(notes=[], sources=[])
     if on_progress:

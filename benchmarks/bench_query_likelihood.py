@@ -30,6 +30,7 @@ from app import LongDocQA  # noqa: E402
 from app.api import load_generator  # noqa: E402
 from app.evals.datasets import load_eval_set  # noqa: E402
 from app.evals.recall import BUDGET_TOKENS, DEPTH, budget_for, overlaps, score_question, summarise, write_documents  # noqa: E402
+from app.llm.perplexity import model_nll  # noqa: E402
 from benchmarks.run_header import command, run_header  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -55,14 +56,12 @@ budget = budget_for(qa.settings, qa.embedder, "generator", BUDGET_TOKENS)
 generator = load_generator(qa.settings)
 
 
-@torch.no_grad()
 def question_likelihood(question: str, passage: str) -> float:
     """Mean log-probability per token of `question` written after `passage` and the instruction."""
-    tokenizer, model = generator.tokenizer, generator.model
+    tokenizer = generator.tokenizer
     prompt = tokenizer("Passage: " + passage + INSTRUCTION, add_special_tokens=False).input_ids
     target = tokenizer("Question: " + question, add_special_tokens=False).input_ids
-    logits = model(torch.tensor([prompt + target])).logits[0, len(prompt) - 1:-1].float()
-    return float(torch.log_softmax(logits, -1).gather(1, torch.tensor(target)[:, None]).mean())
+    return -float(model_nll(generator.model, prompt + target)[len(prompt) - 1:].mean())
 
 
 rows: dict[str, list] = {"the engine": [], "likelihood alone": [], "likelihood fused with the engine": []}

@@ -33,7 +33,6 @@ from types import SimpleNamespace
 from unittest import mock
 
 import numpy as np
-import torch
 from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
@@ -51,6 +50,7 @@ from app.evals.datasets import (
 )
 from app.evals.recall import overlaps, write_documents
 from app.evidence import score_sentences, select_evidence
+from app.llm.perplexity import model_nll
 from app.quote import dates, find_quote, sentence_scores
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -165,14 +165,12 @@ COPY_TOKENS = 120  # a sentence's first tokens scored (a long one's start says w
 generator = load_generator(qa.settings) if args.likelihood else None
 
 
-@torch.no_grad()
 def copy_logprob(question: str, sentence: str) -> float:
     """The generator's mean log-probability per token of writing `sentence` as the answer to `question`."""
-    tokenizer, model = generator.tokenizer, generator.model
+    tokenizer = generator.tokenizer
     prompt = tokenizer(COPY_PROMPT.format(question=question), add_special_tokens=False).input_ids
     target = tokenizer(" " + sentence, add_special_tokens=False).input_ids[:COPY_TOKENS]
-    logits = model(torch.tensor([prompt + target])).logits[0, len(prompt) - 1:-1].float()
-    return float(torch.log_softmax(logits, -1).gather(1, torch.tensor(target)[:, None]).mean())
+    return -float(model_nll(generator.model, prompt + target)[len(prompt) - 1:].mean())
 
 
 def likeliest_copy(scored, question: str) -> Quote | None:

@@ -120,7 +120,7 @@ def test_retrieval_hands_on_each_chunk_with_its_context(qa):
     assert len(widened) == 3 and [p.rank for p in widened] == [1, 2, 3]
     assert widened[0].chunk_start == alone[0].char_start
     retrieved = [p.char_start for p in alone]  # each passage's chunk in retrieval's order, none skipped unheld
-    own = [p.chunk_offset for p in widened]
+    own = [p.chunk_span[0] for p in widened]
     assert own == sorted(own, key=retrieved.index)
     for p in widened:
         assert p.text == text[p.char_start:p.char_end]
@@ -166,7 +166,7 @@ def test_sections_read_chunk_by_chunk_while_the_answer_cites_passages_with_conte
     assert notes[0].char_start == chunks[0].char_start and notes[-1].char_end == chunks[-1].char_end
     assert len(notes) > 1 and all(a.char_end <= b.char_start for a, b in zip(notes, notes[1:]))
     for note in notes:
-        if any(note.char_start <= p.chunk_offset < note.char_end for p in retrieved):
+        if any(note.char_start <= p.chunk_span[0] < note.char_end for p in retrieved):
             assert note.prompt_tokens > 0, note
     text = qa.document_text("design_meeting.txt")
     assert all(text[p.char_start:p.char_end] == p.text for p in answer.passages)
@@ -181,7 +181,7 @@ def test_a_section_holding_a_retrieved_chunk_is_read_even_when_its_context_start
     assert len(sections) >= 3
     chunk = sections[1].chunks[0]
     [widened] = with_context([passage_of(chunk, 1, 0.5)], 1, 1, store.chunks, store.document_text)
-    assert widened.char_start < sections[1].char_start <= widened.chunk_offset
+    assert widened.char_start < sections[1].char_start <= widened.chunk_span[0]
     read = read_sections(gen, store, qa.embedder, "What was decided about the battery?", info, sections_tokens=300,
                          note_tokens=8, min_relevance=0.99, retrieved=[widened], ranking=[passage_of(chunk, 1, 0.5)])
     assert [bool(n.prompt_tokens) for n in read.notes] == [i == 1 for i in range(len(sections))]

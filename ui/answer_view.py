@@ -70,8 +70,7 @@ def highlight(passage: Passage, evidence: Sequence[Evidence]) -> str:
     marks = [(max(e.char_start, passage.char_start) - passage.char_start,
               min(e.char_end, passage.char_end) - passage.char_start)
              for e in evidence if e.doc == passage.doc and e.char_start < passage.char_end and e.char_end > passage.char_start]
-    chunk = ((passage.chunk_start - passage.char_start, passage.chunk_end - passage.char_start)
-             if passage.chunk_start is not None and passage.chunk_end is not None else (0, len(passage.text)))
+    chunk = tuple(at - passage.char_start for at in passage.chunk_span)
     cuts = sorted({0, len(passage.text), *chunk, *(x for span in marks for x in span)})
     out = []
     for start, end in zip(cuts, cuts[1:]):

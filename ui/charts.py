@@ -37,8 +37,8 @@ def _passage_rows(passages: Sequence[Passage]) -> list[dict]:
             "end": p.prompt_token_end,
             "char_start": p.char_start,
             "char_end": p.char_end,
-            "chunk_start": p.chunk_offset,  # the retrieved chunk itself; the span above adds `context_chunks`
-            "chunk_end": p.char_end if p.chunk_end is None else p.chunk_end,
+            "chunk_start": p.chunk_span[0],  # the retrieved chunk itself; the span above adds `context_chunks`
+            "chunk_end": p.chunk_span[1],
         }
         for p in passages
     ]

@@ -16,8 +16,8 @@ recall@5, MRR, and recall within the first 2,000 generator tokens of the ranked 
   - maximal marginal relevance: the first ten reordered so that a turn much like one already placed gives way
     to another (cosine to the question weighted 0.7, closeness to the placed ones 0.3);
   - small to big: the next chunk handed with each of the first three passages, and both neighbours with
-    every passage, as one passage each (what the budget then holds is fewer, longer passages; the engine's
-    `context_chunks = 1` does the latter, `longdoc eval recall --context-chunks 1`).
+    every passage, as one passage each (what the budget then holds is fewer, longer passages; the latter is
+    the engine's `context_chunks = 1`).
 
     python benchmarks/bench_transcripts.py [--quick]
 """
@@ -115,10 +115,10 @@ class Corpus:
     def plain(self, q: EvalQuestion) -> list[int]:
         return self.fuse(q, [self.dense[q.id], self.keyword[q.id]])
 
-    def engine(self, pin: str) -> Callable[[EvalQuestion], Ranking]:
+    def engine(self, pin: str, context_chunks: int = 0) -> Callable[[EvalQuestion], Ranking]:
         def rank(q: EvalQuestion) -> Ranking:
-            return [(p.char_start, p.char_end, p.text)
-                    for p in self.qa.retrieve(q.question, q.doc, DEPTH, pin_opening=pin)]
+            return [(p.char_start, p.char_end, p.text) for p in self.qa.retrieve(
+                q.question, q.doc, DEPTH, pin_opening=pin, context_chunks=context_chunks)]
         return rank
 
     def diverse(self, q: EvalQuestion, weight: float, first: int) -> list[int]:
@@ -177,7 +177,7 @@ rows: dict[str, Callable[[Corpus], Callable[[EvalQuestion], Ranking]]] = {
     "no pin, + the named speaker's chunks as a third list": lambda c: lambda q: c.ranking(q, c.speaker_list(q)),
     "no pin, the first 10 reordered for diversity (MMR, 0.7)": lambda c: lambda q: c.ranking(q, c.diverse(q, 0.7, 10)),
     "no pin, + the next chunk of the first 3 passages": lambda c: lambda q: c.with_neighbours(q, 0, 1, 3),
-    "no pin, + both neighbours of every passage": lambda c: lambda q: c.with_neighbours(q, 1, 1, DEPTH),
+    "no pin, + both neighbours of every passage (context_chunks 1)": lambda c: c.engine("never", context_chunks=1),
 }
 results: dict[str, dict[str, dict[str, float]]] = {}
 started = time.perf_counter()

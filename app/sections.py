@@ -59,7 +59,12 @@ _SUMMARY = re.compile(r"\b(?:summari[sz]e|summary|overview|recap|gist|main (?:\w
 _NOTHING = re.compile(r"^\W*(?:nothing|none|n/a)(?:\s*(?:[.!,;:]|$)|\s+(?:about|on|relevant|related|here|is said)\b"
                       r"|\s+in this (?:section|passage)\b)|^\W*(?:no|not) relevant\b"
                       r"|\b(?:says?|said|contains?|mentions?) nothing\b"
-                      r"|\bdoes(?:n't| not) (?:say|mention|address|discuss|contain) anything\b", re.IGNORECASE)
+                      r"|\bdoes(?:n't| not) (?:say|mention|address|discuss|contain) anything\b"
+                      r"|\bhas nothing to do with\b"
+                      # the whole note, not a clause of one ("This section is about X. It is not about the question
+                      # about Y." says both, as the 135M model does)
+                      r"|^\W*(?:it|this(?: section| passage)?|the (?:section|passage)) (?:is|are)(?:n't| not) "
+                      r"(?:about|related to|relevant to) (?:the|this|your) question\W*$", re.IGNORECASE)
 
 NOTE_SYSTEM = (
     "You read a long document one section at a time and note what each section says about the user's question. "
@@ -83,7 +88,7 @@ def asks_summary(question: str) -> bool:
 
 def says_nothing(note: str) -> bool:
     """Whether a note says its section holds nothing on the question ("Nothing.", "This section says nothing
-    about.", "The section does not say")."""
+    about.", "The section does not say", "It is not about the question.")."""
     return not note.strip() or bool(_NOTHING.search(note)) or says_not_stated(note)
 
 

@@ -115,7 +115,11 @@ def test_questions_about_all_of_a_document_are_told_apart(question: str, whole: 
     ("This section says nothing about.", True),  # a 135M model's note on a contract
     ("The section doesn't mention anything about renewal.", True),
     ("The contract does not specify a renewal term.", True),
+    ("It is not about the question.", True),
+    ("This section has nothing to do with renewal.", True),
     ("", True),
+    ("The section is about the question of indemnity: each party indemnifies the other.", False),
+    ("This section is about the licence granted. It is not about the question about what is granted.", False),
     ("Nothing in this Agreement shall limit the Owner's right to terminate on 30 days' notice.", False),
     ("Either party may terminate for convenience on 90 days' written notice.", False),
 ])

@@ -15,6 +15,8 @@ recall@5, MRR, and recall within the first 2,000 generator tokens of the ranked 
     chunks where that speaker talks;
   - maximal marginal relevance: the first ten reordered so that a turn much like one already placed gives way
     to another (cosine to the question weighted 0.7, closeness to the placed ones 0.3);
+  - a chunk scored by its best sentence: the first 20 ordered by their best sentence's cosine to the question,
+    fused as a third list, or in place of the dense list (a fact said in one turn among others);
   - small to big: the next chunk handed with each of the first three passages, and both neighbours with
     every passage, as one passage each (what the budget then holds is fewer, longer passages; the latter is
     the engine's `context_chunks = 1`).
@@ -32,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
@@ -49,6 +52,7 @@ from app.evals.datasets import (
     require_dev_data,
 )
 from app.evals.recall import BUDGET_TOKENS, DEPTH, Ranking, budget_for, score_question, summarise, write_documents
+from app.evidence import split_sentences
 from index.retrieval import reciprocal_rank_fusion
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -94,6 +98,7 @@ class Corpus:
         self.query_vectors = {q.id: v for q, v in zip(data.questions, vectors)}
         self.chunk_vectors = {name: store.vectors(doc_id) for name, doc_id in self.doc_ids.items()}
         self.dense, self.keyword, self.keyword_key = {}, {}, {}
+        self.sentence_vectors: dict[tuple[str, int], np.ndarray] = {}
         for q, vector in zip(tqdm(data.questions, desc=f"{data.name} lists"), vectors):
             doc_id = self.doc_ids[q.doc]
             self.dense[q.id] = [c.index for c, _ in store.search(vector, CANDIDATES, doc_id)]
@@ -144,6 +149,20 @@ class Corpus:
             return base
         return self.fuse(q, [base, [i for i in base if named & set(chunks[i].speakers)]])
 
+    def sentence_list(self, q: EvalQuestion, first: int) -> list[int]:
+        """The fused ranking's first `first` chunks ordered by their best sentence's cosine to the question (each
+        chunk's sentences as the evidence step splits them, embedded once and kept)."""
+        chunks, query = self.chunks[q.doc], self.query_vectors[q.id]
+        head = self.plain(q)[:first]
+        missing = [i for i in head if (q.doc, i) not in self.sentence_vectors]
+        texts = [[t for _, _, t in split_sentences(chunks[i].text)] or [chunks[i].text] for i in missing]
+        flat = self.qa.embedder.embed_documents([t for ts in texts for t in ts]) if missing else []
+        at = 0
+        for i, ts in zip(missing, texts):
+            self.sentence_vectors[(q.doc, i)] = flat[at:at + len(ts)]
+            at += len(ts)
+        return sorted(head, key=lambda i: -float((self.sentence_vectors[(q.doc, i)] @ query).max()))
+
     def with_neighbours(self, q: EvalQuestion, before: int, after: int, first: int) -> Ranking:
         """The fused ranking with each of its first `first` passages widened by neighbouring chunks (a chunk
         already handed out is not handed out again)."""
@@ -176,6 +195,10 @@ rows: dict[str, Callable[[Corpus], Callable[[EvalQuestion], Ranking]]] = {
         q, c.fuse(q, [c.dense[q.id], c.keyword_key[q.id]])),
     "no pin, + the named speaker's chunks as a third list": lambda c: lambda q: c.ranking(q, c.speaker_list(q)),
     "no pin, the first 10 reordered for diversity (MMR, 0.7)": lambda c: lambda q: c.ranking(q, c.diverse(q, 0.7, 10)),
+    "no pin, + the first 20 by their best sentence as a third list": lambda c: lambda q: c.ranking(
+        q, c.fuse(q, [c.dense[q.id], c.keyword[q.id], c.sentence_list(q, 20)])),
+    "no pin, the first 20 by their best sentence in place of dense": lambda c: lambda q: c.ranking(
+        q, c.fuse(q, [c.sentence_list(q, 20), c.keyword[q.id]])),
     "no pin, + the next chunk of the first 3 passages": lambda c: lambda q: c.with_neighbours(q, 0, 1, 3),
     "no pin, + both neighbours of every passage (context_chunks 1)": lambda c: c.engine("never", context_chunks=1),
 }

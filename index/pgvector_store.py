@@ -140,6 +140,7 @@ CREATE TABLE longdoc_chunks (
                     (to_tsvector('{config}', coalesce(section || E'\\n', '') || text)) STORED,
     PRIMARY KEY (doc_id, idx)
 );
+ALTER TABLE longdoc_chunks ALTER COLUMN tsv SET STORAGE MAIN;                 -- in line: see KEYWORD_STORAGE_SQL
 CREATE INDEX longdoc_chunks_embedding ON longdoc_chunks USING hnsw (embedding vector_ip_ops);
 CREATE INDEX longdoc_chunks_tsv ON longdoc_chunks USING gin (tsv);
 CREATE TABLE longdoc_terms (
@@ -160,6 +161,18 @@ ALTER TABLE longdoc_documents ADD COLUMN IF NOT EXISTS ocr_confidence double pre
 ALTER TABLE longdoc_documents ADD COLUMN IF NOT EXISTS ocr_low_pages integer[] NOT NULL DEFAULT '{}';
 ALTER TABLE longdoc_chunks ADD COLUMN IF NOT EXISTS layout text NOT NULL DEFAULT '';
 """
+
+# A chunk row is about 3.5 KB (its vector 1.5 KB, its text and tsvector about 1 KB each), more than the 2 KB
+# PostgreSQL keeps in a heap row, so TOAST moves values out of the row. Left to its defaults it moved the
+# tsvector out for over half the chunks, and a keyword search, which reads the tsvector of up to
+# 2 * CANDIDATE_BUDGET candidate rows, then fetched each of those from the TOAST table, twice (to match and to
+# score): storage MAIN keeps the tsvector in the row and moves the text out instead, which only the final k rows
+# read. The same results, in less time (docs/results/library_scale.md). A library made
+# before has the setting added on its first open; rows written before keep their layout until the table is
+# rewritten (VACUUM FULL longdoc_chunks).
+KEYWORD_STORAGE_SQL = "ALTER TABLE longdoc_chunks ALTER COLUMN tsv SET STORAGE MAIN"
+_TSV_IN_LINE = ("SELECT 1 FROM pg_attribute WHERE attrelid = 'longdoc_chunks'::regclass AND attname = 'tsv' "
+                "AND attstorage = 'm'")
 
 DOCUMENT_COLUMNS = ("doc_id, names, doc_type, source, pages, chunks, tokens, chars, ingested_at, chunking, ocr_pages, "
                     "ocr_confidence, ocr_low_pages")
@@ -595,6 +608,12 @@ def _ensure_schema(conn: psycopg.Connection, meta: LibraryMeta) -> dict:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             conn.execute(UPGRADE)
             logger.info("added the OCR and page layout columns to the library in %s", conn.info.dbname)
+    if conn.execute(_TSV_IN_LINE).fetchone() is None:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            conn.execute(KEYWORD_STORAGE_SQL)
+            logger.info("chunks added to the library in %s from now on keep their keyword vectors in the row; "
+                        "VACUUM FULL longdoc_chunks rewrites those added before", conn.info.dbname)
     return conn.execute("SELECT meta FROM longdoc_meta").fetchone()[0]
 
 

@@ -287,3 +287,34 @@ def test_a_library_from_before_page_rectangles_opens_and_gains_them(library_url:
         assert store.get("scan.pdf").ocr_pages == 2 and store.chunks(new.doc_id) == chunks
     finally:
         store.close()
+
+
+def test_keyword_vectors_stay_in_the_chunk_row(library_url: str) -> None:
+    """A chunk of a real library (a 384-dimension vector, 150 words) is too big for one heap row; its tsvector,
+    which keyword search reads for thousands of candidate rows, stays in the row while the vector and text move
+    out. A library made before the setting gains it on its first open (for the rows written from then on)."""
+    import psycopg
+
+    rng = np.random.default_rng(7)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    paragraphs = [" ".join("".join(rng.choice(letters, 7)) for _ in range(150)) for _ in range(6)]  # new words
+    meta = LibraryMeta("fake:384", 384)
+    info, text, chunks, _ = make_doc("big.txt", paragraphs)
+    vectors = unit_rows(rng.standard_normal((len(chunks), 384)).astype(np.float32))
+    in_row = ("SELECT count(*), count(pg_column_toast_chunk_id(tsv)), count(pg_column_toast_chunk_id(embedding)) "
+              "FROM longdoc_chunks")
+    store = open_store(library_url, Path(), meta)
+    try:
+        store.add(info, text, chunks, vectors)
+    finally:
+        store.close()
+    with psycopg.connect(library_url, autocommit=True) as conn:
+        assert conn.execute(in_row).fetchone() == (6, 0, 6)  # the vector went out of the row, the tsvector did not
+        conn.execute("ALTER TABLE longdoc_chunks ALTER COLUMN tsv SET STORAGE EXTENDED")  # as libraries were made
+    store = open_store(library_url, Path(), meta)
+    try:
+        assert store.keyword_search(paragraphs[2].split()[5], k=2)[0][0].index == 2
+    finally:
+        store.close()
+    with psycopg.connect(library_url, autocommit=True) as conn:
+        assert conn.execute(pgvector_store._TSV_IN_LINE).fetchone() == (1,)

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 from app.answer import Answer, ModelInfo, Passage
 from app.batch import Question, answer_all, group_by_doc
 from app.conversation import Conversation
-from app.errors import DocumentNotFound, LongDocError
+from app.documents import content_id, find_document
+from app.errors import LongDocError
 from app.settings import Settings
 from index.base import DocumentInfo, LibraryMeta
 from index.copy import CopyReport, copy_library
@@ -177,7 +178,7 @@ class LongDocQA:
         return self.store.document_text(self._info(doc).doc_id)
 
     def remove(self, doc: str) -> DocumentInfo:
-        """Remove a document (by name or id) and its chunks from the index.
+        """Remove a document (by name, id, or the path of its file) and its chunks from the index.
 
         A document that answers to several names (the same bytes ingested under each) loses only the name
         given, and goes with its last name; an id removes it whatever its names.
@@ -185,8 +186,7 @@ class LongDocQA:
         Returns:
             The document as it was before.
         """
-        self._info(doc)
-        return self.store.remove(doc)
+        return self.store.remove(self._checked(doc))
 
     def copy_library(self, vector_store: str, index_dir: str | Path | None = None,
                      show_progress: bool = False) -> CopyReport:
@@ -211,11 +211,11 @@ class LongDocQA:
         exact offsets, rank and cosine similarity to the question.
 
         Args:
-            doc: restrict retrieval to one ingested document (name or id).
+            doc: restrict retrieval to one ingested document (its name, id, or the path of its file).
             top_k: passages to return (default: the `top_k` setting).
             **overrides: retrieval settings for this call, e.g. `retriever="dense"`, `pin_opening="never"`.
         """
-        return self.engine.retrieve(question, doc=doc, top_k=top_k,
+        return self.engine.retrieve(question, doc=self._checked(doc), top_k=top_k,
                                     settings=self.settings.replace(**overrides) if overrides else None)
 
     def model_info(self) -> ModelInfo:
@@ -236,7 +236,7 @@ class LongDocQA:
         """Answer one question.
 
         Args:
-            doc: restrict retrieval to one ingested document (name or id).
+            doc: restrict retrieval to one ingested document (its name, id, or the path of its file).
             top_k, reorder, mode, context_chunks: override the settings for this call. `mode="sections"` reads the document
                 section by section (`app.sections`); `auto` does so for a question about all of a document
                 longer than the window ("list every ...", "summarise ...").
@@ -246,11 +246,13 @@ class LongDocQA:
         Returns:
             Answer; `.to_dict()` is the answer JSON of DESIGN.md.
         """
-        return self.engine.ask(question, id=id, doc=doc, top_k=top_k, reorder=reorder, mode=mode,
+        return self.engine.ask(question, id=id, doc=self._checked(doc), top_k=top_k, reorder=reorder, mode=mode,
                                context_chunks=context_chunks, on_progress=on_progress)
 
     def stream(self, question: str, **options: Any) -> Iterator[str | Answer]:
         """Like `ask`, but yields the answer's text pieces as they come, then the final `Answer`."""
+        if options.get("doc") is not None:
+            options["doc"] = self._checked(options["doc"])
         return self.engine.stream(question, **options)
 
     def chat(self, doc: str | None = None, **options: Any) -> Conversation:
@@ -270,7 +272,7 @@ class LongDocQA:
             >>> chat.ask("When does it expire?").searched.doc                             # doctest: +SKIP
             'ediets_co-branding_agreement.txt'
         """
-        return Conversation(self.engine, doc=doc, **options)
+        return Conversation(self.engine, doc=self._checked(doc), **options)
 
     def ask_many(self, questions: Iterable[str | Question], **options: Any) -> Iterator[Answer]:
         """Answer many questions, yielding each Answer as it is ready; a failing one carries `error`.
@@ -337,7 +339,6 @@ class LongDocQA:
             >>> image = qa.page_image(a.quote.doc, a.quote.page, dpi=144)      # doctest: +SKIP
             >>> [(b.x0 * 2, b.y0 * 2) for b in a.quote.boxes]                  # doctest: +SKIP
         """
-        from app.ingestion import content_id  # with the loaders: pypdf, pypdfium2 (cold start)
         from ingest.loaders.pdf import render_page
 
         info = self._info(doc)
@@ -354,7 +355,11 @@ class LongDocQA:
             raise LongDocError(f"{info.name}: {exc.reason}") from None
 
     def _info(self, doc: str) -> DocumentInfo:
-        info = self.store.get(doc)
-        if info is None:
-            raise DocumentNotFound(f"no ingested document named {doc!r}")
-        return info
+        return find_document(self.store, doc)
+
+    def _checked(self, doc: str | None) -> str | None:
+        """`doc` as the engine takes it, checked before any model loads (a wrong name fails at once, not after
+        seconds of loading): a name or id as given, a file's path as its document's name."""
+        if doc is None or self.store.get(doc) is not None:
+            return doc
+        return self._info(doc).name

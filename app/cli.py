@@ -32,7 +32,7 @@ console = Console()
 err = Console(stderr=True)
 
 IndexOpt = Annotated[Optional[Path], typer.Option("--index", help="Index directory (default from settings).")]
-DocOpt = Annotated[Optional[str], typer.Option("--doc", help="Restrict to one ingested document.")]
+DocOpt = Annotated[Optional[str], typer.Option("--doc", help="Restrict to one ingested document: its name, id or file path.")]
 TopKOpt = Annotated[Optional[int], typer.Option("--top-k", min=1, help="Passages to retrieve.")]
 ReorderOpt = Annotated[
     Optional[str], typer.Option("--reorder", help=f"Prompt order: {', '.join(REORDER_CHOICES)}.")
@@ -126,7 +126,7 @@ def show_settings(
 
 
 @command
-def remove(doc: Annotated[str, typer.Argument(help="Document name or id.")], index: IndexOpt = None) -> None:
+def remove(doc: Annotated[str, typer.Argument(help="Document name, id or file path.")], index: IndexOpt = None) -> None:
     """Remove a document and its chunks from the index (or one of its names, when it has several)."""
     info = _qa(index).remove(doc)
     others = [n for n in info.names if n != doc]

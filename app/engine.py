@@ -21,7 +21,8 @@ import numpy as np
 from app.abstain import relevance, says_not_stated
 from app.answer import Answer, Passage, Search
 from app.conversation import unnamed
-from app.errors import DocumentNotFound, EmptyIndex, LongDocError
+from app.documents import find_document
+from app.errors import EmptyIndex, LongDocError
 from app.evidence import score_sentences, select_evidence
 from app.llm.generator import Generator, PrefixCache
 from app.passage_context import with_context
@@ -142,13 +143,7 @@ class QueryEngine:
         return self._reranker
 
     def resolve_doc(self, doc: str | None) -> DocumentInfo | None:
-        if doc is None:
-            return None
-        info = self.store.get(doc)
-        if info is None:
-            names = ", ".join(d.name for d in self.store.documents()) or "none"
-            raise DocumentNotFound(f"no ingested document named {doc!r} (ingested: {names})")
-        return info
+        return None if doc is None else find_document(self.store, doc)
 
     def retrieve(self, question: str, doc: str | None = None, top_k: int | None = None,
                  settings: Settings | None = None) -> list[Passage]:

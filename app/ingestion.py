@@ -7,7 +7,6 @@ files before it, and the next file still goes in.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Callable, Iterable
 
 from tqdm.auto import tqdm
 
+from app.documents import content_id
 from index.base import DocumentInfo, StoreError, VectorStore
 from index.embedder import Embedder
 from ingest import IngestError
@@ -50,15 +50,6 @@ class IngestReport:
     @property
     def tokens(self) -> int:
         return sum(d.tokens for d in self.ingested)
-
-
-def content_id(path: Path) -> str:
-    """A document's identity is its content: the same bytes under any name are the same document."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 def ingest_files(

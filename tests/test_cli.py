@@ -145,7 +145,6 @@ def test_ask_with_context_shows_each_passage_span_and_its_chunk(index):
     assert "Traceback" not in refused.output
 
 
-@pytest.mark.slow  # asks: the generator is loaded before the document is looked up
 def test_unknown_document_is_one_clear_line(index):
     idx, _ = index
     result = runner.invoke(app, ["ask", "Who?", "--doc", "nope.pdf", "--index", str(idx)])

@@ -72,6 +72,24 @@ def test_same_bytes_under_two_names_is_stored_once_and_answers_to_both(library, 
     assert "0 ingested" in again.output and "2 unchanged" in again.output
 
 
+def test_a_document_answers_to_the_path_it_was_ingested_from(library, tmp_path: Path) -> None:
+    meeting = tmp_path / MEETING.name
+    shutil.copy(MEETING, meeting)
+    assert longdoc(library, "ingest", str(CONTRACT), str(meeting)).exit_code == 0
+    qa = LongDocQA(index_dir=library[1], vector_store=library[0])
+    passages = qa.retrieve("Which state's law governs the agreement?", doc=str(CONTRACT))
+    assert passages and {p.doc for p in passages} == {CONTRACT.name}
+    qa.store.close()
+
+    meeting.write_text(meeting.read_text(encoding="utf-8") + "\nOne more line.\n", encoding="utf-8")
+    changed = longdoc(library, "remove", str(meeting))
+    assert changed.exit_code == 1 and f"{meeting} is not in the library as it is now" in changed.output
+    meeting.write_bytes(MEETING.read_bytes())
+    removed = longdoc(library, "remove", str(meeting))
+    assert removed.exit_code == 0 and f"removed {MEETING.name}" in removed.output, removed.output
+    assert [line for line in longdoc(library, "docs").output.splitlines() if MEETING.name in line] == []
+
+
 @pytest.mark.parametrize("engine", [b for b in BACKENDS if b != "faiss"])
 def test_index_copy_moves_a_library_to_an_engine_and_back(engine: str, request, tmp_path: Path) -> None:
     """Nothing is embedded again: the vectors travel, so the same question finds the same passages."""

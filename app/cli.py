@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Callable, Optional
 
@@ -94,11 +95,17 @@ def docs(index: IndexOpt = None) -> None:
     if not documents:
         console.print("The library is empty: `longdoc ingest PATH` adds documents.")
         return
-    table = Table("name", "id", "type", "pages", "chunks", "tokens", "ingested at")
+    # A record per document rather than a table: a terminal of 80 columns cut the names to "ediets_co…", and the
+    # name and the id (or any 4 or more of its first characters) are what `--doc` and `remove` take.
     for d in documents:
-        table.add_row("\n".join(d.names), d.doc_id, d.doc_type, str(d.pages), str(d.chunks), f"{d.tokens:,}", d.ingested_at)
-    console.print(table)
-    for d in documents:  # scans: a line each under the table, which has no room for it
+        also = f" (also {', '.join(d.names[1:])})" if len(d.names) > 1 else ""
+        ingested = datetime.fromisoformat(d.ingested_at).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        facts = [d.doc_id, d.doc_type, *([f"{d.pages} pages"] if d.pages else []), f"{d.chunks} chunks",
+                 f"{d.tokens:,} tokens", f"ingested {ingested}"]
+        console.print(f"{d.names[0]}{also}\n    " + " · ".join(facts), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"{len(documents)} documents, {sum(d.chunks for d in documents):,} chunks, "
+                  f"{sum(d.tokens for d in documents):,} tokens", highlight=False)
+    for d in documents:  # scans: a line each at the end
         if d.ocr_pages:
             console.print(f"{d.name}: {d.ocr_note}", highlight=False, soft_wrap=True)
 

@@ -80,9 +80,12 @@ def test_ingesting_with_another_chunker_rechunks_and_an_old_index_still_loads(tm
 
 def test_docs_lists_every_ingested_document(index):
     idx, _ = index
-    result = runner.invoke(app, ["docs", "--index", str(idx)])
+    result = runner.invoke(app, ["docs", "--index", str(idx)], env={"COLUMNS": "80"})
     assert result.exit_code == 0
     assert "latin1.txt" in result.output
+    lines = result.output.splitlines()
+    for d in LongDocQA(index_dir=idx).documents():  # whole, however narrow the terminal: --doc takes them
+        assert d.name in lines and any(line.strip().startswith(d.doc_id) for line in lines), result.output
 
 
 @pytest.mark.slow  # asks: loads the generator

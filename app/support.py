@@ -23,6 +23,11 @@ from index.embedder import Embedder
 
 SIMILAR_ENOUGH = 0.6  # cosine of an answer sentence without names or numbers to its closest passage sentence
 _YEAR = re.compile(r"\b(?:1[89]|20)\d\d\b")
+# A number that opens a line as a clause's label ("15.2 Jurisdiction and Venue.", "Section 7. Term", "3) Fees")
+# names the clause; the passage does not state it as a value, so "The law governing the agreement is 15.2." must
+# not find its number there. A number with a unit opening a line ("30 days ...") is a value and stays.
+_CLAUSE_LABEL = re.compile(r"^[ \t]*(?:(?:section|article|clause)[ \t]+)?(?:\d+\.(?:\d+\.?)*|\(?\d+\))(?=[ \t])",
+                           re.IGNORECASE | re.MULTILINE)
 FRAME = frozenset(t.key for t in terms("answer question document text"))  # words that frame an answer, not content
 
 
@@ -46,7 +51,7 @@ def check_support(embedder: Embedder, question: str, answer: str, passages: Sequ
     if not sentences or not scored.sentences:
         return Support(verdict="unchecked", sentences=[])
     asked = {t.key for t in terms(question)} | FRAME
-    known = set().union(*({t.key for t in terms(p.text)} for p in passages))
+    known = set().union(*({t.key for t in terms(_CLAUSE_LABEL.sub("", p.text))} for p in passages))
     known |= {y for p in passages for y in _YEAR.findall(p.text)}  # "2000" alone, though "May 22, 2000" is one date
     passage_terms = [{t.key for t in terms(s[2])} for _, s in scored.sentences]
     similarity = embedder.embed_documents(sentences) @ scored.vectors.T  # (answer sentences, passage sentences)

@@ -68,3 +68,17 @@ def test_sentences_and_claims():
     assert answer_sentences("Acme, Inc. pays 7.2 million. Then it ends.") == ["Acme, Inc. pays 7.2 million.",
                                                                               "Then it ends."]
     assert claims("Either party may end it on May 22, 2000 and pay $5,000.") == {"5/22/00", "5000"}
+
+
+def test_a_clause_number_is_not_a_value_the_passages_state(embedder):
+    def check(answer, text):
+        passage = Passage(rank=1, score=0.5, doc="msa.txt", doc_id="x", char_start=0, char_end=len(text), text=text)
+        return check_support(embedder, "q", answer, [passage], score_sentences(embedder, "q", answer, [passage]))
+
+    text = ("15.2 Jurisdiction and Venue. The courts of Santa Clara County hear any dispute.\n"
+            "30 days' written notice ends this Agreement.\n")
+    label = check("The law governing the agreement is 15.2.", text)  # the number opening a line labels the clause
+    assert label.verdict == "unsupported" and "15.2" in label.sentences[0].reason
+    assert check("The notice period is 30 days.", text).verdict == "supported"  # a line may open with a value
+    cited = text + "Notice is given as Section 15.2 provides.\n"
+    assert check("The law governing the agreement is 15.2.", cited).verdict == "supported"  # a number in the text

@@ -219,12 +219,16 @@ def _chars(p: Passage) -> str:
 
 
 def _print_passages(answer) -> None:
-    table = Table("rank", "score", "document", "where", "chars", "prompt #", "zone", title=f"mode: {answer.mode}")
+    # Passages of one document name it once, in the title: a column of the same name, cut to fit, says nothing.
+    one_doc = len({p.doc for p in answer.passages}) == 1
+    title = f"mode: {answer.mode}" + (f" · {answer.passages[0].doc}" if one_doc else "")
+    headers = ("rank", "score", *(() if one_doc else ("document",)), "where", "chars", "prompt #", "zone")
+    table = Table(*headers, title=title)
     for p in answer.passages:
         where = ", ".join(x for x in (p.section and p.section[:40], p.page and f"p. {p.page}",
                                       p.speakers and "/".join(p.speakers)) if x)
         zone = p.prompt_zone or ("not used" if p.prompt_index is None else "")
-        table.add_row(str(p.rank), f"{p.score:.3f}", p.doc, where, _chars(p),
+        table.add_row(str(p.rank), f"{p.score:.3f}", *(() if one_doc else (p.doc,)), where, _chars(p),
                       "" if p.prompt_index is None else str(p.prompt_index), zone)
     console.print(table)
     if answer.notes:

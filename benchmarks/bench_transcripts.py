@@ -17,6 +17,8 @@ recall@5, MRR, and recall within the first 2,000 generator tokens of the ranked 
     to another (cosine to the question weighted 0.7, closeness to the placed ones 0.3);
   - a chunk scored by its best sentence: the first 20 ordered by their best sentence's cosine to the question,
     fused as a third list, or in place of the dense list (a fact said in one turn among others);
+  - a chunk scored with its neighbours: the dense list ordered by each chunk's cosine plus 0.3 times the mean of
+    its neighbours' cosines (a decision's turn said among turns on the same topic);
   - small to big: the next chunk handed with each of the first three passages, and both neighbours with
     every passage, as one passage each (what the budget then holds is fewer, longer passages; the latter is
     the engine's `context_chunks = 1`).
@@ -163,6 +165,14 @@ class Corpus:
             at += len(ts)
         return sorted(head, key=lambda i: -float((self.sentence_vectors[(q.doc, i)] @ query).max()))
 
+    def smoothed(self, q: EvalQuestion, weight: float) -> list[int]:
+        """The document's chunks ordered by their cosine to the question plus `weight` times the mean of their
+        neighbours' cosines (the first and last chunk stand in for the neighbour they lack)."""
+        cosines = self.chunk_vectors[q.doc] @ self.query_vectors[q.id]
+        padded = np.concatenate([cosines[:1], cosines, cosines[-1:]])
+        scores = cosines + weight * (padded[:-2] + padded[2:]) / 2
+        return [int(i) for i in np.argsort(-scores, kind="stable")[:CANDIDATES]]
+
     def with_neighbours(self, q: EvalQuestion, before: int, after: int, first: int) -> Ranking:
         """The fused ranking with each of its first `first` passages widened by neighbouring chunks (a chunk
         already handed out is not handed out again)."""
@@ -199,6 +209,8 @@ rows: dict[str, Callable[[Corpus], Callable[[EvalQuestion], Ranking]]] = {
         q, c.fuse(q, [c.dense[q.id], c.keyword[q.id], c.sentence_list(q, 20)])),
     "no pin, the first 20 by their best sentence in place of dense": lambda c: lambda q: c.ranking(
         q, c.fuse(q, [c.sentence_list(q, 20), c.keyword[q.id]])),
+    "no pin, dense cosine + 0.3 x its neighbours' mean": lambda c: lambda q: c.ranking(
+        q, c.fuse(q, [c.smoothed(q, 0.3), c.keyword[q.id]])),
     "no pin, + the next chunk of the first 3 passages": lambda c: lambda q: c.with_neighbours(q, 0, 1, 3),
     "no pin, + both neighbours of every passage (context_chunks 1)": lambda c: c.engine("never", context_chunks=1),
 }

@@ -1,4 +1,4 @@
-"""The answer and its passages: what `ask` returns and what `--json` prints (contract in DESIGN.md)."""
+"""The answer and its passages: what `ask` returns and what `--json` prints (the contract: docs/answer.md)."""
 
 from __future__ import annotations
 
@@ -175,7 +175,7 @@ class Answer:
     notes: list[Note] = field(default_factory=list)  # mode `sections`: one a section, in reading order
 
     def to_dict(self) -> dict[str, Any]:
-        """The answer JSON of DESIGN.md (plus `abstained`, `relevance`, `dropped`, `searched` and `notes`)."""
+        """The answer JSON of docs/answer.md (plus `abstained`, `relevance`, `dropped`, `searched` and `notes`)."""
         out = asdict(self)
         for passage in out["passages"] + out["dropped"]:
             del passage["layout"]

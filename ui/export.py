@@ -1,4 +1,4 @@
-"""The session's answers as downloads: JSON in the answer format of DESIGN.md, and a flat CSV for spreadsheets."""
+"""The session's answers as downloads: JSON in the answer format of docs/answer.md, and a flat CSV for spreadsheets."""
 
 from __future__ import annotations
 

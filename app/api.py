@@ -127,7 +127,6 @@ class LongDocQA:
         paths: Iterable[str | Path] | str | Path,
         show_progress: bool = False,
         on_file: Callable[[Path, int, int], None] | None = None,
-        names: dict[Path, str] | None = None,
     ) -> IngestReport:
         """Ingest files and folders; unchanged files are skipped, changed ones replaced, bad ones reported.
 
@@ -147,7 +146,7 @@ class LongDocQA:
         s = self.settings
         return ingest_files(
             paths, self.store, self.embedder, self.chunker(), max_bytes=int(s.max_file_mb * 1024 * 1024),
-            show_progress=show_progress, on_file=on_file, names=names, options=self.read_options(),
+            show_progress=show_progress, on_file=on_file, options=self.read_options(),
         )
 
     def read_options(self) -> ReadOptions:
@@ -244,7 +243,7 @@ class LongDocQA:
                 as a document read whole is read (`DocumentProgress`: tokens done, total).
 
         Returns:
-            Answer; `.to_dict()` is the answer JSON of DESIGN.md.
+            Answer; `.to_dict()` is the answer JSON of docs/answer.md.
         """
         return self.engine.ask(question, id=id, doc=self._checked(doc), top_k=top_k, reorder=reorder, mode=mode,
                                context_chunks=context_chunks, on_progress=on_progress)

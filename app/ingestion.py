@@ -60,7 +60,6 @@ def ingest_files(
     max_bytes: int,
     show_progress: bool = False,
     on_file: Callable[[Path, int, int], None] | None = None,
-    names: dict[Path, str] | None = None,
     options: ReadOptions = ReadOptions(),
 ) -> IngestReport:
     """Ingest files and folders into `store`, file by file: a file that cannot be read, parsed or stored is
@@ -70,7 +69,6 @@ def ingest_files(
         paths: files or folders (folders are walked for supported files).
         max_bytes: files larger than this are skipped with a reason.
         on_file: called as (path, i, n) before each file, for a UI progress bar.
-        names: display names for some paths (uploads are stored by hash but keep the user's file name).
         options: how files are read (OCR of PDF pages without a text layer; its progress bar shows with
             `show_progress`).
     """
@@ -80,7 +78,7 @@ def ingest_files(
     for i, path in enumerate(tqdm(files, desc="Ingesting", unit="file", disable=not show_progress)):
         if on_file:
             on_file(path, i, len(files))
-        name = (names or {}).get(path, path.name)
+        name = path.name
         try:
             doc_id = content_id(path)
         except OSError as exc:

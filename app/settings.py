@@ -17,16 +17,22 @@ from typing import Any, Mapping
 
 import platformdirs
 
+from app.llm import rope
 from app.llm.config import EMBEDDED_GENERATOR, GeneratorConfig, is_server_url
+from app.reorder import REORDERERS
 from index.base import StoreError
+from index.retrieval import RETRIEVAL_METHODS
 from index.stores import backend_kind, redact
 
 EMBEDDED_EMBEDDER = "embedded:all-MiniLM-L6-v2"
 
-ROPE_SCALINGS = ("yarn", "linear", "dynamic", "none")
+# The choices of a setting are its registry's keys; only the chunkers' are written out here, because
+# `ingest.chunkers` imports llama-index, which `longdoc --help`, `docs` and `remove` must start without
+# (tests/test_settings_agree.py keeps that copy true).
+ROPE_SCALINGS = tuple(rope.ROPE_SCALINGS)
 CHUNKERS = ("semantic", "fixed")
-RETRIEVERS = ("hybrid", "dense")
-REORDER_CHOICES = ("important_first_last", "reverse_rank", "document_order", "none")
+RETRIEVERS = tuple(RETRIEVAL_METHODS)
+REORDER_CHOICES = tuple(REORDERERS)
 MODES = ("auto", "rag", "full_document", "sections")
 FOLLOWUP_REWRITES = ("rule", "model")
 KV_CACHE_DTYPES = ("auto", "float32", "bfloat16")

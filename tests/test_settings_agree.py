@@ -1,9 +1,9 @@
 """One source of truth: the choices a setting offers are the ones its part implements, and the defaults the
 settings give are the ones each part would use on its own.
 
-`app.settings` keeps its choice tuples instead of importing the registries because the registries' modules
-pull in numpy, torch or transformers, and `longdoc --help`, `docs` and `remove` must start without them
-(tests/test_cold_start.py); this test is what keeps the two from drifting apart.
+`app.settings` takes its choices from the registries, except the chunkers': `ingest.chunkers` imports
+llama-index, which `longdoc --help`, `docs` and `remove` must start without (tests/test_cold_start.py), so that
+tuple is written out and this test is what keeps it true.
 """
 
 from __future__ import annotations

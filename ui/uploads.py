@@ -12,8 +12,10 @@ import hashlib
 import re
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-# What the loaders read (DESIGN.md); the uploader offers only these.
-UPLOAD_TYPES = ("pdf", "docx", "html", "htm", "md", "txt", "vtt", "srt")
+from ingest.loaders import LOADERS
+
+# What the loaders read; the uploader offers only these.
+UPLOAD_TYPES = tuple(suffix.lstrip(".") for suffix in LOADERS)
 
 _UNSAFE = re.compile(r"[^\w .,()\-]+")
 _MAX_NAME_CHARS = 120

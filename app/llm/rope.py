@@ -1,6 +1,6 @@
 """RoPE scaling: how a model trained on N positions is stretched to factor x N, and the check that it really was.
 
-SmolLM2 was trained on 8,192 positions; past them its perplexity explodes (DESIGN.md). The scalings here change
+SmolLM2 was trained on 8,192 positions; past them its perplexity explodes (docs/results/long_context.md). The scalings here change
 the rotary frequencies so that longer sequences look, to the model, like ones it has seen:
 
 - ``none``: the model as trained; the window is the original one.
@@ -57,10 +57,10 @@ def _rope_yarn(factor: float, original_max_position: int, rope_theta: float) -> 
 
 # You can add a scaling with one {name: builder} entry here and one in ROPE_VALIDATORS; names are Settings' choices.
 ROPE_SCALINGS: dict[str, Callable[[float, int, float], dict[str, Any]]] = {
-    "none": _rope_none,
+    "yarn": _rope_yarn,
     "linear": _rope_linear,
     "dynamic": _rope_dynamic,
-    "yarn": _rope_yarn,
+    "none": _rope_none,
 }
 
 

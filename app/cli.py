@@ -34,12 +34,12 @@ err = Console(stderr=True)
 
 IndexOpt = Annotated[Optional[Path], typer.Option("--index", help="Index directory (default from settings).")]
 DocOpt = Annotated[Optional[str], typer.Option("--doc", help="Restrict to one ingested document: its name, id or file path.")]
-TopKOpt = Annotated[Optional[int], typer.Option("--top-k", min=1, help="Passages to retrieve.")]
+TopKOpt = Annotated[Optional[int], typer.Option("--top-k", help="Passages to retrieve.")]
 ReorderOpt = Annotated[
     Optional[str], typer.Option("--reorder", help=f"Prompt order: {', '.join(REORDER_CHOICES)}.")
 ]
 ModeOpt = Annotated[Optional[str], typer.Option("--mode", help=f"{', '.join(MODES)}.")]
-ContextOpt = Annotated[Optional[int], typer.Option("--context-chunks", min=0,
+ContextOpt = Annotated[Optional[int], typer.Option("--context-chunks",
                                                   help="Chunks of text around each passage handed on with it.")]
 
 
@@ -47,6 +47,13 @@ def _qa(index: Path | None, **overrides):
     from app.api import LongDocQA  # heavy imports only for commands that need the models
 
     return LongDocQA(index_dir=index, **overrides)
+
+
+def _answer_options(top_k: int | None, reorder: str | None, mode: str | None, context_chunks: int | None) -> dict:
+    """The answer options given on the command line, as settings overrides: checked as the library opens, so a
+    bad value fails at once instead of after seconds of loading models."""
+    given = {"top_k": top_k, "reorder": reorder, "mode": mode, "context_chunks": context_chunks}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def command(fn: Callable | None = None, *, group: typer.Typer | None = None, name: str | None = None):
@@ -155,16 +162,14 @@ def ask(
     index: IndexOpt = None,
 ) -> None:
     """Answer one question, with the passages behind it and where each sat."""
-    qa = _qa(index)
+    qa = _qa(index, **_answer_options(top_k, reorder, mode, context_chunks))
     with ReadingBar() as bar:  # on stderr while the document is read, before the answer starts
         if as_json:
-            answer = qa.ask(question, doc=doc, top_k=top_k, reorder=reorder, mode=mode, context_chunks=context_chunks,
-                            on_progress=bar.update)
+            answer = qa.ask(question, doc=doc, on_progress=bar.update)
             print(json.dumps(answer.to_dict(), ensure_ascii=False))
             return
         answer = None
-        for event in qa.stream(question, doc=doc, top_k=top_k, reorder=reorder, mode=mode,
-                               context_chunks=context_chunks, on_progress=bar.update):
+        for event in qa.stream(question, doc=doc, on_progress=bar.update):
             if isinstance(event, str):
                 bar.close()
                 console.print(event, end="", highlight=False, markup=False)
@@ -277,7 +282,7 @@ def batch(
     if doc and each_doc:
         raise LongDocError("--doc and --each-doc cannot be used together")
     rows = read_questions(questions)
-    qa = _qa(index)
+    qa = _qa(index, **_answer_options(top_k, reorder, mode, context_chunks))
     if each_doc:
         rows = expand_each_doc(rows, [d.name for d in qa.documents()])
     elif doc:
@@ -290,8 +295,7 @@ def batch(
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err) as progress:
         task = progress.add_task("Answering", total=len(todo), rate="")
-        for n, answer in enumerate(answer_all(qa, todo, mode=mode, top_k=top_k, reorder=reorder,
-                                                 context_chunks=context_chunks), 1):
+        for n, answer in enumerate(answer_all(qa, todo), 1):
             writer.write(answer, docs.get(answer.id))
             key = "failed" if answer.error else "abstained" if answer.abstained else "answered"
             counts[key] += 1
@@ -357,13 +361,13 @@ def adapt(
     out: Annotated[Path, typer.Option("--out", help="Folder for the adapter; one holding a checkpoint is continued.")],
     seq_len: Annotated[Optional[str], typer.Option("--seq-len", help="Tokens per training sequence, e.g. 2k, 16k "
                                                                      "(default from settings: adapt_seq_len).")] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Training steps, one sequence each.")] = None,
-    rope_factor: Annotated[Optional[float], typer.Option("--rope-factor", min=1.0, help="RoPE scaling factor "
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Training steps, one sequence each.")] = None,
+    rope_factor: Annotated[Optional[float], typer.Option("--rope-factor", help="RoPE scaling factor "
                                                          "(the scaling is rope_scaling: yarn by default).")] = None,
-    lora_rank: Annotated[Optional[int], typer.Option("--lora-rank", min=1, help="LoRA rank.")] = None,
-    learning_rate: Annotated[Optional[float], typer.Option("--learning-rate", min=0.0,
+    lora_rank: Annotated[Optional[int], typer.Option("--lora-rank", help="LoRA rank.")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option("--learning-rate",
                                                            help="Peak learning rate.")] = None,
-    held_out: Annotated[Optional[float], typer.Option("--held-out", min=0.0, max=0.99, help="Fraction of the "
+    held_out: Annotated[Optional[float], typer.Option("--held-out", help="Fraction of the "
                                                       "documents, whole, kept out of training and scored.")] = None,
 ) -> None:
     """Continue pre-training the generator on your documents: YaRN-scaled, LoRA adapters, next-token loss; then

@@ -30,7 +30,7 @@ from app.prompt import PromptBuilder, PromptPlan, strip_markup
 from app.quote import find_quote
 from app.reorder import REORDERERS
 from app.sections import SectionProgress, asks_summary, asks_whole_document, combine_plan, read_sections
-from app.settings import MODES, REORDER_CHOICES, Settings
+from app.settings import Settings, SettingsError
 from app.support import check_support
 from index.base import DocumentInfo, VectorStore
 from index.embedder import Embedder
@@ -231,12 +231,12 @@ class QueryEngine:
             raise LongDocError("give the document either as doc or in search, not both")
         search = search or Search(question=question, doc=doc)
         text, doc = search.question, search.doc
-        reorder = reorder or self.settings.reorder
-        mode = mode or self.settings.mode
-        if reorder not in REORDER_CHOICES:
-            raise LongDocError(f"reorder={reorder!r} is not one of {', '.join(REORDER_CHOICES)}")
-        if mode not in MODES:
-            raise LongDocError(f"mode={mode!r} is not one of {', '.join(MODES)}")
+        given = {"top_k": top_k, "reorder": reorder, "mode": mode, "context_chunks": context_chunks}
+        try:  # checked as the settings of those names are: one message for a bad value, however it came
+            call = self.settings.replace(**{k: v for k, v in given.items() if v is not None})
+        except SettingsError as exc:
+            raise LongDocError(str(exc)) from None
+        top_k, reorder, mode = call.top_k, call.reorder, call.mode
         if not question.strip() or not text.strip():
             raise LongDocError("the question is empty")
         if len(self.store) == 0:
@@ -244,8 +244,7 @@ class QueryEngine:
 
         gen = self.generator  # loaded (once) before the clock starts: timings are the answer's, not the model's
         started = time.perf_counter()
-        retrieval = self.settings if context_chunks is None else self.settings.replace(context_chunks=context_chunks)
-        ranked = self.retrieve(text, doc=doc, top_k=top_k, settings=retrieval)
+        ranked = self.retrieve(text, doc=doc, top_k=top_k, settings=call)
         timings = {"retrieve_s": round(time.perf_counter() - started, 4)}
         query = unnamed(text, self.resolve_doc(doc).name) if doc is not None else text
         if query != text:  # what retrieval ran on (`retrieve`)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 from app import LongDocQA
+from app.errors import LongDocError
 from app.settings import Settings
 from index.base import DocumentInfo, LibraryMeta, StoreError
 from index.faiss_store import FaissStore
@@ -80,11 +82,13 @@ def test_help_docs_remove_and_settings_import_no_model_library(tmp_path: Path) -
         ["--help"], ["docs", "--index", empty], ["docs", "--index", full], ["remove", "call.txt", "--index", full],
         ["remove", "nope.txt", "--index", full],  # an error: the CLI's error handling must stay light too
         ["ask", "Who?", "--doc", "nope.txt", "--index", full],  # a wrong document fails before a model loads
+        ["ask", "Who?", "--top-k", "0", "--index", full],  # and so does a bad option
         ["index", "copy", "--to", str(tmp_path / "copy"), "--index", full], ["settings", "top_k"],
     )
-    assert result["codes"] == [0, 0, 0, 0, 1, 1, 0, 0], printed
+    assert result["codes"] == [0, 0, 0, 0, 1, 1, 1, 0, 0], printed
     assert "The library is empty" in printed and "msa.txt" in printed and "removed call.txt (1 chunks)" in printed
     assert "no ingested document named 'nope.txt'" in printed and "1 copied" in printed
+    assert "top_k must be positive, got 0" in printed
     assert "passages retrieved for a question" in printed
     assert result["heavy"] == [], f"imported {result['heavy']}"
     assert "app.llm.generator" not in result["modules"] and "app.engine" not in result["modules"]
@@ -110,3 +114,13 @@ def test_a_library_opened_on_its_record_still_refuses_an_embedder_with_other_vec
         qa.embedder
     with pytest.raises(StoreError, match="their vectors cannot be compared"):
         qa.ask("Which law governs?")
+
+
+def test_ask_checks_its_options_as_the_settings_are_checked_before_the_generator_loads(tmp_path: Path) -> None:
+    qa = LongDocQA(index_dir=library(tmp_path / "index", ["msa.txt"]))
+    for options, message in (({"top_k": 0}, "top_k must be positive, got 0"),
+                             ({"mode": "all"}, "mode='all' is not one of auto, rag, full_document, sections"),
+                             ({"context_chunks": 9}, "context_chunks must be from 0 to 5, got 9")):
+        with pytest.raises(LongDocError, match=re.escape(message)):
+            qa.ask("Which law governs?", **options)
+    assert qa.engine._generator is None

@@ -30,7 +30,7 @@ def recall(
     retriever: Annotated[Optional[str], typer.Option(help=f"{', '.join(RETRIEVERS)} (default from settings).")] = None,
     pin_opening: Annotated[Optional[str], typer.Option(help=f"{', '.join(PIN_OPENING_CHOICES)}: keep the document's "
                                                             "opening among the passages (default from settings).")] = None,
-    context_chunks: Annotated[Optional[int], typer.Option(min=0, help="Chunks of context handed on with each passage, "
+    context_chunks: Annotated[Optional[int], typer.Option(help="Chunks of context handed on with each passage, "
                                                           "on each side (default from settings).")] = None,
     vector_store: Annotated[Optional[str], typer.Option(help="Measure on this engine (postgresql://..., milvus://...), "
                                                     "which must be empty; default: an embedded library in a "

@@ -1,4 +1,4 @@
-"""One answer over sample_docs/ at about a 2K-token prompt, timed step by step (issue 5: under 10 s on 2 cores).
+"""One answer over sample_docs/ at about a 2K-token prompt, timed step by step (target: under 10 s on 2 cores).
 
 The documents are ingested into a temporary index, the models are loaded and one warm-up question is asked (the
 first forward pays for lazy initialisation); then the same question is asked REPEATS times through `LongDocQA`,

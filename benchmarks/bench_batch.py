@@ -2,7 +2,7 @@
 
 Both run as a user runs them, as separate `longdoc` processes against the same index, in one run so the machine's
 load is shared alike. One by one, every process loads the models and prefills the whole contract again; the batch
-loads once and prefills the contract once, reusing its KV cache for every question (issue 6: goal batch <= 0.3x).
+loads once and prefills the contract once, reusing its KV cache for every question (target: the batch in at most 0.3x the time).
 On 2 CPU cores one `longdoc ask` at 12K tokens takes about five minutes, so twenty take well over an hour:
 `--sample N` times N of the questions one by one (spread over the list) and scales their mean to all of them,
 which the output says; each one-by-one run does the same work whatever the question, bar the answer's length.

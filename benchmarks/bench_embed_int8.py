@@ -1,4 +1,4 @@
-"""Would an int8 embedder reach the ingest goal? Speed and retrieval agreement, float32 against int8, in one run.
+"""Would an int8 embedder make ingesting fast enough? Speed and retrieval agreement, float32 against int8, in one run.
 
 Ingestion is bound by the embedder (all-MiniLM-L6-v2 in float32); half llama-index's default speed with all
 the text embedded needs it about 1.3-1.6x faster per word piece (benchmarks/bench_ingest.py). torch's dynamic

@@ -61,7 +61,7 @@ Measured at each stop, through the public store API:
 The embedded store's size limit is stated as the first stop where one of these crosses its limit: adding a
 document ADD_LIMIT_S (an upload should feel immediate, and a folder of 1,000 contracts should not spend a quarter
 of an hour on index bookkeeping), open to first answer OPEN_LIMIT_S (the CLI opens the library on every
-`longdoc ask`), hybrid p50 QUERY_LIMIT_MS (the issue's goal for the engines), library memory MEMORY_LIMIT_MIB
+`longdoc ask`), hybrid p50 QUERY_LIMIT_MS (the target for the engines), library memory MEMORY_LIMIT_MIB
 (a quarter of an 8 GiB laptop, next to the model).
 
 Outputs: benchmarks/results/bench_library_scale{TAG}.txt (first line: the command, date, machine, versions),

@@ -47,7 +47,7 @@ QUICK_DOCS = 2
 QUICK_MIN_CHARS = 20_000
 
 # Categories whose answer is a name, a date, a law or a term: the ones a user asks about most, and the
-# ones the ingestion goal (issue 3) is stated for. Their questions are written by hand, as a user would
+# ones the short-answer recall figures are stated for. Their questions are written by hand, as a user would
 # ask them; every other category is asked with its CUAD description, which is already a question.
 SHORT_ANSWER_QUESTIONS = {
     "Document Name": "What is the name or title of this agreement?",

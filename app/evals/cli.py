@@ -14,8 +14,10 @@ import typer
 from rich.console import Console
 
 from app.errors import user_errors
+from app.evals.recall import BUDGET_TOKENIZERS, BUDGET_TOKENS, RECALL_K
 from app.settings import CHUNKERS, PIN_OPENING_CHOICES, RETRIEVERS, Settings
 
+OUT = Path("eval-results")  # where each evaluation writes, unless --out says otherwise
 eval_app = typer.Typer(help="Measure retrieval and long-context reading on your own setup.", no_args_is_help=True)
 console = Console()
 log = logging.getLogger(__name__)
@@ -35,10 +37,10 @@ def recall(
     vector_store: Annotated[Optional[str], typer.Option(help="Measure on this engine (postgresql://..., milvus://...), "
                                                     "which must be empty; default: an embedded library in a "
                                                     "temporary folder.")] = None,
-    k: Annotated[int, typer.Option("--k", min=1, help="Passages counted for recall@k.")] = 5,
-    budget: Annotated[int, typer.Option(min=1, help="Generator tokens of ranked passages for the equal-budget recall.")] = 2000,
-    budget_tokenizer: Annotated[str, typer.Option(help="Count the budget in generator or embedder tokens.")] = "generator",
-    out: Annotated[Path, typer.Option(help="Folder for the JSON and PNG.")] = Path("eval-results"),
+    k: Annotated[int, typer.Option("--k", min=1, help="Passages counted for recall@k.")] = RECALL_K,
+    budget: Annotated[int, typer.Option(min=1, help="Generator tokens of ranked passages for the equal-budget recall.")] = BUDGET_TOKENS,
+    budget_tokenizer: Annotated[str, typer.Option(help=f"Count the budget in {' or '.join(BUDGET_TOKENIZERS)} tokens.")] = BUDGET_TOKENIZERS[0],
+    out: Annotated[Path, typer.Option(help="Folder for the JSON and PNG.")] = OUT,
 ) -> None:
     """Evidence recall@k, MRR and recall at an equal token budget on a question set with gold spans."""
     from app.errors import LongDocError
@@ -75,7 +77,7 @@ def niah(
     haystack: Annotated[Optional[list[Path]], typer.Option(help="A file or folder to cut haystacks from (repeat for more; default: the dev contracts).")] = None,
     modes: Annotated[str, typer.Option(help="rag, full_document or both (comma-separated): full_document at 16K "
                                              "takes minutes per question on 2 cores.")] = "rag,full_document",
-    out: Annotated[Path, typer.Option(help="Folder for niah.json and the heatmaps.")] = Path("eval-results"),
+    out: Annotated[Path, typer.Option(help="Folder for niah.json and the heatmaps.")] = OUT,
     adapter: Annotated[Optional[Path], typer.Option(help="A `longdoc adapt` folder: the same needles without it "
                                                          "(out/before) and with it merged into the generator "
                                                          "(out/after), full_document in the configured scaling only; "
@@ -131,7 +133,7 @@ def position(
     k: Annotated[Optional[str], typer.Option("--k", help="Passages per prompt, e.g. 10,20.")] = None,
     n: Annotated[Optional[int], typer.Option("--n", min=1, help="Questions (the first n of the file).")] = None,
     data: Annotated[Optional[Path], typer.Option(help="The NQ oracle .jsonl (default: the dev copy).")] = None,
-    out: Annotated[Path, typer.Option(help="Folder for position.json and position.png.")] = Path("eval-results"),
+    out: Annotated[Path, typer.Option(help="Folder for position.json and position.png.")] = OUT,
 ) -> None:
     """Lost in the middle: accuracy with the gold passage at each rank among k hard distractors, under each
     reorder strategy and under a retriever's own ranking; a table, JSON and the U-curve plot."""

@@ -37,8 +37,9 @@ from index.stores import backend_kind, redact
 logger = logging.getLogger(__name__)
 
 DEPTH = 50  # passages retrieved per question: enough to fill a 2,000-token budget with the smallest chunks
+RECALL_K = 5  # passages counted for recall@k: the default top_k
 BUDGET_TOKENS = 2000
-BUDGET_TOKENIZERS = ("generator", "embedder")
+BUDGET_TOKENIZERS = ("generator", "embedder")  # the first is the default
 
 Ranking = list[tuple[int, int, str]]  # (char_start, char_end, text), best first
 
@@ -257,9 +258,9 @@ def budget_for(settings: Settings, embedder: Any, which: str, tokens: int) -> To
 def run_recall(
     eval_set: EvalSet,
     settings: Settings,
-    k: int = 5,
+    k: int = RECALL_K,
     budget_tokens: int = BUDGET_TOKENS,
-    budget_tokenizer: str = "generator",
+    budget_tokenizer: str = BUDGET_TOKENIZERS[0],
     show_progress: bool = False,
 ) -> RecallReport:
     """Ingest `eval_set` into a fresh index with `settings` (chunker, retriever, embedder) and score recall.

@@ -149,13 +149,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("gguf", type=Path)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--rope-factor", type=float, default=4.0)
-    parser.add_argument("--native-window", type=int, default=8192)
-    parser.add_argument("--parallel", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--rope-factor", type=float, default=ServerConfig.rope_factor)
+    parser.add_argument("--native-window", type=int, default=ServerConfig.native_window)
+    parser.add_argument("--parallel", type=int, default=ServerConfig.parallel)
+    parser.add_argument("--threads", type=int, default=ServerConfig.threads)
     parser.add_argument("--alias", default="")
     parser.add_argument("--split-kv", action="store_true")
-    parser.add_argument("--rope-scaling", choices=("yarn", "linear"), default="yarn")
+    parser.add_argument("--rope-scaling", choices=("yarn", "linear"), default=ServerConfig.rope_scaling)
     args = parser.parse_args(argv)
     config = ServerConfig(args.gguf, args.port, rope_factor=args.rope_factor, native_window=args.native_window,
                           rope_scaling=args.rope_scaling, parallel=args.parallel, unified_kv=not args.split_kv,

@@ -1,4 +1,5 @@
-"""`longdoc`: the terminal way in. Each command parses, calls `LongDocQA` and prints; nothing more.
+"""`longdoc`: the terminal way in. Each command parses, calls the library (`LongDocQA`, or for the model and
+engine commands the module that runs them) and prints; nothing more.
 
 The tool's own errors (`LongDocError`, `SettingsError`) print as one red line and exit 1, never a traceback.
 """
@@ -331,12 +332,15 @@ def ui(port: Annotated[int, typer.Option(help="Local port.")] = 8501, index: Ind
     os.execve(sys.executable, cmd, env)
 
 
+PPL_SCALINGS = "none,linear,dynamic,yarn"  # `ppl`'s comparison: the unscaled baseline first
+
+
 @command
 def ppl(
     file: Annotated[Optional[Path], typer.Argument(help="A text file (or any supported document); with --adapter, "
                                                         "default: the documents the adapter held out.")] = None,
     lengths: Annotated[str, typer.Option(help="Context lengths, e.g. 2k,4k,8k,16k.")] = "2k,4k,8k,16k",
-    scaling: Annotated[Optional[str], typer.Option(help="RoPE scalings to compare (default: none,linear,dynamic,yarn; "
+    scaling: Annotated[Optional[str], typer.Option(help=f"RoPE scalings to compare (default: {PPL_SCALINGS}; "
                                                         "with --adapter, the configured one).")] = None,
     out: Annotated[Path, typer.Option(help="Plot file (PNG).")] = Path("ppl.png"),
     adapter: Annotated[Optional[Path], typer.Option(help="A `longdoc adapt` folder: adds the row with the adapter "
@@ -348,7 +352,7 @@ def ppl(
     from app.llm.perplexity import run_ppl
 
     settings = Settings.load()
-    scaling = scaling or (settings.rope_scaling if adapter else "none,linear,dynamic,yarn")
+    scaling = scaling or (settings.rope_scaling if adapter else PPL_SCALINGS)
     report = run_ppl(file, parse_sizes(lengths), [s.strip() for s in scaling.split(",")],
                      settings.generator_config(), out, adapter=adapter)
     console.print(report.table())

@@ -79,7 +79,7 @@ def load_document(
         IngestError: naming the file and the reason; no other exception escapes.
 
     Example:
-        >>> load_document(Path("sample_docs/contract.txt")).doc_type
+        >>> load_document(Path("sample_docs/ediets_co-branding_agreement.txt")).doc_type
         'txt'
     """
     path = Path(path)

@@ -180,12 +180,12 @@ class LongDocQA:
         """Remove a document (by name, id, or the path of its file) and its chunks from the index.
 
         A document that answers to several names (the same bytes ingested under each) loses only the name
-        given, and goes with its last name; an id removes it whatever its names.
+        given, and goes with its last name; an id or a file's path removes it whatever its names.
 
         Returns:
             The document as it was before.
         """
-        return self.store.remove(self._checked(doc))
+        return self.store.remove(doc if self.store.get(doc) is not None else self._info(doc).doc_id)
 
     def copy_library(self, vector_store: str, index_dir: str | Path | None = None,
                      show_progress: bool = False) -> CopyReport:

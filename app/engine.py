@@ -231,9 +231,10 @@ class QueryEngine:
             raise LongDocError("give the document either as doc or in search, not both")
         search = search or Search(question=question, doc=doc)
         text, doc = search.question, search.doc
-        given = {"top_k": top_k, "reorder": reorder, "mode": mode, "context_chunks": context_chunks}
+        given = {k: v for k, v in (("top_k", top_k), ("reorder", reorder), ("mode", mode),
+                                   ("context_chunks", context_chunks)) if v is not None}
         try:  # checked as the settings of those names are: one message for a bad value, however it came
-            call = self.settings.replace(**{k: v for k, v in given.items() if v is not None})
+            call = self.settings.replace(**given) if given else self.settings
         except SettingsError as exc:
             raise LongDocError(str(exc)) from None
         top_k, reorder, mode = call.top_k, call.reorder, call.mode

@@ -271,7 +271,8 @@ class LongDocQA:
             >>> chat.ask("When does it expire?").searched.doc                             # doctest: +SKIP
             'ediets_co-branding_agreement.txt'
         """
-        return Conversation(self.engine, doc=self._checked(doc), **options)
+        doc = self._checked(doc)  # before the engine: a wrong name fails before the embedder loads
+        return Conversation(self.engine, doc=doc, **options)
 
     def ask_many(self, questions: Iterable[str | Question], **options: Any) -> Iterator[Answer]:
         """Answer many questions, yielding each Answer as it is ready; a failing one carries `error`.

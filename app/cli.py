@@ -14,7 +14,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Callable, Optional
+from typing import TYPE_CHECKING, Annotated, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -22,12 +22,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from app.batch import Question
+from app.conversation import searched_line
 from app.errors import LongDocError, user_errors
 from app.evals.cli import eval_app
 from app.settings import MODES, REORDER_CHOICES, Settings, SettingsError
 
 if TYPE_CHECKING:
-    from app.answer import Passage
+    from app.answer import Answer, Passage
 
 app = typer.Typer(help="Ask questions of documents too long for a model to read at once.", no_args_is_help=True)
 console = Console()
@@ -164,20 +165,81 @@ def ask(
 ) -> None:
     """Answer one question, with the passages behind it and where each sat."""
     qa = _qa(index, **_answer_options(top_k, reorder, mode, context_chunks))
-    with ReadingBar() as bar:  # on stderr while the document is read, before the answer starts
-        if as_json:
+    if as_json:
+        with ReadingBar() as bar:
             answer = qa.ask(question, doc=doc, on_progress=bar.update)
-            print(json.dumps(answer.to_dict(), ensure_ascii=False))
-            return
-        answer = None
-        for event in qa.stream(question, doc=doc, on_progress=bar.update):
+        print(json.dumps(answer.to_dict(), ensure_ascii=False))
+        return
+    _print_passages(_print_streamed(lambda bar: qa.stream(question, doc=doc, on_progress=bar.update)))
+
+
+CHAT_COMMANDS = {
+    "/doc NAME": "keep to one document (its name, id or file path)",
+    "/all": "search the whole library",
+    "/quit": "stop (or Ctrl-D)",
+}
+
+
+@command
+def chat(
+    doc: DocOpt = None,
+    top_k: TopKOpt = None,
+    reorder: ReorderOpt = None,
+    mode: ModeOpt = None,
+    context_chunks: ContextOpt = None,
+    index: IndexOpt = None,
+) -> None:
+    """Ask questions one after another; a follow-up ("when does it expire?") searches the document the
+    conversation is about. The models load once, so each answer after the first costs only its own time.
+    Reads lines until /quit or the end of input; exits 1 if any question failed."""
+    qa = _qa(index, **_answer_options(top_k, reorder, mode, context_chunks))
+    conversation = qa.chat(doc=doc)  # a wrong --doc fails here, before the models load
+    with err.status("Loading the models"):
+        model = qa.model_info()
+    err.print(f"{model.name}, a window of {model.context_window:,} tokens. Ask a question; "
+              + "; ".join(f"{c}: {what}" for c, what in CHAT_COMMANDS.items()), highlight=False)
+    failed = False
+    while True:
+        try:
+            line = console.input("[bold]?[/bold] ").strip()
+        except (EOFError, KeyboardInterrupt):
+            console.print()  # the shell's prompt on a line of its own
+            break
+        if line == "/quit":
+            break
+        try:
+            if line == "/all":
+                conversation.widen()
+                err.print("searching the whole library", highlight=False)
+            elif line.startswith("/doc"):
+                conversation.focus_on(line.removeprefix("/doc").strip() or None)
+                err.print(f"searching {conversation.focus or 'the whole library'}", highlight=False)
+            elif line.startswith("/"):
+                raise LongDocError(f"unknown command {line.split()[0]!r}; commands: {', '.join(CHAT_COMMANDS)}")
+            elif line:
+                answer = _print_streamed(lambda bar: conversation.stream(line, on_progress=bar.update))
+                console.print(f"[dim]{searched_line(answer)}[/dim]", highlight=False)
+                _print_passages(answer)
+        except user_errors() as exc:  # one question's error: the conversation goes on
+            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            failed = True
+    if failed:
+        raise typer.Exit(1)
+
+
+def _print_streamed(events: Callable[["ReadingBar"], Iterator[str | Answer]]) -> Answer:
+    """Print an answer's text as it is generated (a reading bar on stderr first, for the modes that read a
+    document before answering) and return the finished Answer."""
+    answer = None
+    with ReadingBar() as bar:
+        for event in events(bar):
             if isinstance(event, str):
                 bar.close()
                 console.print(event, end="", highlight=False, markup=False)
             else:
                 answer = event
     console.print()
-    _print_passages(answer)
+    return answer
 
 
 class ReadingBar:

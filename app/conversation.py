@@ -187,6 +187,18 @@ def drew_from(answer: Answer) -> str | None:
     return min(answer.passages, key=lambda p: p.rank).doc
 
 
+def searched_line(answer: Answer, name: Callable[[str], str] = str) -> str | None:
+    """"Searched X" (a document, `name`d as the caller shows names, or the whole library), with the follow-up as
+    searched when it was resolved, and why: what the page and the terminal chat print under an answer."""
+    s = answer.searched
+    if s is None:
+        return None
+    line = f"Searched {name(s.doc) if s.doc else 'the whole library'}"
+    if s.question != answer.question:
+        line += f" for “{s.question}”"
+    return line + (f" ({s.why})" if s.why else "")
+
+
 def resolve(question: str, previous: Search | None, focus: str | None, names: Sequence[Sequence[str]]) -> Search:
     """The rule: which document a question searches and what text (see the module docstring).
 

@@ -82,12 +82,13 @@ def test_help_docs_remove_and_settings_import_no_model_library(tmp_path: Path) -
         ["--help"], ["docs", "--index", empty], ["docs", "--index", full], ["remove", "call.txt", "--index", full],
         ["remove", "nope.txt", "--index", full],  # an error: the CLI's error handling must stay light too
         ["ask", "Who?", "--doc", "nope.txt", "--index", full],  # a wrong document fails before a model loads
+        ["chat", "--doc", "nope.txt", "--index", full],
         ["ask", "Who?", "--top-k", "0", "--index", full],  # and so does a bad option
         ["index", "copy", "--to", str(tmp_path / "copy"), "--index", full], ["settings", "top_k"],
     )
-    assert result["codes"] == [0, 0, 0, 0, 1, 1, 1, 0, 0], printed
+    assert result["codes"] == [0, 0, 0, 0, 1, 1, 1, 1, 0, 0], printed
     assert "The library is empty" in printed and "msa.txt" in printed and "removed call.txt (1 chunks)" in printed
-    assert "no ingested document named 'nope.txt'" in printed and "1 copied" in printed
+    assert printed.count("no ingested document named 'nope.txt'") == 3 and "1 copied" in printed
     assert "top_k must be positive, got 0" in printed
     assert "passages retrieved for a question" in printed
     assert result["heavy"] == [], f"imported {result['heavy']}"

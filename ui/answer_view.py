@@ -15,6 +15,7 @@ import streamlit as st
 
 from app.answer import Answer, Evidence, Passage
 from app.api import LongDocQA
+from app.conversation import searched_line
 from ui.charts import display_height, document_map, prompt_map, short_name
 from ui.page_view import render_quote_page
 
@@ -200,17 +201,6 @@ def render_maps(answer: Answer, doc_lengths: Mapping[str, int], key: str) -> Non
         st.altair_chart(doc_chart, width="stretch", height=display_height(doc_chart), key=f"{key}-doc-map")
 
 
-def searched_line(answer: Answer) -> str | None:
-    """"Searched X" (a document or the whole library), with the follow-up as searched when it was resolved."""
-    s = answer.searched
-    if s is None:
-        return None
-    line = f"Searched {'**' + s.doc + '**' if s.doc else 'the whole library'}"
-    if s.question != answer.question:
-        line += f" for “{s.question}”"
-    return line + (f" ({s.why})" if s.why else "")
-
-
 def render_notes(answer: Answer) -> None:
     """Mode `sections`: every section read, in order, with its note and whether it went into the answer."""
     if not answer.notes:
@@ -239,7 +229,7 @@ def render_meta(answer: Answer) -> None:
     if "total_s" in timings:
         parts.append(f"{timings['total_s']:.1f} s")
     st.caption(" · ".join(parts))
-    searched = searched_line(answer)
+    searched = searched_line(answer, lambda name: f"**{name}**")
     if searched:
         st.caption(searched)
 

@@ -153,9 +153,12 @@ class QueryEngine:
         Searching one document, the words of the question that name it are left out of the search
         (`app.conversation.unnamed`): "the eDiets co-branding agreement" chose the document, and inside it those
         words match the passages that mention eDiets, not the clause asked about."""
-        s = settings or self.settings
         info = self.resolve_doc(doc)
-        query = unnamed(question, info.name) if info else question
+        return self._retrieve(unnamed(question, info.name) if info else question, info, top_k,
+                              settings or self.settings)
+
+    def _retrieve(self, query: str, info: DocumentInfo | None, top_k: int | None, s: Settings) -> list[Passage]:
+        """`retrieve` for a document already found and a query as it is searched (its naming words left out)."""
         k = top_k or s.top_k
         wanted = k
         if s.context_chunks:  # passages a better one takes as context are left out: enough must remain for k
@@ -245,9 +248,10 @@ class QueryEngine:
 
         gen = self.generator  # loaded (once) before the clock starts: timings are the answer's, not the model's
         started = time.perf_counter()
-        ranked = self.retrieve(text, doc=doc, top_k=top_k, settings=call)
+        info = self.resolve_doc(doc)  # once a question: each lookup is a query on an engine
+        query = unnamed(text, info.name) if info else text
+        ranked = self._retrieve(query, info, top_k, call)
         timings = {"retrieve_s": round(time.perf_counter() - started, 4)}
-        query = unnamed(text, self.resolve_doc(doc).name) if doc is not None else text
         if query != text:  # what retrieval ran on (`retrieve`)
             search = Search(query, doc, "; ".join(filter(None, (search.why, "the words naming it left out"))))
         answer = Answer(question=question, id=id, model=gen.info, timings=timings, searched=search)
@@ -267,12 +271,13 @@ class QueryEngine:
             yield answer
             return
 
-        answer.mode = self._choose_mode(mode, doc, ranked, gen, text)
+        if info is None and mode != "rag":  # the document a whole-document mode would read
+            info = self.store.get(ranked[0].doc_id)
+        answer.mode = self._choose_mode(mode, doc is not None, info, ranked, gen, text)
         max_new = self.settings.sections_answer_tokens if answer.mode == "sections" else self.settings.max_new_tokens
         builder = PromptBuilder(gen.tokenizer, gen.context_window, max_new)
         map_prefill_s = map_generate_s = 0.0
         if answer.mode == "sections":
-            info = self.resolve_doc(doc) or self.store.get(ranked[0].doc_id)
             map_started = time.perf_counter()
             read = self._read_sections(text, info, ranked, on_progress)
             answer.notes = read.notes
@@ -289,7 +294,6 @@ class QueryEngine:
                 return
             plan = combine_plan(builder, text, read)
         elif answer.mode == "full_document":
-            info = self.resolve_doc(doc) or self.store.get(ranked[0].doc_id)
             plan = builder.build_whole(text, info.name, self.store.document_text(info.doc_id), ranked)
         else:
             plan = builder.build(text, ranked, REORDERERS[reorder])
@@ -325,16 +329,15 @@ class QueryEngine:
         *_, answer = self.stream(question, **options)
         return answer
 
-    def _choose_mode(self, mode: str, doc: str | None, ranked: list[Passage], gen: Generator, question: str) -> str:
+    def _choose_mode(self, mode: str, one_doc: bool, info: DocumentInfo, ranked: list[Passage], gen: Generator,
+                     question: str) -> str:
         """`auto` reads one document whole when the question is about one document and it is short enough, or
         when the question asks about all of it (list, every, summarise, compare) and it fits the window; such a
         question about a document longer than the window is answered section by section."""
         if mode != "auto":
             return mode
-        docs = {p.doc_id for p in ranked}
-        if doc is None and len(docs) > 1:
+        if not one_doc and len({p.doc_id for p in ranked}) > 1:
             return "rag"
-        info = self.resolve_doc(doc) or self.store.get(ranked[0].doc_id)
         if info.doc_id not in self._doc_tokens:  # a document's text never changes under its content hash
             self._doc_tokens[info.doc_id] = gen.count_tokens(self.store.document_text(info.doc_id))
         tokens = self._doc_tokens[info.doc_id]

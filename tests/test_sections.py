@@ -170,7 +170,8 @@ def test_auto_reads_by_sections_only_a_whole_document_question_over_a_document_t
     assert gen.context_window == 8192
 
     def mode(question: str, doc: Path) -> str:
-        return engine._choose_mode("auto", doc.name, engine.retrieve(question, doc=doc.name), gen, question)
+        ranked = engine.retrieve(question, doc=doc.name)
+        return engine._choose_mode("auto", True, engine.resolve_doc(doc.name), ranked, gen, question)
 
     assert gen.count_tokens(qa.document_text(EDIETS.name)) > 8192
     assert mode("List every obligation of eDiets.", EDIETS) == "sections"

@@ -360,6 +360,7 @@ class LongDocQA:
     def _checked(self, doc: str | None) -> str | None:
         """`doc` as the engine takes it, checked before any model loads (a wrong name fails at once, not after
         seconds of loading): a name or id as given, a file's path as its document's name."""
-        if doc is None or self.store.get(doc) is not None:
-            return doc
-        return self._info(doc).name
+        if doc is None:
+            return None
+        info = self._info(doc)
+        return doc if doc in (info.doc_id, *info.names) else info.name

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterable, Iterator
@@ -60,7 +61,10 @@ def read_questions(path: Path) -> list[Question]:
     elif suffix == ".jsonl":
         questions = [_jsonl_row(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     elif suffix == ".csv":
-        rows = list(csv.DictReader(io.StringIO(text)))
+        try:  # strict: an unclosed quote is an error, not a question swallowing the rest of the file
+            rows = list(csv.DictReader(io.StringIO(text), strict=True))
+        except csv.Error as exc:
+            raise QuestionFileError(f"{path}: not valid CSV ({exc}: a quote opened and never closed?)") from None
         if rows and "question" not in rows[0]:
             raise QuestionFileError(f"{path}: the CSV header needs a 'question' column (id,question[,doc])")
         questions = [_csv_row(n, row) for n, row in enumerate(rows, 2)]
@@ -68,6 +72,10 @@ def read_questions(path: Path) -> list[Question]:
         raise QuestionFileError(f"{path}: question files are .txt, .jsonl or .csv, not {suffix or 'no extension'}")
     if not questions:  # said before a model is loaded, not as "0 answered"
         raise QuestionFileError(f"{path}: no questions in it")
+    repeated = [qid for qid, n in Counter(q.id for q in questions).items() if n > 1]
+    if repeated:  # a resume skips the ids already answered: a second question under one id would never be asked
+        raise QuestionFileError(f"{path}: ids used more than once: {', '.join(repeated[:5])}"
+                                f"{' ...' if len(repeated) > 5 else ''}; each question needs its own id")
     return questions
 
 
@@ -78,11 +86,13 @@ def _jsonl_row(n: int, line: str) -> Question:
         return Question(id=f"line{n}", question="", error=f"line {n}: not JSON ({exc.msg})")
     if not isinstance(row, dict):
         return Question(id=f"line{n}", question="", error=f"line {n}: expected an object")
-    qid = str(row.get("id") or f"q{n}")
-    question = row.get("question")
+    qid = f"q{n}" if row.get("id") in (None, "") else str(row["id"])
+    question, doc = row.get("question"), row.get("doc")
     if not isinstance(question, str) or not question.strip():
         return Question(id=qid, question="", error=f"line {n}: no question")
-    return Question(id=qid, question=question.strip(), doc=row.get("doc") or None)
+    if doc is not None and not isinstance(doc, str):
+        return Question(id=qid, question=question.strip(), error=f"line {n}: doc must be a document's name (a string)")
+    return Question(id=qid, question=question.strip(), doc=doc or None)
 
 
 def _csv_row(n: int, row: dict[str, str | None]) -> Question:
@@ -136,16 +146,21 @@ class AnswerWriter:
     def __init__(self, path: Path, fmt: str, resume: bool) -> None:
         if fmt not in ("jsonl", "csv"):
             raise LongDocError(f"format {fmt!r} is not one of jsonl, csv")
+        if path.is_dir():
+            raise LongDocError(f"{path}: a folder; --out takes the answer file's path")
         self.path, self.fmt = path, fmt
         self.done: set[str] = set()
-        if resume and path.exists():
-            self._drop_partial_line()
-            self.done = self._ids()
-        elif path.exists():
-            path.unlink()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        new = not path.exists() or path.stat().st_size == 0
-        self._fh: IO[str] = path.open("a", encoding="utf-8", newline="")
+        try:
+            if resume and path.exists():
+                self._drop_partial_line()
+                self.done = self._ids()
+            elif path.exists():
+                path.unlink()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            new = not path.exists() or path.stat().st_size == 0
+            self._fh: IO[str] = path.open("a", encoding="utf-8", newline="")
+        except OSError as exc:
+            raise LongDocError(f"{path}: cannot write the answers there ({exc.strerror})") from None
         if fmt == "csv" and new:
             self._write_line(_csv_line(dict(zip(CSV_FIELDS, CSV_FIELDS))))
 
@@ -175,10 +190,30 @@ class AnswerWriter:
                 fh.truncate(keep)
 
     def _ids(self) -> set[str]:
-        text = self.path.read_text(encoding="utf-8")
-        if self.fmt == "jsonl":
-            return {str(json.loads(line).get("id")) for line in text.splitlines() if line.strip()}
-        return {row["id"] for row in csv.DictReader(io.StringIO(text)) if row.get("id")}
+        """The ids the file already answers; refused, with nothing written, when it is not this format's answers
+        (resuming must not mix CSV rows into JSON lines, or skip questions on the word of a damaged file)."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise LongDocError(f"{self.path}: not UTF-8 text, so not an answer file to resume") from None
+        lines = text.splitlines()
+        if self.fmt == "csv":
+            if lines and lines[0] != ",".join(CSV_FIELDS):
+                raise LongDocError(f"{self.path}: its first line is not the CSV answers' header: resume it with the "
+                                   "format it was written in (--format jsonl?), or write to a new file")
+            return {row["id"] for row in csv.DictReader(io.StringIO(text)) if row.get("id")}
+        ids = set()
+        for n, line in enumerate(lines, 1):
+            try:
+                row = json.loads(line) if line.strip() else {}
+            except json.JSONDecodeError:
+                row = None
+            if not isinstance(row, dict):
+                raise LongDocError(f"{self.path}, line {n}: not a JSON answer: resume it with the format it was "
+                                   "written in (--format csv?), or mend or remove that line")
+            if "id" in row:
+                ids.add(str(row["id"]))
+        return ids
 
 
 def _csv_line(row: dict[str, object]) -> str:

@@ -192,6 +192,10 @@ def chat(
     """Ask questions one after another; a follow-up ("when does it expire?") searches the document the
     conversation is about. The models load once, so each answer after the first costs only its own time.
     Reads lines until /quit or the end of input; exits 1 if any question failed."""
+    try:
+        import readline  # noqa: F401  (imported, it gives input() line editing and the session's history)
+    except ImportError:  # not on every platform
+        pass
     qa = _qa(index, **_answer_options(top_k, reorder, mode, context_chunks))
     conversation = qa.chat(doc=doc)  # a wrong --doc fails here, before the models load
     with err.status("Loading the models"):
@@ -201,7 +205,7 @@ def chat(
     failed = False
     while True:
         try:
-            line = console.input("[bold]?[/bold] ").strip()
+            line = input("? ").strip()  # the prompt given to input(), so that readline redraws it when editing
         except (EOFError, KeyboardInterrupt):
             console.print()  # the shell's prompt on a line of its own
             break
@@ -328,7 +332,7 @@ def _print_passages(answer) -> None:
 @command
 def batch(
     questions: Annotated[Path, typer.Argument(help="Question file: .txt, .jsonl or .csv.")],
-    out: Annotated[Path, typer.Option("--out", help="Answer file to write (appended as answers come).")],
+    out: Annotated[Path, typer.Option("--out", help="Answer file to write, anew unless --resume; each answer appended as it comes.")],
     doc: DocOpt = None,
     each_doc: Annotated[bool, typer.Option("--each-doc", help="Ask every question of every document.")] = False,
     fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
@@ -345,6 +349,8 @@ def batch(
     if doc and each_doc:
         raise LongDocError("--doc and --each-doc cannot be used together")
     rows = read_questions(questions)
+    if out.resolve() == questions.resolve():  # the answers would overwrite the questions before any is asked
+        raise LongDocError(f"--out {out} is the question file itself: write the answers to another file")
     qa = _qa(index, **_answer_options(top_k, reorder, mode, context_chunks))
     if each_doc:
         rows = expand_each_doc(rows, [d.name for d in qa.documents()])

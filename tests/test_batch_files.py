@@ -8,6 +8,7 @@ import pytest
 
 from app.answer import Answer, Passage
 from app.batch import AnswerWriter, QuestionFileError, expand_each_doc, group_by_doc, read_questions
+from app.errors import LongDocError
 
 
 def test_txt_questions_one_a_line(tmp_path):
@@ -102,3 +103,50 @@ def test_without_resume_the_answer_file_starts_over(tmp_path):
     w.write(answer(0), None)
     w.close()
     assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == ["q0"]
+
+
+def test_rows_with_odd_ids_or_docs_and_repeated_ids(tmp_path):
+    f = tmp_path / "q.jsonl"
+    f.write_text('{"id": 0, "question": "Zero?"}\n{"question": "Listed?", "doc": ["a.txt", "b.txt"]}\n'
+                 '{"question": "Numbered?", "doc": 5}\n', encoding="utf-8")
+    qs = read_questions(f)
+    assert qs[0].id == "0" and qs[0].error is None  # an id of 0 is an id, not a missing one
+    assert [q.error for q in qs[1:]] == [f"line {n}: doc must be a document's name (a string)" for n in (2, 3)]
+    f.write_text('{"id": "a", "question": "One?"}\n{"id": "a", "question": "Two?"}\n', encoding="utf-8")
+    with pytest.raises(QuestionFileError, match="q.jsonl: ids used more than once: a; each question needs its own"):
+        read_questions(f)
+
+
+def test_a_csv_quote_never_closed_is_refused_not_read_as_one_long_question(tmp_path):
+    f = tmp_path / "q.csv"
+    f.write_text('id,question\nq1,"What is the term?\nq2,Who signed?\nq3,Which law?\n', encoding="utf-8")
+    with pytest.raises(QuestionFileError, match="q.csv: not valid CSV .*a quote opened and never closed"):
+        read_questions(f)
+
+
+@pytest.mark.parametrize("fmt, other", [("jsonl", "csv"), ("csv", "jsonl")])
+def test_resuming_a_file_of_the_other_format_or_a_damaged_one_is_refused_and_it_is_left_as_it_was(tmp_path, fmt,
+                                                                                                   other):
+    out = tmp_path / "answers"
+    w = AnswerWriter(out, other, resume=False)
+    w.write(answer(0), "d.txt")
+    w.close()
+    before = out.read_bytes()
+    with pytest.raises(LongDocError, match="resume it with the format it was written in"):
+        AnswerWriter(out, fmt, resume=True)
+    assert out.read_bytes() == before
+    damaged = tmp_path / "damaged.jsonl"
+    damaged.write_bytes(b'{"id": "q0"}\n[1]\n')
+    with pytest.raises(LongDocError, match=r"damaged.jsonl, line 2: not a JSON answer"):
+        AnswerWriter(damaged, "jsonl", resume=True)
+    damaged.write_bytes(b'{"id": "q0"}\n\xff\n')
+    with pytest.raises(LongDocError, match="damaged.jsonl: not UTF-8 text"):
+        AnswerWriter(damaged, "jsonl", resume=True)
+
+
+def test_an_answer_file_that_cannot_be_written_says_where_and_why(tmp_path):
+    with pytest.raises(LongDocError, match="a folder; --out takes the answer file's path"):
+        AnswerWriter(tmp_path, "jsonl", resume=False)
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    with pytest.raises(LongDocError, match=r"out.jsonl: cannot write the answers there \(File exists\)"):
+        AnswerWriter(tmp_path / "afile" / "out.jsonl", "jsonl", resume=False)

@@ -125,3 +125,22 @@ def test_ask_checks_its_options_as_the_settings_are_checked_before_the_generator
         with pytest.raises(LongDocError, match=re.escape(message)):
             qa.ask("Which law governs?", **options)
     assert qa.engine._generator is None
+
+
+def test_a_batch_refuses_its_files_problems_before_a_model_loads_and_keeps_the_questions(tmp_path: Path) -> None:
+    full = str(library(tmp_path / "full", ["msa.txt"]))
+    questions = tmp_path / "questions.csv"
+    questions.write_text("id,question\na,Who are the parties?\nb,Which law governs?\n", encoding="utf-8")
+    repeated = tmp_path / "repeated.csv"
+    repeated.write_text("id,question\na,Who are the parties?\na,Which law governs?\n", encoding="utf-8")
+    before = questions.read_bytes()
+    result, printed = longdoc_in_new_process(
+        ["batch", str(questions), "--out", str(questions), "--format", "csv", "--index", full],
+        ["batch", str(questions), "--out", str(tmp_path), "--index", full],
+        ["batch", str(repeated), "--out", str(tmp_path / "answers.jsonl"), "--index", full],
+    )
+    assert result["codes"] == [1, 1, 1], printed
+    assert "is the question file itself: write the answers to another file" in printed
+    assert "a folder; --out takes the answer file's path" in printed and "ids used more than once: a" in printed
+    assert result["heavy"] == [], f"imported {result['heavy']}"
+    assert questions.read_bytes() == before and not (tmp_path / "answers.jsonl").exists()

@@ -75,6 +75,7 @@ def ingest_files(
     started = time.perf_counter()
     files, errors = find_files(paths)
     report = IngestReport(skipped=[(e.path, e.reason) for e in errors])
+    first: dict[str, tuple[Path, str]] = {}  # each name's first file in this call, and its content id
     for i, path in enumerate(tqdm(files, desc="Ingesting", unit="file", disable=not show_progress)):
         if on_file:
             on_file(path, i, len(files))
@@ -83,6 +84,11 @@ def ingest_files(
             doc_id = content_id(path)
         except OSError as exc:
             report.skipped.append((str(path), f"cannot read: {exc.strerror or exc}"))
+            continue
+        earlier, earlier_id = first.setdefault(name, (path, doc_id))
+        if earlier_id != doc_id:  # a document is known by its file name: the second would replace the first
+            report.skipped.append((str(path), f"another file named {name} comes first in this ingest ({earlier}), "
+                                              "with other content: rename one to ingest both"))
             continue
         try:
             signature = " | ".join(s for s in (chunker.signature, reading_signature(path, options)) if s)

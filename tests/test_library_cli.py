@@ -72,6 +72,21 @@ def test_same_bytes_under_two_names_is_stored_once_and_answers_to_both(library, 
     assert "0 ingested" in again.output and "2 unchanged" in again.output
 
 
+def test_two_files_of_one_name_in_one_ingest_keep_the_first_and_skip_the_second_with_why(library, tmp_path) -> None:
+    files = tmp_path / "files"
+    first, second = files / "sub1" / "contract.txt", files / "sub2" / "contract.txt"
+    for path, source in ((first, CONTRACT), (second, MEETING)):
+        path.parent.mkdir(parents=True)
+        path.write_text(source.read_text(encoding="utf-8")[:2000], encoding="utf-8")
+    result = longdoc(library, "ingest", str(files))
+    assert result.exit_code == 0 and "1 ingested" in result.output and "1 skipped" in result.output, result.output
+    assert "another file named contract.txt comes first in this ingest" in " ".join(result.output.split())
+    qa = LongDocQA(index_dir=library[1], vector_store=library[0])
+    (info,) = qa.documents()
+    assert qa.document_text(info.name) == first.read_text(encoding="utf-8")  # the second did not replace it
+    qa.store.close()
+
+
 def test_a_document_answers_to_the_path_it_was_ingested_from(library, tmp_path: Path) -> None:
     meeting = tmp_path / MEETING.name
     shutil.copy(MEETING, meeting)

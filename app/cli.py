@@ -23,7 +23,7 @@ from rich.table import Table
 
 from app.batch import Question
 from app.conversation import searched_line
-from app.errors import LongDocError, user_errors
+from app.errors import EmptyIndex, LongDocError, user_errors
 from app.evals.cli import eval_app
 from app.settings import MODES, REORDER_CHOICES, Settings, SettingsError
 
@@ -45,10 +45,18 @@ ContextOpt = Annotated[Optional[int], typer.Option("--context-chunks",
                                                   help="Chunks of text around each passage handed on with it.")]
 
 
-def _qa(index: Path | None, **overrides):
+def _qa(index: Path | None, *, existing: bool = False, **overrides):
+    """The library; with `existing`, for a command that only reads it, refused when the embedded library's folder
+    holds none (a mistyped --index is said at once, not made into a new, empty library after loading the
+    embedder)."""
     from app.api import LongDocQA  # heavy imports only for commands that need the models
+    from index.stores import EMBEDDED, backend_kind, has_library
 
-    return LongDocQA(index_dir=index, **overrides)
+    settings = Settings.load(index_dir=index, **overrides)
+    if existing and backend_kind(settings.vector_store) == EMBEDDED and not has_library(settings.index_dir):
+        raise EmptyIndex(f"no library at {settings.index_dir} yet: `longdoc ingest PATH"
+                         f"{'' if index is None else f' --index {index}'}` makes one")
+    return LongDocQA(settings=settings)
 
 
 def _answer_options(top_k: int | None, reorder: str | None, mode: str | None, context_chunks: int | None) -> dict:
@@ -100,7 +108,7 @@ def ingest(
 @command
 def docs(index: IndexOpt = None) -> None:
     """List the ingested documents."""
-    documents = _qa(index).documents()
+    documents = _qa(index, existing=True).documents()
     if not documents:
         console.print("The library is empty: `longdoc ingest PATH` adds documents.")
         return
@@ -144,7 +152,7 @@ def show_settings(
 @command
 def remove(doc: Annotated[str, typer.Argument(help="Document name, id or file path.")], index: IndexOpt = None) -> None:
     """Remove a document and its chunks from the index (or one of its names, when it has several)."""
-    info = _qa(index).remove(doc)
+    info = _qa(index, existing=True).remove(doc)
     others = [n for n in info.names if n != doc]
     if doc in info.names and others:
         console.print(f"removed the name {doc}; the document stays as {', '.join(others)}")
@@ -164,7 +172,7 @@ def ask(
     index: IndexOpt = None,
 ) -> None:
     """Answer one question, with the passages behind it and where each sat."""
-    qa = _qa(index, **_answer_options(top_k, reorder, mode, context_chunks))
+    qa = _qa(index, existing=True, **_answer_options(top_k, reorder, mode, context_chunks))
     if as_json:
         with ReadingBar() as bar:
             answer = qa.ask(question, doc=doc, on_progress=bar.update)
@@ -196,7 +204,7 @@ def chat(
         import readline  # noqa: F401  (imported, it gives input() line editing and the session's history)
     except ImportError:  # not on every platform
         pass
-    qa = _qa(index, **_answer_options(top_k, reorder, mode, context_chunks))
+    qa = _qa(index, existing=True, **_answer_options(top_k, reorder, mode, context_chunks))
     conversation = qa.chat(doc=doc)  # a wrong --doc fails here, before the models load
     with err.status("Loading the models"):
         model = qa.model_info()
@@ -351,7 +359,7 @@ def batch(
     rows = read_questions(questions)
     if out.resolve() == questions.resolve():  # the answers would overwrite the questions before any is asked
         raise LongDocError(f"--out {out} is the question file itself: write the answers to another file")
-    qa = _qa(index, **_answer_options(top_k, reorder, mode, context_chunks))
+    qa = _qa(index, existing=True, **_answer_options(top_k, reorder, mode, context_chunks))
     if each_doc:
         rows = expand_each_doc(rows, [d.name for d in qa.documents()])
     elif doc:
@@ -512,7 +520,10 @@ def index_copy(
     index: IndexOpt = None,
 ) -> None:
     """Copy every document, its chunks, vectors and names to another backend, without embedding again."""
-    with _qa(index, **({} if source is None else _library_overrides(source))) as qa:
+    overrides = {} if source is None else _library_overrides(source)
+    if "index_dir" in overrides and index is not None:
+        raise LongDocError("give the source folder once: --from FOLDER or --index FOLDER")
+    with _qa(overrides.pop("index_dir", index), existing=True, **overrides) as qa:
         report = qa.copy_library(**_library_overrides(to), show_progress=True)
     console.print(f"{len(report.copied)} copied ({report.chunks} chunks), {len(report.present)} already there, "
                   f"in {report.seconds:.1f} s", highlight=False)
@@ -556,9 +567,13 @@ app.add_typer(eval_app, name="eval")
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=os.environ.get("LONGDOC_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
-    )
+    given = os.environ.get("LONGDOC_LOG_LEVEL", "warning")
+    level = given.upper()
+    if level not in logging.getLevelNamesMapping():
+        err.print(f"[red]error:[/red] LONGDOC_LOG_LEVEL: {given!r} is not one of debug, info, warning, error, critical",
+                  highlight=False, soft_wrap=True)
+        sys.exit(1)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     # transformers' "Loading weights" bar on every start says nothing to a user. Switched off in huggingface_hub,
     # whose setting transformers takes when it is imported, so that commands without a model never import it
     # (cold start): the same as transformers.utils.logging.disable_progress_bar().

@@ -357,8 +357,9 @@ class Settings:
             except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
                 raise SettingsError(f"{path}: not valid TOML ({exc})") from None
             _check_names(values, source=str(path))
-        elif config_file is not None:
-            raise SettingsError(f"{path}: config file not found")
+        elif config_file is not None or env.get("LONGDOC_CONFIG"):  # named, so meant: never silently the defaults
+            raise SettingsError(f"{path}: config file not found"
+                                + ("" if config_file is not None else " (the path in LONGDOC_CONFIG)"))
         _check_names({old: True for old in RENAMED if f"LONGDOC_{old.upper()}" in env}, "environment")
         for f in fields(cls):
             raw = env.get(f"LONGDOC_{f.name.upper()}")
@@ -400,7 +401,11 @@ def _coerce(name: str, value: Any) -> Any:
             if str(value).lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
                 return str(value).lower() in ("1", "true", "yes", "on")
             raise ValueError(value)
+        if kind in ("int", "float") and isinstance(value, bool):  # TOML's true is no number
+            raise ValueError(value)
         if kind == "int":
+            if isinstance(value, float) and not value.is_integer():  # TOML's 2.7: not silently 2
+                raise ValueError(value)
             return int(value)
         if kind == "float":
             return float(value)

@@ -118,7 +118,10 @@ class FaissStore(VectorStore):
                 another version of longdoc-qa, or the directory holds something that is not an index.
         """
         index_dir = Path(index_dir).expanduser()
-        index_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            index_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file where the folder or one of its parents should be
+            raise StoreError(f"{index_dir}: cannot hold a library ({exc.strerror}); --index takes a folder") from None
         marker_path = index_dir / MARKER_FILE
         if not marker_path.exists():
             with FileLock(str(index_dir / LOCK_FILE)):
@@ -136,6 +139,8 @@ class FaissStore(VectorStore):
             found = json.loads(marker_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise StoreError(f"{marker_path}: unreadable version marker ({exc})") from None
+        if not isinstance(found, dict):
+            raise StoreError(f"{marker_path}: unreadable version marker (not a JSON object)")
         meta.check(found, str(index_dir))
         store = cls(index_dir, meta)
         store._refresh()

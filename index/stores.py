@@ -102,6 +102,13 @@ def recorded_meta(location: str, index_dir: Path) -> dict | None:
     return found if isinstance(found, dict) else None
 
 
+def has_library(index_dir: Path) -> bool:
+    """Whether the embedded library's folder holds a library (its marker file), read without opening it."""
+    from index.faiss_store import MARKER_FILE
+
+    return (Path(index_dir).expanduser() / MARKER_FILE).is_file()
+
+
 def redact(location: str) -> str:
     """The URL without its password (in the user part or a `password=` parameter), for messages and `to_dict`."""
     location = _PASSWORD_PARAMETER.sub(r"\1***", location)

@@ -186,10 +186,19 @@ def test_bad_option_value_is_refused_with_the_choices(index):
     assert "important_first_last" in result.output
 
 
-def test_asking_an_empty_library_says_to_ingest_first(tmp_path):
-    result = runner.invoke(app, ["ask", "Who are the parties?", "--index", str(tmp_path / "empty")])
-    assert result.exit_code == 1
-    assert "the library is empty" in result.output and "Traceback" not in result.output
+def test_reading_a_library_that_is_not_there_says_to_ingest_first_and_makes_none(tmp_path):
+    missing = tmp_path / "typo"
+    for command in (["ask", "Who are the parties?"], ["docs"], ["remove", "x.txt"], ["chat"]):
+        result = runner.invoke(app, [*command, "--index", str(missing)])
+        assert result.exit_code == 1, result.output
+        assert f"no library at {missing} yet: `longdoc ingest PATH --index {missing}` makes one" in " ".join(
+            result.output.split()) and "Traceback" not in result.output
+    assert not missing.exists()
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    for where in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        result = runner.invoke(app, ["ingest", str(SAMPLES / "SOURCES.md"), "--index", str(where)])
+        assert result.exit_code == 1 and "cannot hold a library" in result.output and "--index takes a folder" in \
+            result.output and "Traceback" not in result.output
 
 
 def test_an_int8_index_is_used_with_int8_and_refused_in_float32_with_the_setting_to_change(tmp_path):

@@ -144,3 +144,26 @@ def test_a_batch_refuses_its_files_problems_before_a_model_loads_and_keeps_the_q
     assert "a folder; --out takes the answer file's path" in printed and "ids used more than once: a" in printed
     assert result["heavy"] == [], f"imported {result['heavy']}"
     assert questions.read_bytes() == before and not (tmp_path / "answers.jsonl").exists()
+
+
+def test_index_copy_takes_its_source_folder_from_from(tmp_path: Path) -> None:
+    full = str(library(tmp_path / "full", ["msa.txt"]))
+    result, printed = longdoc_in_new_process(
+        ["index", "copy", "--from", full, "--to", str(tmp_path / "copy")],
+        ["index", "copy", "--from", full, "--index", full, "--to", str(tmp_path / "again")],
+    )
+    assert result["codes"] == [0, 1], printed
+    assert "1 copied" in printed and "give the source folder once: --from FOLDER or --index FOLDER" in printed
+    assert [d.name for d in LongDocQA(index_dir=tmp_path / "copy").documents()] == ["msa.txt"]
+    assert result["heavy"] == [], f"imported {result['heavy']}"
+
+
+@pytest.mark.parametrize("level, code", [("debug", 0), ("Info", 0), ("bogus", 1)])
+def test_the_log_level_is_read_in_any_case_and_a_wrong_one_is_one_line(level: str, code: int) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LONGDOC_")} | {"LONGDOC_LOG_LEVEL": level}
+    done = subprocess.run([sys.executable, "-c", "from app.cli import main; main()", "settings", "top_k"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == code, done.stderr
+    assert "Traceback" not in done.stderr
+    if code:
+        assert "LONGDOC_LOG_LEVEL: 'bogus' is not one of debug, info, warning, error, critical" in done.stderr

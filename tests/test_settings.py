@@ -58,6 +58,21 @@ def test_bad_values_name_the_setting_and_the_choices(tmp_path):
 def test_missing_explicit_config_file_is_an_error(tmp_path):
     with pytest.raises(SettingsError, match="config file not found"):
         Settings.load(config_file=tmp_path / "nope.toml", env={})
+    for named in (tmp_path / "nope.toml", tmp_path):  # a typo, or a folder: never silently the defaults
+        with pytest.raises(SettingsError, match=r"config file not found \(the path in LONGDOC_CONFIG\)"):
+            Settings.load(env={"LONGDOC_CONFIG": str(named)})
+
+
+def test_a_toml_number_of_the_wrong_kind_is_refused_not_rounded(tmp_path):
+    config = tmp_path / "longdoc.toml"
+    for line, shown in (("top_k = 2.7", "2.7"), ("top_k = true", "True"), ("min_relevance = true", "True")):
+        config.write_text(line, encoding="utf-8")
+        name = line.split()[0]
+        with pytest.raises(SettingsError, match=f"{name}: expected (int|float), got {shown}"):
+            Settings.load(config_file=config, env={})
+    config.write_text("top_k = 3.0\nmin_relevance = 1", encoding="utf-8")
+    loaded = Settings.load(config_file=config, env={})
+    assert (loaded.top_k, loaded.min_relevance) == (3, 1.0)
 
 
 def test_vector_store_names_a_backend_and_its_password_is_never_shown():

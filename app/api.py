@@ -11,7 +11,7 @@ from app.answer import Answer, ModelInfo, Passage
 from app.batch import Question, answer_all, group_by_doc
 from app.conversation import Conversation
 from app.documents import content_id, find_document
-from app.errors import LongDocError
+from app.errors import LongDocError, require_question
 from app.settings import Settings
 from index.base import DocumentInfo, LibraryMeta
 from index.copy import CopyReport, copy_library
@@ -214,7 +214,9 @@ class LongDocQA:
             top_k: passages to return (default: the `top_k` setting).
             **overrides: retrieval settings for this call, e.g. `retriever="dense"`, `pin_opening="never"`.
         """
-        return self.engine.retrieve(question, doc=self._checked(doc), top_k=top_k,
+        require_question(question)  # the question and the document checked before a model loads
+        doc = self._checked(doc)
+        return self.engine.retrieve(question, doc=doc, top_k=top_k,
                                     settings=self.settings.replace(**overrides) if overrides else None)
 
     def model_info(self) -> ModelInfo:
@@ -245,11 +247,14 @@ class LongDocQA:
         Returns:
             Answer; `.to_dict()` is the answer JSON of docs/answer.md.
         """
-        return self.engine.ask(question, id=id, doc=self._checked(doc), top_k=top_k, reorder=reorder, mode=mode,
+        require_question(question)  # the question and the document checked before a model loads
+        doc = self._checked(doc)
+        return self.engine.ask(question, id=id, doc=doc, top_k=top_k, reorder=reorder, mode=mode,
                                context_chunks=context_chunks, on_progress=on_progress)
 
     def stream(self, question: str, **options: Any) -> Iterator[str | Answer]:
         """Like `ask`, but yields the answer's text pieces as they come, then the final `Answer`."""
+        require_question(question)  # the question and the document checked before a model loads
         if options.get("doc") is not None:
             options["doc"] = self._checked(options["doc"])
         return self.engine.stream(question, **options)

@@ -217,17 +217,18 @@ def chat(
         except (EOFError, KeyboardInterrupt):
             console.print()  # the shell's prompt on a line of its own
             break
-        if line == "/quit":
+        word, _, rest = line.partition(" ") if line.startswith("/") else ("", "", "")
+        if word == "/quit":
             break
         try:
-            if line == "/all":
+            if word == "/all":
                 conversation.widen()
                 err.print("searching the whole library", highlight=False)
-            elif line.startswith("/doc"):
-                conversation.focus_on(line.removeprefix("/doc").strip() or None)
+            elif word == "/doc":
+                conversation.focus_on(rest.strip() or None)
                 err.print(f"searching {conversation.focus or 'the whole library'}", highlight=False)
-            elif line.startswith("/"):
-                raise LongDocError(f"unknown command {line.split()[0]!r}; commands: {', '.join(CHAT_COMMANDS)}")
+            elif word:
+                raise LongDocError(f"unknown command {word!r}; commands: {', '.join(CHAT_COMMANDS)}")
             elif line:
                 answer = _print_streamed(lambda bar: conversation.stream(line, on_progress=bar.update))
                 console.print(f"[dim]{searched_line(answer)}[/dim]", highlight=False)

@@ -22,7 +22,7 @@ from app.abstain import relevance, says_not_stated
 from app.answer import Answer, Passage, Search
 from app.conversation import unnamed
 from app.documents import find_document
-from app.errors import EmptyIndex, LongDocError
+from app.errors import EmptyIndex, LongDocError, require_question
 from app.evidence import score_sentences, select_evidence
 from app.llm.generator import Generator, PrefixCache
 from app.passage_context import with_context
@@ -241,8 +241,8 @@ class QueryEngine:
         except SettingsError as exc:
             raise LongDocError(str(exc)) from None
         top_k, reorder, mode = call.top_k, call.reorder, call.mode
-        if not question.strip() or not text.strip():
-            raise LongDocError("the question is empty")
+        require_question(question)
+        require_question(text)
         if len(self.store) == 0:
             raise EmptyIndex("the library is empty: ingest a document first (longdoc ingest PATH)")
 

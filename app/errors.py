@@ -15,6 +15,19 @@ class EmptyIndex(LongDocError):
     """A question was asked before any document was ingested."""
 
 
+class EmptyQuestion(LongDocError):
+    """A question with nothing in it (refused before any model loads)."""
+
+    def __init__(self) -> None:
+        super().__init__("the question is empty")
+
+
+def require_question(question: str) -> None:
+    """Refuse a question that holds only spaces (EmptyQuestion)."""
+    if not question.strip():
+        raise EmptyQuestion()
+
+
 class PromptTooLong(LongDocError):
     """The question alone does not fit the model's window."""
 

@@ -151,12 +151,12 @@ def test_ask_with_context_shows_each_passage_span_and_its_chunk(index):
 @pytest.mark.slow
 def test_chat_answers_a_follow_up_from_the_document_in_focus_and_goes_on_after_a_bad_command(index):
     idx, _ = index
-    lines = ["Who are the parties to the eDiets co-branding agreement?", "/doc nope.txt", "/frob",
-             "When does it expire?", "/all", "/quit", "Never read."]
+    lines = ["Who are the parties to the eDiets co-branding agreement?", "/doc nope.txt", "/docs",
+             "When does it expire?", "/all please", "/quit now", "Never read."]
     result = runner.invoke(app, ["chat", "--index", str(idx)], input="\n".join(lines) + "\n")
     out = " ".join(result.output.split())
     assert result.exit_code == 1, result.output  # two commands failed; the conversation went on after each
-    assert "no ingested document named 'nope.txt'" in out and "unknown command '/frob'" in out
+    assert "no ingested document named 'nope.txt'" in out and "unknown command '/docs'" in out
     assert "Searched ediets_co-branding_agreement.txt for “Who are the parties to the agreement?”" in out
     assert "Searched ediets_co-branding_agreement.txt (the document in focus)" in out  # the follow-up
     assert out.count("mode: rag · ediets_co-branding_agreement.txt") == 2 and "searching the whole library" in out

@@ -84,12 +84,13 @@ def test_help_docs_remove_and_settings_import_no_model_library(tmp_path: Path) -
         ["ask", "Who?", "--doc", "nope.txt", "--index", full],  # a wrong document fails before a model loads
         ["chat", "--doc", "nope.txt", "--index", full],
         ["ask", "Who?", "--top-k", "0", "--index", full],  # and so does a bad option
+        ["ask", " ", "--index", full],  # and an empty question
         ["index", "copy", "--to", str(tmp_path / "copy"), "--index", full], ["settings", "top_k"],
     )
-    assert result["codes"] == [0, 0, 0, 0, 1, 1, 1, 1, 0, 0], printed
+    assert result["codes"] == [0, 0, 0, 0, 1, 1, 1, 1, 1, 0, 0], printed
     assert "The library is empty" in printed and "msa.txt" in printed and "removed call.txt (1 chunks)" in printed
     assert printed.count("no ingested document named 'nope.txt'") == 3 and "1 copied" in printed
-    assert "top_k must be positive, got 0" in printed
+    assert "top_k must be positive, got 0" in printed and "the question is empty" in printed
     assert "passages retrieved for a question" in printed
     assert result["heavy"] == [], f"imported {result['heavy']}"
     assert "app.llm.generator" not in result["modules"] and "app.engine" not in result["modules"]

@@ -172,6 +172,13 @@ class LongDocQA:
         """Every ingested document, with its pages, chunks and tokens."""
         return self.store.documents()
 
+    def damaged(self) -> dict[str, str]:
+        """Documents whose files in the library's folder cannot be read (lost or spoiled on disk), by name, with
+        what is wrong. They are listed but never searched; ingesting the file again or removing it mends it, and
+        the other documents are served meanwhile."""
+        by_id = {d.doc_id: d.name for d in self.documents()}
+        return {by_id[doc_id]: reason for doc_id, reason in self.store.damaged().items()}
+
     def document_text(self, doc: str) -> str:
         """The extracted text that every `char_start`/`char_end` indexes (a .txt file's exact content)."""
         return self.store.document_text(self._info(doc).doc_id)

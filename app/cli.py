@@ -108,7 +108,8 @@ def ingest(
 @command
 def docs(index: IndexOpt = None) -> None:
     """List the ingested documents."""
-    documents = _qa(index, existing=True).documents()
+    qa = _qa(index, existing=True)
+    documents = qa.documents()
     if not documents:
         console.print("The library is empty: `longdoc ingest PATH` adds documents.")
         return
@@ -125,6 +126,9 @@ def docs(index: IndexOpt = None) -> None:
     for d in documents:  # scans: a line each at the end
         if d.ocr_pages:
             console.print(f"{d.name}: {d.ocr_note}", highlight=False, soft_wrap=True)
+    for name, reason in qa.damaged().items():
+        err.print(f"[red]cannot be read:[/red] {name} ({reason}): ingest its file again, or `longdoc remove {name}`",
+                  highlight=False, soft_wrap=True)
 
 
 @command(name="settings")

@@ -93,7 +93,7 @@ def ingest_files(
         try:
             signature = " | ".join(s for s in (chunker.signature, reading_signature(path, options)) if s)
             existing = store.get(doc_id)
-            if existing is not None and existing.chunking == signature:
+            if existing is not None and existing.chunking == signature and doc_id not in store.damaged():
                 if name in existing.names:
                     report.unchanged.append(existing)
                 else:  # the same bytes under another name: one more name for the stored document, nothing embedded

@@ -254,6 +254,11 @@ class VectorStore(ABC):
     def documents(self) -> list[DocumentInfo]:
         """Every document, in the order they were added (a replaced document counts from its replacement)."""
 
+    def damaged(self) -> dict[str, str]:
+        """Documents listed but unreadable, by doc_id, with what is wrong: a library folder whose files of one
+        document were lost or spoiled keeps serving the others (embedded store; an engine keeps its own)."""
+        return {}
+
     @abstractmethod
     def _by_id(self, doc_id: str) -> DocumentInfo | None: ...
 

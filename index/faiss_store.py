@@ -75,6 +75,10 @@ SEGMENTS_DIR = "segments"
 LOCK_FILE = ".lock"
 
 
+class _DamagedSegment(Exception):
+    """One document's files cannot be read; the message says what is wrong."""
+
+
 @dataclass
 class _Entry:
     """A live document in memory: its record, where its files are, and its vector id range."""
@@ -83,6 +87,7 @@ class _Entry:
     segment: str
     id_base: int  # chunk i has FAISS id id_base + i
     chunks: list[Chunk]
+    damaged: str = ""  # why its files cannot be read (then no chunks and no vectors are in memory)
 
 
 class FaissStore(VectorStore):
@@ -352,15 +357,12 @@ class FaissStore(VectorStore):
             return
         for _ in range(10):
             signature, manifest = self._read_manifest()
-            try:
-                self._apply(manifest)
-            except FileNotFoundError:
-                if _signature(self._manifest_path) == signature:
-                    raise StoreError(
-                        f"{self.index_dir}: the manifest names files that are missing; the index is damaged. "
-                        "Remove the directory and ingest the documents again."
-                    ) from None
-                continue
+            loaded, damaged = self._load_new(manifest)
+            if damaged and _signature(self._manifest_path) != signature:
+                continue  # a writer deleted a segment it had just replaced: the new manifest no longer names it
+            for segment, reason in damaged.items():
+                logger.warning("%s: %s; the rest of the library is served without it", segment, reason)
+            self._apply(manifest, loaded, damaged)
             self._signature = signature
             return
         raise StoreError(f"{self.index_dir}: the index kept changing while being read; try again")
@@ -373,33 +375,53 @@ class FaissStore(VectorStore):
         except FileNotFoundError:
             return None, {"generation": 0, "next_id": 0, "documents": []}
         try:
-            return signature, json.loads(data)
+            manifest = json.loads(data)
         except ValueError as exc:
             raise StoreError(f"{self._manifest_path}: not valid JSON ({exc})") from None
+        documents = manifest.get("documents") if isinstance(manifest, dict) else None
+        if (not isinstance(documents, list) or not all(isinstance(manifest.get(k), int) for k in ("generation", "next_id"))
+                or not all(isinstance(d, dict) and {"segment", "id_base", "doc_id", "name"} <= d.keys()
+                           for d in documents)):
+            raise StoreError(f"{self._manifest_path}: not a longdoc manifest (its generation, next id or a "
+                             "document's segment is missing); the library cannot be read")
+        return signature, manifest
 
-    def _apply(self, manifest: dict) -> None:
+    def _load_new(self, manifest: dict) -> tuple[dict[str, tuple[list[Chunk], np.ndarray]], dict[str, str]]:
+        """The segments `manifest` names that memory does not hold yet, loaded; and those that cannot be, with
+        why. Everything is loaded before memory changes, so a failure leaves it as it was."""
+        if manifest["generation"] == self._generation:
+            return {}, {}
+        current = {e.segment for e in self._docs.values()}
+        loaded, damaged = {}, {}
+        for d in manifest["documents"]:
+            if d["segment"] not in current:
+                try:
+                    loaded[d["segment"]] = self._load_segment(d["segment"])
+                except _DamagedSegment as exc:
+                    damaged[d["segment"]] = str(exc)
+        return loaded, damaged
+
+    def _apply(self, manifest: dict, loaded: dict[str, tuple[list[Chunk], np.ndarray]], damaged: dict[str, str]) -> None:
         if manifest["generation"] == self._generation:
             return
         info_fields = [f.name for f in fields(DocumentInfo)]
         wanted = {d["segment"]: d for d in manifest["documents"]}
         current = {e.segment: e for e in self._docs.values()}
-        # Load everything new first, so a missing file leaves memory untouched.
-        loaded = {
-            segment: self._load_segment(segment)
-            for segment, d in wanted.items()
-            if segment not in current
-        }
         for segment, entry in current.items():
             if segment not in wanted:
                 self._faiss.remove_ids(faiss.IDSelectorRange(entry.id_base, entry.id_base + len(entry.chunks)))
                 for i, chunk in enumerate(entry.chunks):
                     del self._by_fid[entry.id_base + i]
                     del self._fid[chunk.chunk_id]
-                if self._keyword is not None:
+                if self._keyword is not None and not entry.damaged:
                     self._keyword.remove(entry.info.doc_id)
         docs: dict[str, _Entry] = {}
         for segment, d in wanted.items():
             info = DocumentInfo(**{k: d[k] for k in info_fields if k in d})
+            reason = damaged.get(segment) or (current[segment].damaged if segment in current else "")
+            if reason:  # listed, so that it can be removed or ingested again; never searched
+                docs[info.doc_id] = _Entry(info, segment, d["id_base"], [], reason)
+                continue
             fresh = segment not in current
             if fresh:
                 chunks, vectors = loaded[segment]
@@ -427,16 +449,25 @@ class FaissStore(VectorStore):
         self._next_id = manifest["next_id"]
 
     def _load_segment(self, segment: str) -> tuple[list[Chunk], np.ndarray]:
+        """One document's chunk records and vectors; _DamagedSegment saying what is wrong when they cannot be read
+        (a file lost or spoiled on disk: never written so by a writer, which commits only complete segments)."""
         folder = self._segments_dir / segment
-        lines = (folder / "chunks.jsonl").read_text(encoding="ascii").splitlines()
-        chunks = [Chunk(**json.loads(line)) for line in lines]
-        vectors = np.load(folder / "vectors.npy", allow_pickle=False)
+        try:
+            lines = (folder / "chunks.jsonl").read_text(encoding="ascii").splitlines()
+            chunks = [Chunk(**json.loads(line)) for line in lines]
+            vectors = np.load(folder / "vectors.npy", allow_pickle=False)
+        except FileNotFoundError as exc:
+            raise _DamagedSegment(f"{Path(exc.filename).name} is missing") from None
+        except (OSError, ValueError, TypeError) as exc:  # unreadable, not JSON or ASCII, not a chunk, not an array
+            raise _DamagedSegment(f"its files cannot be read ({type(exc).__name__}: {exc})") from None
         if vectors.shape != (len(chunks), self.dim):
-            raise StoreError(
-                f"{folder}: {len(chunks)} chunk records but vectors of shape {vectors.shape}; the index is damaged. "
-                "Remove the directory and ingest the documents again."
-            )
+            raise _DamagedSegment(f"{len(chunks)} chunk records but vectors of shape {vectors.shape}")
         return chunks, np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def damaged(self) -> dict[str, str]:
+        with self._mutex:
+            self._refresh()
+            return {doc_id: e.damaged for doc_id, e in self._docs.items() if e.damaged}
 
     def _keyword_index(self) -> KeywordIndex:
         """BM25 over all chunks, built on the first keyword search (so opening and ingesting pay nothing)."""
@@ -446,14 +477,20 @@ class FaissStore(VectorStore):
 
             self._keyword = KeywordIndex()
             for doc_id, entry in self._docs.items():
-                self._keyword.add(doc_id, [keyword_text(c) for c in entry.chunks])
+                if not entry.damaged:
+                    self._keyword.add(doc_id, [keyword_text(c) for c in entry.chunks])
             logger.debug("built BM25 over %d chunks in %.2f s", len(self._keyword), time.perf_counter() - started)
         return self._keyword
 
     def _entry(self, doc_id: str) -> _Entry:
+        """A live, readable document's entry."""
         if doc_id not in self._docs:
             raise no_such_id(doc_id)
-        return self._docs[doc_id]
+        entry = self._docs[doc_id]
+        if entry.damaged:
+            raise StoreError(f"{entry.info.name} cannot be read from {self.index_dir} ({entry.damaged}): ingest its "
+                             f"file again, or remove it (longdoc remove {entry.info.name})")
+        return entry
 
 
 def _stat_signature(st: os.stat_result) -> tuple[int, ...]:

@@ -35,11 +35,20 @@ def find_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[IngestErro
         path = Path(raw).expanduser()
         if path.is_dir():
             for child in sorted(path.rglob("*")):
-                hidden = any(part.startswith(".") for part in child.relative_to(path).parts)
-                if child.is_file() and not hidden:
+                if any(part.startswith(".") for part in child.relative_to(path).parts) or child.is_dir():
+                    continue
+                if child.is_file():
                     take(child)
+                else:  # a link to nothing, a pipe, a socket: named, so that every file found has its line
+                    skipped.append(IngestError(child, _not_a_file(child)))
         elif path.is_file():
             take(path)
         else:
-            skipped.append(IngestError(path, "no such file or folder"))
+            skipped.append(IngestError(path, _not_a_file(path)))
     return files, skipped
+
+
+def _not_a_file(path: Path) -> str:
+    if path.is_symlink() and not path.exists():
+        return "a link to a file that is not there"
+    return "not a regular file (a pipe or a device?)" if path.exists() else "no such file or folder"

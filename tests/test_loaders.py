@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import docx
@@ -258,6 +259,16 @@ def test_find_files_expands_folders_and_reports_skips(tmp_path):
     files, skipped = find_files([tmp_path, tmp_path / "a.txt", tmp_path / "gone.pdf"])
     assert [f.relative_to(tmp_path).as_posix() for f in files] == ["a.txt", "b/c.PDF", "b/z.md"]
     assert sorted(Path(e.path).name for e in skipped) == ["gone.pdf", "table.xlsx"]
+
+
+def test_find_files_names_a_link_to_nothing_and_a_pipe_instead_of_passing_them_over(tmp_path):
+    (tmp_path / "moved.txt").symlink_to(tmp_path / "nowhere.txt")
+    os.mkfifo(tmp_path / "pipe.txt")
+    for paths in ([tmp_path], [tmp_path / "moved.txt", tmp_path / "pipe.txt"]):
+        files, skipped = find_files(paths)
+        assert files == []
+        assert {Path(e.path).name: e.reason for e in skipped} == {
+            "moved.txt": "a link to a file that is not there", "pipe.txt": "not a regular file (a pipe or a device?)"}
 
 
 def test_supported_extensions_are_the_documented_ones():

@@ -274,3 +274,16 @@ def test_the_passages_context_toggle_starts_from_the_setting(app_test: AppTest, 
     assert not at.exception
     [toggle] = [t for t in at.sidebar.toggle if t.label == "Passages with the text around them"]
     assert toggle.value is shown
+
+
+def test_a_document_that_cannot_be_read_is_marked_in_the_library_and_the_others_listed(
+        app_test: AppTest, tmp_path: Path) -> None:
+    for name in ("msa.txt", "nda.txt"):
+        (tmp_path / name).write_text(DOC_TEXT.replace("Acme", name), encoding="utf-8")
+    LongDocQA(index_dir=tmp_path / "index").ingest([tmp_path / "msa.txt", tmp_path / "nda.txt"])
+    sorted((tmp_path / "index" / "segments").glob("*"))[0].joinpath("vectors.npy").unlink()  # the first: msa.txt
+    at = app_test.run()
+    assert not at.exception
+    lines = [m.value for m in at.sidebar.markdown]
+    assert any(line.startswith("**msa.txt**") and "cannot be read (vectors.npy is missing)" in line for line in lines)
+    assert any(line.startswith("**nda.txt**") and "chunks" in line for line in lines)

@@ -147,9 +147,14 @@ def render_library(qa: LongDocQA, lock: threading.Lock, docs: list[DocumentInfo]
     if not docs:
         st.caption("No documents yet.")
         return
+    damaged = qa.damaged()
     with st.container(height=min(300, 70 * len(docs)), border=False):
         for doc in docs:
-            st.markdown(f"**{doc.name}**  \n:gray[{describe(doc)}]")
+            if doc.name in damaged:  # listed so it can be removed; upload it again to mend it
+                st.markdown(f"**{doc.name}**  \n:red[cannot be read ({damaged[doc.name]}): upload it again or "
+                            "remove it]")
+            else:
+                st.markdown(f"**{doc.name}**  \n:gray[{describe(doc)}]")
     with st.popover("Remove a document", width="stretch"):
         st.selectbox("Document", [d.name for d in docs], key="remove_choice")
         st.button("Remove", on_click=remove_selected, args=(qa, lock), type="primary")

@@ -203,7 +203,7 @@ def chat(
 ) -> None:
     """Ask questions one after another; a follow-up ("when does it expire?") searches the document the
     conversation is about. The models load once, so each answer after the first costs only its own time.
-    Reads lines until /quit or the end of input; exits 1 if any question failed."""
+    Reads lines until /quit or the end of input; exits 1 if any question or command failed."""
     try:
         import readline  # noqa: F401  (imported, it gives input() line editing and the session's history)
     except ImportError:  # not on every platform

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
@@ -10,9 +12,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 from app.answer import Answer, ModelInfo, Passage
 from app.batch import Question, answer_all, group_by_doc
 from app.conversation import Conversation
-from app.documents import content_id, find_document
+from app.documents import content_id, document_key, find_document
 from app.errors import LongDocError, require_question
-from app.settings import Settings
+from app.settings import Settings, SettingsError
 from index.base import DocumentInfo, LibraryMeta
 from index.copy import CopyReport, copy_library
 from index.embedder import Embedder
@@ -29,6 +31,9 @@ if TYPE_CHECKING:
     from ingest.chunkers import Chunker
 
 log = logging.getLogger(__name__)
+
+ANSWER_OPTIONS = ("top_k", "reorder", "mode", "context_chunks")  # the settings one question may set for itself
+MAX_PAGE_DPI = 600  # a US Letter page is 5,100 x 6,600 pixels there; far beyond, one image takes gigabytes
 
 
 def load_generator(settings: Settings) -> Generator:
@@ -60,6 +65,9 @@ class LongDocQA:
     """
 
     def __init__(self, index_dir: str | Path | None = None, settings: Settings | None = None, **overrides: Any):
+        if settings is not None and not isinstance(settings, Settings):
+            raise SettingsError(f"settings must be an app.settings.Settings, not {type(settings).__name__} (keyword "
+                                "arguments such as top_k=8 override single settings)")
         if settings is None:
             settings = Settings.load(index_dir=index_dir, **overrides)
         elif index_dir is not None or overrides:
@@ -139,8 +147,7 @@ class LongDocQA:
             IngestReport with `.ingested`, `.unchanged` (DocumentInfo lists), `.duplicates` ((name, document)
             pairs) and `.skipped` ((file, reason) pairs).
         """
-        if isinstance(paths, (str, Path)):
-            paths = [paths]
+        paths = _paths(paths)
         from app.ingestion import ingest_files  # the loaders and chunkers: llama-index, pypdf (cold start)
 
         s = self.settings
@@ -192,7 +199,9 @@ class LongDocQA:
         Returns:
             The document as it was before.
         """
-        return self.store.remove(doc if self.store.get(doc) is not None else self._info(doc).doc_id)
+        info = self._info(doc)
+        named = document_key(doc)
+        return self.store.remove(named if named in info.names else info.doc_id)
 
     def copy_library(self, vector_store: str, index_dir: str | Path | None = None,
                      show_progress: bool = False) -> CopyReport:
@@ -221,10 +230,10 @@ class LongDocQA:
             top_k: passages to return (default: the `top_k` setting).
             **overrides: retrieval settings for this call, e.g. `retriever="dense"`, `pin_opening="never"`.
         """
-        require_question(question)  # the question and the document checked before a model loads
+        require_question(question)  # the question, the document and the settings checked before a model loads
         doc = self._checked(doc)
-        return self.engine.retrieve(question, doc=doc, top_k=top_k,
-                                    settings=self.settings.replace(**overrides) if overrides else None)
+        call = self.settings.replace(**overrides, **({} if top_k is None else {"top_k": top_k}))
+        return self.engine.retrieve(question, doc=doc, top_k=call.top_k, settings=call)
 
     def model_info(self) -> ModelInfo:
         """The generator's name, RoPE scaling, effective window and attention; loads the model if needed."""
@@ -254,14 +263,16 @@ class LongDocQA:
         Returns:
             Answer; `.to_dict()` is the answer JSON of docs/answer.md.
         """
-        require_question(question)  # the question and the document checked before a model loads
+        require_question(question)  # the question, the document and the options checked before a model loads
         doc = self._checked(doc)
+        self._check_options(dict(top_k=top_k, reorder=reorder, mode=mode, context_chunks=context_chunks))
         return self.engine.ask(question, id=id, doc=doc, top_k=top_k, reorder=reorder, mode=mode,
                                context_chunks=context_chunks, on_progress=on_progress)
 
     def stream(self, question: str, **options: Any) -> Iterator[str | Answer]:
         """Like `ask`, but yields the answer's text pieces as they come, then the final `Answer`."""
-        require_question(question)  # the question and the document checked before a model loads
+        require_question(question)  # the question, the document and the options checked before a model loads
+        self._check_options(options, ("doc", "id", "on_progress", *ANSWER_OPTIONS))
         if options.get("doc") is not None:
             options["doc"] = self._checked(options["doc"])
         return self.engine.stream(question, **options)
@@ -283,18 +294,38 @@ class LongDocQA:
             >>> chat.ask("When does it expire?").searched.doc                             # doctest: +SKIP
             'ediets_co-branding_agreement.txt'
         """
-        doc = self._checked(doc)  # before the engine: a wrong name fails before the embedder loads
+        doc = self._checked(doc)  # before the engine: a wrong name or option fails before the embedder loads
+        self._check_options(options, ("on_progress", *ANSWER_OPTIONS))
         return Conversation(self.engine, doc=doc, **options)
 
     def ask_many(self, questions: Iterable[str | Question], **options: Any) -> Iterator[Answer]:
         """Answer many questions, yielding each Answer as it is ready; a failing one carries `error`.
 
         Questions about the same document run together so a whole-document prefill is reused.
+
+        Args:
+            questions: strings, or `Question`s (each with its own id and document).
+            **options: `doc` for every question that names none, and `top_k`, `reorder`, `mode`,
+                `context_chunks` as in `ask`.
+
         Example:
             >>> for a in qa.ask_many(["Who are the parties?", "When does it expire?"]):  # doctest: +SKIP
             ...     print(a.id, a.answer)
         """
-        rows = [q if isinstance(q, Question) else Question(id=f"q{i}", question=q) for i, q in enumerate(questions, 1)]
+        if isinstance(questions, (str, Question)):  # a string would be asked letter by letter
+            raise LongDocError("ask_many takes several questions (a list of them); ask takes one")
+        try:
+            items = list(questions)
+        except TypeError:
+            raise LongDocError(f"questions must be a list of questions, not {type(questions).__name__}") from None
+        doc = self._checked(options.pop("doc", None))  # for every question that names none itself
+        self._check_options(options, ANSWER_OPTIONS)
+        rows = []
+        for i, q in enumerate(items, 1):
+            if not isinstance(q, Question):
+                require_question(q)
+                q = Question(id=f"q{i}", question=q)
+            rows.append(q if q.doc or doc is None else dataclasses.replace(q, doc=doc))
         return answer_all(self, group_by_doc(rows), **options)
 
     def adapt(
@@ -332,8 +363,7 @@ class LongDocQA:
         """
         from app.adapt import adapt  # torch and peft (cold start)
 
-        if isinstance(paths, (str, Path)):
-            paths = [paths]
+        paths = _paths(paths)
         settings = self.settings if rope_factor is None else self.settings.replace(rope_factor=rope_factor)
         return adapt(paths, out, settings, show_progress=show_progress, seq_len=seq_len, steps=steps,
                      lora_rank=lora_rank, **options)
@@ -353,6 +383,10 @@ class LongDocQA:
         """
         from ingest.loaders.pdf import render_page
 
+        if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+            raise LongDocError(f"page is a page number from 1, not {page!r}")
+        if isinstance(dpi, bool) or not isinstance(dpi, (int, float)) or not 0 < dpi <= MAX_PAGE_DPI:
+            raise LongDocError(f"dpi must be a number above 0 and at most {MAX_PAGE_DPI}, not {dpi!r}")
         info = self._info(doc)
         path = Path(info.source)
         if info.doc_type != "pdf":
@@ -369,10 +403,30 @@ class LongDocQA:
     def _info(self, doc: str) -> DocumentInfo:
         return find_document(self.store, doc)
 
+    def _check_options(self, options: dict[str, Any], allowed: Iterable[str] = ANSWER_OPTIONS) -> None:
+        """Refuse an option a call does not take, and check the answer options as the settings of those names
+        are checked: before any model loads (the engine applies them)."""
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise LongDocError(f"unknown option(s) {', '.join(unknown)}; this call takes {', '.join(allowed)}")
+        given = {k: options[k] for k in ANSWER_OPTIONS if options.get(k) is not None}
+        if given:
+            self.settings.replace(**given)
+
     def _checked(self, doc: str | None) -> str | None:
         """`doc` as the engine takes it, checked before any model loads (a wrong name fails at once, not after
         seconds of loading): a name or id as given, a file's path as its document's name."""
         if doc is None:
             return None
         info = self._info(doc)
-        return doc if doc in (info.doc_id, *info.names) else info.name
+        return doc if doc in (info.doc_id, *info.names) else info.name  # a path (or Path) as the name
+
+
+def _paths(paths: Iterable[str | Path] | str | Path) -> list[Path]:
+    """Files and folders as `ingest` and `adapt` take them: one path, or several."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    try:
+        return [Path(p) for p in paths]
+    except TypeError:
+        raise LongDocError(f"paths are files or folders (str or Path), one or a list: not {paths!r:.80}") from None

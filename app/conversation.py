@@ -31,6 +31,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from app.answer import Answer, Search
+from app.errors import require_question
 
 if TYPE_CHECKING:
     from app.engine import QueryEngine
@@ -283,6 +284,7 @@ class Conversation:
 
     def stream(self, question: str, **options: Any) -> Iterator[str | Answer]:
         """Like `LongDocQA.stream`, for the next turn: resolved, searched, then kept in `turns`."""
+        require_question(question)
         search = self.resolve(question)
         for event in self._engine.stream(question, search=search, **(self._options | options)):
             if isinstance(event, Answer):

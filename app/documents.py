@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 from app.errors import DocumentNotFound
 from index.base import DocumentInfo, VectorStore
+
+
+def document_key(doc: object) -> str:
+    """`doc` as the store looks it up: a name, an id or a path as text (a `Path` given for a file's path)."""
+    if isinstance(doc, os.PathLike):
+        return os.fspath(doc)
+    if not isinstance(doc, str):
+        raise DocumentNotFound(f"a document is given by its name, id or file path, not {type(doc).__name__} {doc!r}")
+    return doc
 
 
 def content_id(path: Path) -> str:
@@ -18,14 +28,15 @@ def content_id(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def find_document(store: VectorStore, doc: str) -> DocumentInfo:
+def find_document(store: VectorStore, doc: str | os.PathLike) -> DocumentInfo:
     """The document `doc` names: a name or id the store knows, else a file on this machine whose bytes were
     ingested (users pass the same path to `ask --doc` as to `ingest`, and a document's name is only the file's).
 
     Raises:
         DocumentNotFound: with the names the library holds, or, for a file, that it is not in the library as it
-            is now.
+            is now; or `doc` is neither text nor a path.
     """
+    doc = document_key(doc)
     info = store.get(doc)
     if info is not None:
         return info

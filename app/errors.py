@@ -16,16 +16,17 @@ class EmptyIndex(LongDocError):
 
 
 class EmptyQuestion(LongDocError):
-    """A question with nothing in it (refused before any model loads)."""
-
-    def __init__(self) -> None:
-        super().__init__("the question is empty")
+    """A question with nothing to search for (refused before any model loads)."""
 
 
-def require_question(question: str) -> None:
-    """Refuse a question that holds only spaces (EmptyQuestion)."""
+def require_question(question: object) -> None:
+    """Refuse what is not a question: not text, only spaces (EmptyQuestion), or no word at all ("?!")."""
+    if not isinstance(question, str):
+        raise LongDocError(f"the question must be text, got {type(question).__name__}")
     if not question.strip():
-        raise EmptyQuestion()
+        raise EmptyQuestion("the question is empty")
+    if not any(ch.isalnum() for ch in question):
+        raise EmptyQuestion(f"the question {question.strip()!r} has no words to search for")
 
 
 class PromptTooLong(LongDocError):

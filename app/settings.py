@@ -270,8 +270,10 @@ class Settings:
     max_pdf_pages: int = setting(2000, "a PDF with more pages is refused before any page is read", bound=POSITIVE)
 
     def __post_init__(self) -> None:
-        self.index_dir = Path(self.index_dir).expanduser()
-        self.cache_dir = Path(self.cache_dir).expanduser()
+        for f in fields(self):  # each value as its field's type, however it came (a keyword, a file, a copy)
+            setattr(self, f.name, _coerce(f.name, getattr(self, f.name)))
+        self.index_dir = self.index_dir.expanduser()
+        self.cache_dir = self.cache_dir.expanduser()
         self.validate()
 
     def validate(self) -> None:
@@ -392,7 +394,8 @@ def _check_names(values: Mapping[str, Any], source: str = "settings") -> None:
 
 
 def _coerce(name: str, value: Any) -> Any:
-    """Turn strings from the environment or TOML into the field's type, with a message naming the field."""
+    """Turn strings from the environment or TOML into the field's type, with a message naming the field; a value
+    of another kind (5.5 or true for a whole number, a list for a name) is refused, never rounded or printed."""
     kind = _FIELD_TYPES[name]
     try:
         if kind == "bool":
@@ -410,7 +413,13 @@ def _coerce(name: str, value: Any) -> Any:
         if kind == "float":
             return float(value)
         if kind == "Path":
+            if value == "":  # Path("") is the working directory: never what an empty setting meant
+                raise ValueError(value)
             return Path(value)
-        return str(value)
+        if isinstance(value, os.PathLike):  # a model's or reranker's folder
+            return os.fspath(value)
+        if not isinstance(value, str):
+            raise TypeError(value)
+        return value
     except (TypeError, ValueError):
         raise SettingsError(f"{name}: expected {kind}, got {value!r}") from None

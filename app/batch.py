@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Iterable, Iterator
 
 from app.answer import Answer
-from app.errors import LongDocError
+from app.errors import LongDocError, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ def answer_all(qa, questions: list[Question], mode: str | None = None, top_k: in
         try:
             yield qa.ask(q.question, doc=q.doc, top_k=top_k, reorder=reorder, mode=mode, context_chunks=context_chunks,
                          id=q.id)
-        except LongDocError as exc:
+        except user_errors() as exc:  # the tool's own: its message is the error
             yield Answer(question=q.question, id=q.id, error=str(exc))
         except Exception as exc:  # one broken question must not end a run of hundreds
             log.exception("question %s failed", q.id)

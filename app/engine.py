@@ -30,7 +30,7 @@ from app.prompt import PromptBuilder, PromptPlan, strip_markup
 from app.quote import find_quote
 from app.reorder import REORDERERS
 from app.sections import SectionProgress, asks_summary, asks_whole_document, combine_plan, read_sections
-from app.settings import Settings, SettingsError
+from app.settings import Settings
 from app.support import check_support
 from index.base import DocumentInfo, VectorStore
 from index.embedder import Embedder
@@ -236,10 +236,7 @@ class QueryEngine:
         text, doc = search.question, search.doc
         given = {k: v for k, v in (("top_k", top_k), ("reorder", reorder), ("mode", mode),
                                    ("context_chunks", context_chunks)) if v is not None}
-        try:  # checked as the settings of those names are: one message for a bad value, however it came
-            call = self.settings.replace(**given) if given else self.settings
-        except SettingsError as exc:
-            raise LongDocError(str(exc)) from None
+        call = self.settings.replace(**given) if given else self.settings  # checked as those settings are
         top_k, reorder, mode = call.top_k, call.reorder, call.mode
         require_question(question)
         require_question(text)

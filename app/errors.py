@@ -39,9 +39,8 @@ def user_errors() -> tuple[type[Exception], ...]:
     A function, not a constant, so importing this module does not load the index's dependencies.
     """
     from app.llm.rope import RopeError
-    from app.settings import SettingsError
     from index.base import StoreError
     from index.embedder import EmbedderError
     from ingest.types import IngestError
 
-    return (LongDocError, SettingsError, RopeError, StoreError, EmbedderError, IngestError)
+    return (LongDocError, RopeError, StoreError, EmbedderError, IngestError)  # SettingsError is a LongDocError

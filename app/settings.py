@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 import platformdirs
 
+from app.errors import LongDocError
 from app.llm import rope
 from app.llm.config import EMBEDDED_GENERATOR, GeneratorConfig, is_server_url
 from app.reorder import REORDERERS
@@ -66,8 +67,9 @@ class Bound:
 POSITIVE = Bound(0, low_open=True)
 
 
-class SettingsError(ValueError):
-    """A setting has a value the tool cannot use; the message says which and what is allowed."""
+class SettingsError(LongDocError, ValueError):
+    """A setting has a value the tool cannot use; the message says which and what is allowed. One of the tool's
+    errors (a LongDocError), however the value came: a file, a variable, an argument or a question's option."""
 
 
 def _default_index_dir() -> Path:

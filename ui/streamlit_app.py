@@ -18,9 +18,8 @@ import streamlit as st
 from app.answer import Answer
 from app.api import LongDocQA
 from app.conversation import Conversation
-from app.errors import LongDocError
+from app.errors import user_errors
 from app.sections import SectionProgress
-from app.settings import SettingsError
 from ui.answer_view import render_answer
 from ui.export import answers_csv, answers_json
 from ui.sidebar import QueryOptions, render_model, render_sidebar
@@ -66,7 +65,7 @@ def stream_answer(conversation: Conversation, question: str, options: QueryOptio
 
             events = conversation.stream(question, **vars(options), on_progress=on_progress)
             st.write_stream(text_pieces(events, final))
-    except LongDocError as exc:
+    except user_errors() as exc:  # the tool's own errors: their message, as the command line prints it
         return Answer(question=question, error=str(exc))
     except Exception as exc:  # the page shows a message, the server log keeps the traceback
         log.exception("question failed: %s", question)
@@ -116,7 +115,7 @@ def main() -> None:
     st.set_page_config(page_title="longdoc-qa", page_icon=":material/description:", layout="wide")
     try:
         qa, lock = engine()
-    except (LongDocError, SettingsError) as exc:
+    except user_errors() as exc:  # a setting, an engine out of reach, a spoiled library: said, not a traceback
         st.error(f"Cannot open the index: {exc}")
         st.stop()
     history: list[Answer] = st.session_state.setdefault("history", [])

@@ -232,7 +232,8 @@ class LongDocQA:
         """
         require_question(question)  # the question, the document and the settings checked before a model loads
         doc = self._checked(doc)
-        call = self.settings.replace(**overrides, **({} if top_k is None else {"top_k": top_k}))
+        given = overrides | ({} if top_k is None else {"top_k": top_k})
+        call = self.settings.replace(**given) if given else self.settings
         return self.engine.retrieve(question, doc=doc, top_k=call.top_k, settings=call)
 
     def model_info(self) -> ModelInfo:

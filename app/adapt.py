@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 ADAPTER_INFO = "longdoc_adapter.json"  # beside peft's files: the generator, scaling and split it was trained with
 REPORT_FILE = "adapt_report.json"
 CHECKPOINT_PREFIX = "checkpoint-"
+ADAPTER_CONFIG = "adapter_config.json"  # what peft writes with an adapter: a folder holding it is one
 STATE_FILE = "state.json"  # written last into a checkpoint: a checkpoint without it is incomplete and ignored
 SEED = 0  # the split and the order of the training sequences; fixed so that a resumed run continues the same one
 LORA_ALPHA_PER_RANK = 2  # alpha = 2 x rank, peft's and LoRA's usual scale for the update
@@ -110,7 +111,7 @@ class AdapterInfo:
     def read(cls, adapter_dir: str | Path) -> "AdapterInfo":
         """Raises LongDocError (one line) when `adapter_dir` is not an adapter `longdoc adapt` wrote."""
         path = Path(adapter_dir).expanduser()
-        if not (path / "adapter_config.json").is_file():
+        if not (path / ADAPTER_CONFIG).is_file():
             raise LongDocError(f"{path}: not a LoRA adapter (no adapter_config.json); `longdoc adapt ... --out "
                                f"{path}` writes one")
         try:
@@ -398,6 +399,12 @@ def adapt(paths: Iterable[str | Path], out: str | Path, settings: Settings, show
     started = time.perf_counter()
     config = AdaptConfig.from_settings(settings, **overrides)
     out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():  # found at the first checkpoint, after minutes of training
+        raise LongDocError(f"{out}: a file; the adapter goes in a folder (--out)")
+    if (out.is_dir() and any(out.iterdir()) and latest_checkpoint(out) is None
+            and not (out / ADAPTER_CONFIG).is_file()):
+        raise LongDocError(f"{out} holds other files: the adapter goes in a new folder, or one that holds an "
+                           "earlier adapter or a checkpoint of this run")
     documents = read_documents(paths, max_bytes=int(settings.max_file_mb * 1024 * 1024))  # before the model: fail fast
     gen = load_for_training(settings)
     if config.seq_len > gen.context_window:

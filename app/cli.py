@@ -398,8 +398,10 @@ def batch(
 
 
 @command
-def ui(port: Annotated[int, typer.Option(help="Local port.")] = 8501, index: IndexOpt = None) -> None:
+def ui(port: Annotated[int, typer.Option(min=1, max=65535, help="Local port.")] = 8501,
+       index: IndexOpt = None) -> None:
     """Serve the browser UI on localhost."""
+    _require_free_port(port)
     env = dict(os.environ)
     if index is not None:
         env["LONGDOC_INDEX_DIR"] = str(index)
@@ -413,7 +415,20 @@ def ui(port: Annotated[int, typer.Option(help="Local port.")] = 8501, index: Ind
     os.execve(sys.executable, cmd, env)
 
 
+def _require_free_port(port: int) -> None:
+    """Refuse a port something already listens on, before announcing a server there."""
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise LongDocError(f"port {port} on 127.0.0.1 is not free ({exc.strerror}): choose another with --port") \
+                from None
+
+
 PPL_SCALINGS = "none,linear,dynamic,yarn"  # `ppl`'s comparison: the unscaled baseline first
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 
 @command
@@ -423,7 +438,7 @@ def ppl(
     lengths: Annotated[str, typer.Option(help="Context lengths, e.g. 2k,4k,8k,16k.")] = "2k,4k,8k,16k",
     scaling: Annotated[Optional[str], typer.Option(help=f"RoPE scalings to compare (default: {PPL_SCALINGS}; "
                                                         "with --adapter, the configured one).")] = None,
-    out: Annotated[Path, typer.Option(help="Plot file (PNG).")] = Path("ppl.png"),
+    out: Annotated[Path, typer.Option(help="Plot file: .png, .svg or .pdf.")] = Path("ppl.png"),
     adapter: Annotated[Optional[Path], typer.Option(help="A `longdoc adapt` folder: adds the row with the adapter "
                                                          "merged (after), beside the same scaling without (before)."
                                                     )] = None,
@@ -432,6 +447,8 @@ def ppl(
     from app.evals.niah import parse_sizes
     from app.llm.perplexity import run_ppl
 
+    if out.suffix.lower() not in PLOT_SUFFIXES or out.is_dir():  # said now, not after the scoring
+        raise LongDocError(f"--out {out}: the plot is a file ending in {', '.join(PLOT_SUFFIXES)}")
     settings = Settings.load()
     scaling = scaling or (settings.rope_scaling if adapter else PPL_SCALINGS)
     report = run_ppl(file, parse_sizes(lengths), [s.strip() for s in scaling.split(",")],
@@ -490,9 +507,9 @@ def _mean(values: list[float]) -> float:
 @command
 def serve(
     gguf: Annotated[Optional[Path], typer.Argument(help="A GGUF file (default: the packaged SmolLM2).")] = None,
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8080,
-    rope_factor: Annotated[Optional[float], typer.Option(help="YaRN factor (default from settings; 1 = none).")] = None,
-    native_window: Annotated[Optional[int], typer.Option(help="The model's trained window (default: the GGUF's).")] = None,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")] = 8080,
+    rope_factor: Annotated[Optional[float], typer.Option(min=1, help="YaRN factor (default from settings; 1 = none).")] = None,
+    native_window: Annotated[Optional[int], typer.Option(min=1, help="The model's trained window (default: the GGUF's).")] = None,
     parallel: Annotated[int, typer.Option(min=1, help="Requests decoded at once, sharing one KV buffer.")] = 4,
 ) -> None:
     """Serve a GGUF through llama.cpp's own server with YaRN, on 127.0.0.1: an OpenAI-compatible generator."""
@@ -502,7 +519,8 @@ def serve(
 
     path = gguf or embedded_gguf()
     if not path.is_file():
-        raise LongDocError(f"{path}: no such GGUF file")
+        raise LongDocError(f"{path}: {'a folder, not' if path.is_dir() else 'no such'} GGUF file")
+    _require_free_port(port)
     factor = Settings.load().rope_factor if rope_factor is None else rope_factor
     config = ServerConfig(path, port, rope_factor=factor, native_window=native_window or gguf_window(path),
                           parallel=parallel)
@@ -536,6 +554,8 @@ def index_copy(
 
 def _library_overrides(location: str) -> dict:
     """`vector_store` (and `index_dir` for a folder) from a URL or a folder path."""
+    if not location.strip():  # Path("") is the working directory: never what an empty argument meant
+        raise LongDocError("an empty library location: give a folder or an engine's URL")
     if "://" in location:
         return {"vector_store": location}
     return {"vector_store": "faiss", "index_dir": Path(location)}
@@ -545,23 +565,26 @@ def _library_overrides(location: str) -> dict:
 def engine(
     kind: Annotated[str, typer.Argument(help="postgres (PostgreSQL + pgvector) or milvus (milvus-lite).")],
     data_dir: Annotated[Path, typer.Option(help="Where the engine keeps its data.")] = Path("~/.longdoc/engine"),
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (default: the engine's usual one).")] = 0,
+    port: Annotated[Optional[int], typer.Option(min=1024, max=65535, help="Port on 127.0.0.1 (default: the "
+                                                "engine's usual one, 5432 or 19530).")] = None,
 ) -> None:
     """Run a vector engine on 127.0.0.1 to try a backend; a new PostgreSQL gets the role and database `longdoc`,
     with the password in LONGDOC_ENGINE_PASSWORD (default: longdoc)."""
     from app.local_engines import start_milvus, start_postgres, wait_until_signalled
     from index.stores import redact
 
+    if kind not in ("postgres", "milvus"):
+        raise LongDocError(f"engine {kind!r}: choose postgres or milvus")
+    if data_dir.expanduser().exists() and not data_dir.expanduser().is_dir():
+        raise LongDocError(f"--data-dir {data_dir}: a file; the engine keeps its data in a folder")
     data_dir = data_dir.expanduser() / kind
     if kind == "postgres":
         password = os.environ.get("LONGDOC_ENGINE_PASSWORD", "longdoc")
         running = start_postgres(data_dir, port or 5432, password)
         url = running.url if "LONGDOC_ENGINE_PASSWORD" not in os.environ else redact(running.url)
-    elif kind == "milvus":
+    else:
         running = start_milvus(data_dir, port or 19530)
         url = running.url
-    else:
-        raise LongDocError(f"engine {kind!r}: choose postgres or milvus")
     console.print(f"{kind} on 127.0.0.1 (pid {running.pid}), data in {data_dir}. Ctrl-C stops it.\n"
                   f"  LONGDOC_VECTOR_STORE={url} longdoc ingest ...", highlight=False, soft_wrap=True)
     wait_until_signalled(running)

@@ -126,7 +126,7 @@ class FaissStore(VectorStore):
         try:
             index_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # a file where the folder or one of its parents should be
-            raise StoreError(f"{index_dir}: cannot hold a library ({exc.strerror}); --index takes a folder") from None
+            raise StoreError(f"{index_dir}: cannot hold a library ({exc.strerror}); a library is a folder") from None
         marker_path = index_dir / MARKER_FILE
         if not marker_path.exists():
             with FileLock(str(index_dir / LOCK_FILE)):

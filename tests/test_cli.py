@@ -197,7 +197,7 @@ def test_reading_a_library_that_is_not_there_says_to_ingest_first_and_makes_none
     (tmp_path / "afile").write_text("x", encoding="utf-8")
     for where in (tmp_path / "afile", tmp_path / "afile" / "sub"):
         result = runner.invoke(app, ["ingest", str(SAMPLES / "SOURCES.md"), "--index", str(where)])
-        assert result.exit_code == 1 and "cannot hold a library" in result.output and "--index takes a folder" in \
+        assert result.exit_code == 1 and "cannot hold a library" in result.output and "a library is a folder" in \
             result.output and "Traceback" not in result.output
 
 

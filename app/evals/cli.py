@@ -47,8 +47,14 @@ def recall(
     from app.evals.datasets import load_eval_set
     from app.evals.recall import recall_table, run_recall, write_report
 
+    if budget_tokenizer not in BUDGET_TOKENIZERS:
+        raise typer.BadParameter(f"{budget_tokenizer!r} is not one of {', '.join(BUDGET_TOKENIZERS)}",
+                                 param_hint="--budget-tokenizer")
+    _output_folder(out)
     try:
         eval_set = load_eval_set(data, quick=quick)
+        if not eval_set.questions:
+            raise LongDocError(f"--data {data}: no questions with gold evidence in it")
         settings = Settings.load(chunker=chunker, retriever=retriever, pin_opening=pin_opening,
                                  context_chunks=context_chunks, vector_store=vector_store or "faiss")
     except ValueError as exc:  # SettingsError is a ValueError
@@ -75,7 +81,7 @@ def niah(
     lengths: Annotated[Optional[str], typer.Option(help="Haystack lengths in tokens, e.g. 2k,8k,16k.")] = None,
     depths: Annotated[Optional[str], typer.Option(help="Needle depths in percent, e.g. 0,25,50,75,100.")] = None,
     haystack: Annotated[Optional[list[Path]], typer.Option(help="A file or folder to cut haystacks from (repeat for more; default: the dev contracts).")] = None,
-    modes: Annotated[str, typer.Option(help="rag, full_document or both (comma-separated): full_document at 16K "
+    modes: Annotated[str, typer.Option(help="rag, full_document, or both as rag,full_document: full_document at 16K "
                                              "takes minutes per question on 2 cores.")] = "rag,full_document",
     out: Annotated[Path, typer.Option(help="Folder for niah.json and the heatmaps.")] = OUT,
     adapter: Annotated[Optional[Path], typer.Option(help="A `longdoc adapt` folder: the same needles without it "
@@ -89,9 +95,10 @@ def niah(
     from app.evals.niah import FULL_DEPTHS, FULL_LENGTHS, QUICK_DEPTHS, QUICK_LENGTHS, SCALINGS, parse_sizes, run_niah
     from app.reorder import REORDERERS
 
+    _output_folder(out)
     try:
         sizes = parse_sizes(lengths) if lengths else (QUICK_LENGTHS if quick else FULL_LENGTHS)
-        where = [int(d) for d in depths.split(",")] if depths else (QUICK_DEPTHS if quick else FULL_DEPTHS)
+        where = _whole_numbers(depths, "--depths") if depths else (QUICK_DEPTHS if quick else FULL_DEPTHS)
         if not all(0 <= d <= 100 for d in where):
             raise typer.BadParameter(f"depths are percentages from 0 to 100, got {depths}")
         chosen = [m.strip() for m in modes.split(",") if m.strip()]
@@ -140,8 +147,9 @@ def position(
     from app.errors import LongDocError
     from app.evals.position import FULL_KS, FULL_N, NQ_ORACLE, QUICK_KS, QUICK_N, run_position
 
+    _output_folder(out)
     try:
-        ks = [int(x) for x in k.split(",")] if k else (QUICK_KS if quick else FULL_KS)
+        ks = _whole_numbers(k, "--k") if k else (QUICK_KS if quick else FULL_KS)
         report = run_position(Settings.load(), n or (QUICK_N if quick else FULL_N), ks, quick=quick,
                               data=data or NQ_ORACLE)
     except ValueError as exc:
@@ -153,3 +161,20 @@ def position(
         console.print(table)
     paths = report.save(out)
     console.print(f"{len(report.trials)} prompts in {report.seconds:.0f} s; wrote {', '.join(map(str, paths))}")
+
+
+def _output_folder(out: Path) -> None:
+    """Make the folder an evaluation writes to, or say why it cannot be: before hours of work, not after."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise typer.BadParameter(f"{out}: cannot be the results folder ({exc.strerror})", param_hint="--out") \
+            from None
+
+
+def _whole_numbers(text: str, option: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"whole numbers separated by commas, e.g. 10,20; got {text!r}",
+                                 param_hint=option) from None

@@ -456,12 +456,15 @@ def load_eval_set(data: str, quick: bool = False) -> EvalSet:
     if data == "ectsum":
         return load_ectsum(quick=quick)
     path = Path(data).expanduser()
-    if path.is_dir() and (path / CUAD_CLAUSES).is_file():
-        return load_cuad(path, quick=quick)
-    if path.is_file() and path.suffix == ".jsonl":
-        return load_qmsum(path, quick=quick)
-    if path.is_dir() and (path / "ects").is_dir():
-        return load_ectsum(path, quick=quick)
+    try:  # a user's own file or folder: one line naming it, whatever is wrong inside
+        if path.is_dir() and (path / CUAD_CLAUSES).is_file():
+            return load_cuad(path, quick=quick)
+        if path.is_file() and path.suffix == ".jsonl":
+            return load_qmsum(path, quick=quick)
+        if path.is_dir() and (path / "ects").is_dir():
+            return load_ectsum(path, quick=quick)
+    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--data {data}: not a question set of that kind ({type(exc).__name__}: {exc})") from None
     raise ValueError(
         f"--data {data!r}: expected cuad, qmsum, ectsum, a folder laid out like ectsum_dev (ects/), a folder holding {CUAD_CLAUSES}, contracts/ and "
         f"{CUAD_DESCRIPTIONS}, or a QMSum-style .jsonl file"

@@ -86,9 +86,15 @@ def load_nq(path: Path) -> list[NQItem]:
     items = []
     with path.open(encoding="utf-8") as fh:
         for i, line in enumerate(fh):
-            row = json.loads(line)
-            gold = row["ctxs"][0]
-            items.append(NQItem(i, row["question"], list(row["answers"]), gold["title"], gold["text"]))
+            try:
+                row = json.loads(line)
+                gold = row["ctxs"][0]
+                items.append(NQItem(i, row["question"], list(row["answers"]), gold["title"], gold["text"]))
+            except (ValueError, KeyError, TypeError, IndexError) as exc:
+                raise LongDocError(f"{path}, line {i + 1}: not a question of the NQ oracle file "
+                                   f"({type(exc).__name__}: {exc})") from None
+    if not items:
+        raise LongDocError(f"{path}: no questions in it")
     return items
 
 

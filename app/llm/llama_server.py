@@ -125,8 +125,11 @@ def native_window(gguf: Path) -> int:
     """The window a GGUF was trained for (`<arch>.context_length`); reading the header takes a few seconds."""
     from gguf import GGUFReader
 
-    fields = GGUFReader(str(gguf)).fields
-    arch = fields["general.architecture"]
+    try:
+        fields = GGUFReader(str(gguf)).fields
+        arch = fields["general.architecture"]
+    except (ValueError, KeyError, OSError) as exc:  # "GGUF magic invalid": some other file
+        raise LongDocError(f"{gguf}: not a GGUF model file ({exc})") from None
     name = bytes(arch.parts[arch.data[0]]).decode()
     length = fields.get(f"{name}.context_length")
     if length is None:

@@ -41,6 +41,8 @@ def test_evaluations_check_their_output_folder_and_options_first(tmp_path: Path)
     refused(["eval", "recall", "--budget-tokenizer", "bogus"], "'bogus' is not one of generator, embedder", code=2)
     refused(["eval", "niah", "--depths", "1.5", "--out", str(tmp_path)], "whole numbers separated by commas", code=2)
     refused(["eval", "position", "--k", "abc", "--out", str(tmp_path)], "whole numbers separated by commas", code=2)
+    refused(["eval", "niah", "--haystack", str(tmp_path / "nowhere"), "--out", str(tmp_path)],
+            "nowhere: no such file or folder")
 
 
 def test_evaluations_name_the_data_file_that_is_not_a_question_set(tmp_path: Path) -> None:
@@ -58,6 +60,8 @@ def test_evaluations_name_the_data_file_that_is_not_a_question_set(tmp_path: Pat
 def test_ppl_and_adapt_check_where_they_write_before_scoring_or_training(tmp_path: Path) -> None:
     refused(["ppl", str(CONTRACT), "--out", str(tmp_path / "plot.txt")], "the plot is a file ending in .png, .svg, .pdf")
     refused(["ppl", str(CONTRACT), "--out", str(tmp_path)], "the plot is a file ending in")
+    refused(["ppl", str(CONTRACT), "--scaling", "none,bogus"], "rope scaling 'bogus' is not one of")
+    refused(["ppl", str(CONTRACT), "--adapter", str(tmp_path)], "not a LoRA adapter (no adapter_config.json)")
     (tmp_path / "afile").write_text("x", encoding="utf-8")
     refused(["adapt", str(CONTRACT), "--out", str(tmp_path / "afile")], "a file; the adapter goes in a folder")
     (tmp_path / "notes").mkdir()

@@ -104,6 +104,9 @@ def niah(
         chosen = [m.strip() for m in modes.split(",") if m.strip()]
         if not chosen or not set(chosen) <= {"rag", "full_document"}:
             raise typer.BadParameter(f"modes are rag and/or full_document, got {modes!r}")
+        missing = [str(p) for p in haystack or [] if not p.exists()]
+        if missing:  # said before the models load
+            raise LongDocError(f"--haystack {', '.join(missing)}: no such file or folder")
         settings = Settings.load()
         if adapter is not None:
             from app.adapt import held_out_files

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from app.errors import LongDocError
 from app.llm.config import GeneratorConfig
 from app.llm.generator import Generator
+from app.llm.rope import ROPE_SCALINGS
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +218,13 @@ def run_ppl(file: Path | None, lengths: list[int], scalings: list[str], config: 
     """
     from ingest.loaders import load_document
 
+    unknown = [s for s in scalings if s not in ROPE_SCALINGS]
+    if unknown:  # said before a model loads and the others are scored
+        raise LongDocError(f"rope scaling {unknown[0]!r} is not one of {', '.join(ROPE_SCALINGS)}")
+    if adapter is not None:
+        from app.adapt import AdapterInfo
+
+        AdapterInfo.read(adapter)  # an adapter folder, or one line saying it is not
     if file is None:
         if adapter is None:
             raise LongDocError("give a file to score (or --adapter, to score the documents it held out)")

@@ -92,7 +92,7 @@ class PplReport:
         spans = [(s, min(s + self.segment, longest)) for s in range(0, longest, self.segment)]
         for s, e in spans:
             table.add_column(f"{_k(s)}-{_k(e)}", justify="right")
-        table.add_column(f"0-{_k(self.original_window)}", justify="right", style="bold")
+        table.add_column(f"0-{_k(min(self.original_window, longest))}", justify="right", style="bold")
         for length in self.lengths:
             table.add_column(f"all {_k(length)}", justify="right")
         for scaling in self.scalings():

@@ -188,7 +188,12 @@ class FaissStore(VectorStore):
                 data = (self._segments_dir / entry.segment / "text.txt").read_bytes()
             except FileNotFoundError:  # another process replaced or removed it since the last refresh
                 self._refresh(force=True)
-                data = (self._segments_dir / self._entry(doc_id).segment / "text.txt").read_bytes()
+                entry = self._entry(doc_id)
+                try:
+                    data = (self._segments_dir / entry.segment / "text.txt").read_bytes()
+                except FileNotFoundError:  # lost on disk, as _load_segment finds lost chunks or vectors
+                    raise StoreError(f"{entry.info.name} cannot be read from {self.index_dir} (text.txt is missing): "
+                                     f"ingest its file again, or remove it (longdoc remove {entry.info.name})") from None
         return data.decode("utf-8", errors="surrogatepass")
 
     def chunks(self, doc_id: str | None = None) -> list[Chunk]:

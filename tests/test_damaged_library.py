@@ -56,6 +56,9 @@ def test_a_spoiled_document_is_listed_never_searched_and_mended_the_rest_served(
     with pytest.raises(StoreError, match="lost.txt cannot be read from .* ingest its file again, or remove it"):
         store.search(everything, 10, doc_id=lost.doc_id)
 
+    (segment_of(tmp_path, store.require("fine.txt")) / "text.txt").unlink()
+    with pytest.raises(StoreError, match=r"fine.txt cannot be read from .* \(text.txt is missing\)"):
+        store.document_text("fine.txt")
     store.remove("lost.txt")  # mended by removing it
     readded = store.add(spoiled, "spoiled.txt: again", [Chunk(spoiled.doc_id, "spoiled.txt", 0, "again", 0, 5, 1)],
                         np.eye(DIM, dtype=np.float32)[:1])  # or by writing it again

@@ -192,8 +192,7 @@ class FaissStore(VectorStore):
                 try:
                     data = (self._segments_dir / entry.segment / "text.txt").read_bytes()
                 except FileNotFoundError:  # lost on disk, as _load_segment finds lost chunks or vectors
-                    raise StoreError(f"{entry.info.name} cannot be read from {self.index_dir} (text.txt is missing): "
-                                     f"ingest its file again, or remove it (longdoc remove {entry.info.name})") from None
+                    raise self._unreadable(entry.info, "text.txt is missing") from None
         return data.decode("utf-8", errors="surrogatepass")
 
     def chunks(self, doc_id: str | None = None) -> list[Chunk]:
@@ -493,9 +492,12 @@ class FaissStore(VectorStore):
             raise no_such_id(doc_id)
         entry = self._docs[doc_id]
         if entry.damaged:
-            raise StoreError(f"{entry.info.name} cannot be read from {self.index_dir} ({entry.damaged}): ingest its "
-                             f"file again, or remove it (longdoc remove {entry.info.name})")
+            raise self._unreadable(entry.info, entry.damaged)
         return entry
+
+    def _unreadable(self, info: DocumentInfo, reason: str) -> StoreError:
+        return StoreError(f"{info.name} cannot be read from {self.index_dir} ({reason}): ingest its file again, or "
+                          f"remove it (longdoc remove {info.name})")
 
 
 def _stat_signature(st: os.stat_result) -> tuple[int, ...]:

@@ -76,6 +76,7 @@ def ingest_files(
     files, errors = find_files(paths)
     report = IngestReport(skipped=[(e.path, e.reason) for e in errors])
     first: dict[str, tuple[Path, str]] = {}  # each name's first file in this call, and its content id
+    damaged = set(store.damaged())  # documents whose files were lost: ingested again even when unchanged
     for i, path in enumerate(tqdm(files, desc="Ingesting", unit="file", disable=not show_progress)):
         if on_file:
             on_file(path, i, len(files))
@@ -93,7 +94,7 @@ def ingest_files(
         try:
             signature = " | ".join(s for s in (chunker.signature, reading_signature(path, options)) if s)
             existing = store.get(doc_id)
-            if existing is not None and existing.chunking == signature and doc_id not in store.damaged():
+            if existing is not None and existing.chunking == signature and doc_id not in damaged:
                 if name in existing.names:
                     report.unchanged.append(existing)
                 else:  # the same bytes under another name: one more name for the stored document, nothing embedded
@@ -132,6 +133,7 @@ def ingest_files(
         )
         try:
             report.ingested.append(store.add(info, doc.text, chunks, vectors))
+            damaged.discard(doc_id)
         except StoreError as exc:  # the write is atomic: nothing of this file is stored, the rest go on
             report.skipped.append((str(path), f"not stored: {exc}"))
             continue

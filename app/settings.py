@@ -371,7 +371,7 @@ class Settings:
                 values[f.name] = raw
         _check_names(overrides)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**{k: _coerce(k, v) for k, v in values.items()})
+        return cls(**values)  # each value made its field's type, or refused, as the object is made
 
 
 # What each setting may take, read from its field: `Settings.validate` refuses anything else, `longdoc settings`
